@@ -1,0 +1,76 @@
+# triton-vllm-operator: every entry point. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+include versions.env
+export
+
+CACHE_DIR ?= $(HOME)/.cache/triton-vllm-operator
+WORK_DIR ?= $(CURDIR)/.work
+VENV := .venv
+PY := $(VENV)/bin/python
+DEV_STAMP := $(VENV)/.installed-$(shell cat requirements-dev.txt pyproject.toml | sha256sum | cut -c1-12)
+export CACHE_DIR WORK_DIR
+
+##@ Setup
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*##"} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-zA-Z_-]+:.*##/ {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: install
+install: $(DEV_STAMP) ## Install the operator and its pinned dev tools into .venv
+
+$(DEV_STAMP):
+	rm -rf $(VENV) && python3 -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+.PHONY: serving-env
+serving-env: ## Install tritonserver + vLLM (CPU) into a cached environment
+	hack/serving-env.sh
+
+##@ Development
+
+.PHONY: crds
+crds: install ## Regenerate crds/ from the pydantic models
+	$(PY) -m triton_vllm_operator crd > crds/tritonvllm.io_tritonvllmmodels.yaml
+
+.PHONY: engine-args
+engine-args: install serving-env ## Regenerate the AsyncEngineArgs snapshot from the pinned vLLM
+	"$$(hack/serving-env.sh --print)/venv/bin/python" hack/snapshot_engine_args.py \
+		> operator/triton_vllm_operator/data/engine_args.json
+
+.PHONY: lint
+lint: install ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+.PHONY: fmt
+fmt: install ## Format the code
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+.PHONY: test-unit
+test-unit: install ## Unit tests only (no cluster, no serving env)
+	$(VENV)/bin/pytest -m "not cluster and not serving" -ra
+
+.PHONY: test
+test: install serving-env cluster-build lint ## Every test: unit, real control plane, real tritonserver + vLLM
+	$(VENV)/bin/pytest -ra
+
+##@ Local control plane
+
+.PHONY: cluster-build
+cluster-build: ## Build etcd, kube-*, kubectl, kwok and helm from the Go module proxy (cached)
+	hack/cluster.sh build
+
+.PHONY: cluster-up
+cluster-up: cluster-build ## Start the local control plane with simulated GPU nodes
+	hack/cluster.sh up
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local control plane
+	hack/cluster.sh down
