@@ -1,0 +1,392 @@
+"""The TritonVLLMModel API (tritonvllm.io/v1alpha1): the one source of truth for the CRD."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "tritonvllm.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "TritonVLLMModel"
+PLURAL = "tritonvllmmodels"
+SINGULAR = "tritonvllmmodel"
+SHORT_NAME = "tvm"
+
+# Triton model names become directory names and URL path segments.
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+# A Kubernetes resource quantity such as "100Gi" or "500m"; used where the CRD says int-or-string.
+Quantity = Annotated[
+    int | str,
+    Field(json_schema_extra={"x-kubernetes-int-or-string": True}),
+]
+
+
+class ApiModel(BaseModel):
+    """Base: camelCase on the wire, snake_case in Python, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+# --- Kubernetes pod fields the user may pass through ------------------------------------------
+
+
+class SecretKeyRef(ApiModel):
+    """A key in a Secret of the model's namespace."""
+
+    name: str = Field(min_length=1, description="Name of the Secret.")
+    key: str = Field(min_length=1, description="Key within the Secret.")
+
+
+class ConfigMapKeyRef(ApiModel):
+    """A key in a ConfigMap of the model's namespace."""
+
+    name: str = Field(min_length=1, description="Name of the ConfigMap.")
+    key: str = Field(min_length=1, description="Key within the ConfigMap.")
+
+
+class FieldRef(ApiModel):
+    """A field of the pod, such as metadata.name."""
+
+    field_path: str = Field(description="Path of the field, e.g. metadata.namespace.")
+    api_version: str | None = Field(default=None, description="Schema version of field_path.")
+
+
+class EnvVarSource(ApiModel):
+    """Where an environment variable's value comes from."""
+
+    secret_key_ref: SecretKeyRef | None = Field(default=None, description="A Secret key.")
+    config_map_key_ref: ConfigMapKeyRef | None = Field(
+        default=None, description="A ConfigMap key."
+    )
+    field_ref: FieldRef | None = Field(default=None, description="A field of the pod.")
+
+
+class EnvVar(ApiModel):
+    """An environment variable of the tritonserver container."""
+
+    name: str = Field(min_length=1, description="Variable name.")
+    value: str | None = Field(default=None, description="Literal value.")
+    value_from: EnvVarSource | None = Field(default=None, description="Value from a source.")
+
+
+class Toleration(ApiModel):
+    """A pod toleration (Kubernetes core/v1 Toleration)."""
+
+    key: str | None = Field(default=None, description="Taint key; empty matches all keys.")
+    operator: Literal["Exists", "Equal"] | None = Field(
+        default=None, description="Exists or Equal (default Equal)."
+    )
+    value: str | None = Field(default=None, description="Taint value for Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to match; empty matches all."
+    )
+    toleration_seconds: int | None = Field(
+        default=None, description="How long a NoExecute taint is tolerated."
+    )
+
+
+class NodeSelectorRequirement(ApiModel):
+    """A label requirement on nodes."""
+
+    key: str = Field(description="Label key.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"] = Field(
+        description="Relation between the label and values."
+    )
+    values: list[str] = Field(default_factory=list, description="Values for the operator.")
+
+
+class NodeSelectorTerm(ApiModel):
+    """Requirements that must all hold (AND)."""
+
+    match_expressions: list[NodeSelectorRequirement] = Field(
+        default_factory=list, description="Label requirements."
+    )
+    match_fields: list[NodeSelectorRequirement] = Field(
+        default_factory=list, description="Field requirements."
+    )
+
+
+class NodeSelector(ApiModel):
+    """Terms of which at least one must hold (OR)."""
+
+    node_selector_terms: list[NodeSelectorTerm] = Field(description="The terms, ORed.")
+
+
+class PreferredSchedulingTerm(ApiModel):
+    """A weighted node preference."""
+
+    weight: int = Field(ge=1, le=100, description="Weight, 1-100.")
+    preference: NodeSelectorTerm = Field(description="The preferred node term.")
+
+
+class NodeAffinity(ApiModel):
+    """Node affinity of the pods."""
+
+    required_during_scheduling_ignored_during_execution: NodeSelector | None = Field(
+        default=None, description="Hard node requirements (ANDed with the operator's GPU terms)."
+    )
+    preferred_during_scheduling_ignored_during_execution: list[PreferredSchedulingTerm] = Field(
+        default_factory=list, description="Soft node preferences."
+    )
+
+
+class LabelSelectorRequirement(ApiModel):
+    """A label selector requirement."""
+
+    key: str = Field(description="Label key.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(description="Relation.")
+    values: list[str] = Field(default_factory=list, description="Values.")
+
+
+class LabelSelector(ApiModel):
+    """A label selector."""
+
+    match_labels: dict[str, str] = Field(default_factory=dict, description="Exact labels.")
+    match_expressions: list[LabelSelectorRequirement] = Field(
+        default_factory=list, description="Label requirements."
+    )
+
+
+class PodAffinityTerm(ApiModel):
+    """Pods this pod should (not) be co-located with."""
+
+    label_selector: LabelSelector | None = Field(default=None, description="Pods to match.")
+    namespaces: list[str] = Field(default_factory=list, description="Namespaces to search.")
+    topology_key: str = Field(description="Node label that defines co-location.")
+
+
+class WeightedPodAffinityTerm(ApiModel):
+    """A weighted pod (anti-)affinity preference."""
+
+    weight: int = Field(ge=1, le=100, description="Weight, 1-100.")
+    pod_affinity_term: PodAffinityTerm = Field(description="The term.")
+
+
+class PodAffinity(ApiModel):
+    """Pod affinity or anti-affinity rules."""
+
+    required_during_scheduling_ignored_during_execution: list[PodAffinityTerm] = Field(
+        default_factory=list, description="Hard rules."
+    )
+    preferred_during_scheduling_ignored_during_execution: list[WeightedPodAffinityTerm] = Field(
+        default_factory=list, description="Soft rules."
+    )
+
+
+class Affinity(ApiModel):
+    """Scheduling affinity of the pods (Kubernetes core/v1 Affinity)."""
+
+    node_affinity: NodeAffinity | None = Field(default=None, description="Node affinity.")
+    pod_affinity: PodAffinity | None = Field(default=None, description="Pod affinity.")
+    pod_anti_affinity: PodAffinity | None = Field(default=None, description="Pod anti-affinity.")
+
+
+class ResourceRequirements(ApiModel):
+    """CPU and memory of the tritonserver container; GPUs are added by the operator."""
+
+    requests: dict[str, Quantity] = Field(default_factory=dict, description="Requests.")
+    limits: dict[str, Quantity] = Field(default_factory=dict, description="Limits.")
+
+
+# --- The model's own fields -------------------------------------------------------------------
+
+
+class GPUSpec(ApiModel):
+    """Which GPUs the model runs on."""
+
+    resource_name: str = Field(
+        default="nvidia.com/gpu",
+        min_length=1,
+        description="Extended resource that counts GPUs on nodes and in pod requests.",
+    )
+    product: str | None = Field(
+        default=None,
+        description="Only nodes whose nvidia.com/gpu.product label equals this, "
+        "e.g. NVIDIA-H100-80GB-HBM3 (GPU Feature Discovery).",
+    )
+    min_memory_gi_b: int | None = Field(
+        default=None,
+        alias="minMemoryGiB",
+        ge=1,
+        description="Only GPUs with at least this much memory each (nvidia.com/gpu.memory label).",
+    )
+
+
+class TritonSpec(ApiModel):
+    """The Triton server of each replica."""
+
+    image: str | None = Field(
+        default=None,
+        description="Serving image with tritonserver and the bundled backend; "
+        "default from the operator's settings.",
+    )
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra Triton model configuration (ModelConfig protobuf fields, JSON names) "
+        "merged into config.pbtxt, e.g. {parameters: {...}}.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    args: list[str] = Field(
+        default_factory=list, description="Extra tritonserver command-line arguments."
+    )
+
+
+class StorageSpec(ApiModel):
+    """The model cache of each replica, mounted at /cache (HF_HOME=/cache/huggingface)."""
+
+    existing_claim: str | None = Field(
+        default=None,
+        description="An existing PersistentVolumeClaim to mount (ReadWriteMany or ReadOnlyMany "
+        "when replicas > 1).",
+    )
+    size: Quantity | None = Field(
+        default=None,
+        description="Size of a per-pod emptyDir cache, e.g. 200Gi (lost when the pod goes).",
+    )
+    hf_token_secret: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret key holding a Hugging Face token, passed as HF_TOKEN by "
+        "secretKeyRef; never copied into a ConfigMap or status.",
+    )
+
+
+class TritonVLLMModelSpec(ApiModel):
+    """The desired state: which model, how vLLM runs it, how many replicas."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.storage) || !has(self.storage.existingClaim) "
+                    "|| !has(self.storage.size)",
+                    "message": "set storage.existingClaim or storage.size, not both",
+                },
+            ]
+        }
+    )
+
+    model: str = Field(
+        min_length=1,
+        description="Hugging Face repo id (e.g. meta-llama/Llama-3.1-8B-Instruct) or an "
+        "absolute path inside the model cache volume.",
+    )
+    served_model_name: str | None = Field(
+        default=None,
+        pattern=MODEL_NAME_PATTERN,
+        description="Triton model name clients use; default metadata.name.",
+    )
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="vLLM engine arguments (AsyncEngineArgs names, e.g. max_model_len) written "
+        "to model.json; unknown names are rejected with a suggestion.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    tensor_parallel_size: Annotated[
+        int | Literal["auto"],
+        Field(
+            json_schema_extra={
+                "x-kubernetes-int-or-string": True,
+                "x-kubernetes-validations": [
+                    {
+                        "rule": "type(self) == int ? self >= 1 : self == 'auto'",
+                        "message": "tensorParallelSize must be 'auto' or an integer >= 1",
+                    }
+                ],
+            }
+        ),
+    ] = Field(
+        default="auto",
+        description="GPUs per replica: 'auto' sizes it to the nodes (see the README), or an "
+        "integer checked against the nodes.",
+    )
+    replicas: int = Field(default=1, ge=0, description="Number of tritonserver pods.")
+    gpu: GPUSpec = Field(default_factory=GPUSpec, description="GPU selection.")
+    model_size_gi_b: float | None = Field(
+        default=None,
+        alias="modelSizeGiB",
+        gt=0,
+        description="Size of the weights in GiB; lets tensorParallelSize=auto pick the "
+        "smallest GPU count that fits them with room for the KV cache.",
+    )
+    triton: TritonSpec = Field(default_factory=TritonSpec, description="Triton settings.")
+    storage: StorageSpec = Field(default_factory=StorageSpec, description="Model cache.")
+    resources: ResourceRequirements = Field(
+        default_factory=ResourceRequirements,
+        description="CPU/memory of the container; the operator adds the GPUs.",
+    )
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels.")
+    tolerations: list[Toleration] = Field(
+        default_factory=list,
+        description="Extra tolerations; the GPU resource's NoSchedule taint is always tolerated.",
+    )
+    affinity: Affinity | None = Field(default=None, description="Extra scheduling affinity.")
+    env: list[EnvVar] = Field(default_factory=list, description="Extra environment variables.")
+    pod_annotations: dict[str, str] = Field(
+        default_factory=dict, description="Annotations added to the pods."
+    )
+
+
+class Condition(ApiModel):
+    """A status condition (Kubernetes metav1.Condition)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: str = Field(description="Accepted, Scheduled or Ready.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="Machine-readable reason, CamelCase.")
+    message: str = Field(default="", description="What happened and what to change.")
+    last_transition_time: str = Field(description="When the status last changed.")
+    observed_generation: int | None = Field(
+        default=None, description="metadata.generation this condition was computed from."
+    )
+
+
+class TritonVLLMModelStatus(ApiModel):
+    """The observed state, rebuilt from the world on every reconcile."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    observed_generation: int | None = Field(
+        default=None, description="metadata.generation the status describes."
+    )
+    conditions: list[Condition] = Field(default_factory=list, description="Conditions.")
+    tensor_parallel_size: int | None = Field(default=None, description="Resolved GPUs/replica.")
+    replicas: int | None = Field(default=None, description="Desired replicas.")
+    ready_replicas: int | None = Field(default=None, description="Replicas serving the model.")
+    endpoint: str | None = Field(default=None, description="In-cluster HTTP endpoint.")
+    config_hash: str | None = Field(
+        default=None, description="Hash of config.pbtxt and model.json the pods run."
+    )
+
+
+class ObjectMeta(BaseModel):
+    """The metadata fields the operator reads."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str = Field(min_length=1)
+    namespace: str = "default"
+    uid: str | None = None
+    generation: int | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class TritonVLLMModel(BaseModel):
+    """A TritonVLLMModel object as read from the API or a YAML file."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    api_version: Literal["tritonvllm.io/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["TritonVLLMModel"]
+    metadata: ObjectMeta
+    spec: TritonVLLMModelSpec
+
+    @property
+    def served_name(self) -> str:
+        """The Triton model name."""
+        return self.spec.served_model_name or self.metadata.name

@@ -1,0 +1,105 @@
+"""Render the files each replica's Triton model repository holds: config.pbtxt and model.json."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from ..api import TritonVLLMModel
+
+# Fields of the Triton model config the operator owns; user config may not set them.
+OPERATOR_OWNED_CONFIG = {"name", "backend", "platform"}
+CONFIG_FILE = "config.pbtxt"
+ENGINE_FILE = "model.json"
+MODEL_VERSION = "1"
+
+
+class TritonConfigError(ValueError):
+    """spec.triton.config cannot be merged into config.pbtxt; the message says why."""
+
+
+def _user_config(config: dict[str, Any]) -> mc.ModelConfig:
+    owned = sorted(OPERATOR_OWNED_CONFIG & set(config))
+    if owned:
+        raise TritonConfigError(
+            f"spec.triton.config sets {', '.join(owned)}, which the operator owns; remove it"
+        )
+    try:
+        return json_format.ParseDict(config, mc.ModelConfig())
+    except json_format.ParseError as err:
+        raise TritonConfigError(f"spec.triton.config is not a Triton ModelConfig: {err}") from err
+
+
+def render_model_config(model: TritonVLLMModel, backend_name: str) -> mc.ModelConfig:
+    """The Triton model config: the operator's defaults, then the user's fields over them.
+
+    Inputs and outputs are left to the backend's auto_complete_config, which adds the
+    contract's tensors and keeps any the user declared.
+    """
+    config = mc.ModelConfig(name=model.served_name, backend=backend_name, max_batch_size=0)
+    config.model_transaction_policy.decoupled = True
+    config.instance_group.add(count=1, kind=mc.ModelInstanceGroup.KIND_MODEL)
+    for key in ("REPORT_CUSTOM_METRICS", "ENABLE_VLLM_HEALTH_CHECK"):
+        config.parameters[key].string_value = "true"
+    user = _user_config(model.spec.triton.config)
+    for descriptor, value in user.ListFields():
+        target = getattr(config, descriptor.name)
+        if descriptor.message_type and descriptor.message_type.GetOptions().map_entry:
+            for key in value:
+                target[key].CopyFrom(value[key])
+        elif descriptor.label == descriptor.LABEL_REPEATED:
+            del target[:]
+            target.extend(value)
+        elif descriptor.message_type:
+            target.MergeFrom(value)
+        else:
+            setattr(config, descriptor.name, value)
+    return config
+
+
+def render_config_pbtxt(model: TritonVLLMModel, backend_name: str) -> str:
+    """config.pbtxt in protobuf text format, as tritonserver reads it."""
+    return text_format.MessageToString(render_model_config(model, backend_name))
+
+
+def render_model_json(model: TritonVLLMModel, tensor_parallel_size: int) -> str:
+    """model.json: vLLM engine arguments, plus the model and the resolved TP size."""
+    engine_args = {
+        **model.spec.engine_args,
+        "model": model.spec.model,
+        "tensor_parallel_size": tensor_parallel_size,
+    }
+    return json.dumps(engine_args, indent=2, sort_keys=True) + "\n"
+
+
+def config_data(
+    model: TritonVLLMModel, tensor_parallel_size: int, backend_name: str
+) -> dict[str, str]:
+    """The ConfigMap's data: the two files, by their keys."""
+    return {
+        CONFIG_FILE: render_config_pbtxt(model, backend_name),
+        ENGINE_FILE: render_model_json(model, tensor_parallel_size),
+    }
+
+
+def config_hash(data: dict[str, str]) -> str:
+    """A short, stable digest of the config files; pods roll when it changes."""
+    digest = hashlib.sha256()
+    for key in sorted(data):
+        digest.update(key.encode() + b"\0" + data[key].encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def model_repository_files(
+    model: TritonVLLMModel, tensor_parallel_size: int, backend_name: str = "tritonvllm"
+) -> dict[str, str]:
+    """The model repository as a pod sees it: {relative path: content}."""
+    data = config_data(model, tensor_parallel_size, backend_name)
+    return {
+        f"{model.served_name}/{CONFIG_FILE}": data[CONFIG_FILE],
+        f"{model.served_name}/{MODEL_VERSION}/{ENGINE_FILE}": data[ENGINE_FILE],
+    }
