@@ -60,9 +60,7 @@ class EnvVarSource(ApiModel):
     """Where an environment variable's value comes from."""
 
     secret_key_ref: SecretKeyRef | None = Field(default=None, description="A Secret key.")
-    config_map_key_ref: ConfigMapKeyRef | None = Field(
-        default=None, description="A ConfigMap key."
-    )
+    config_map_key_ref: ConfigMapKeyRef | None = Field(default=None, description="A ConfigMap key.")
     field_ref: FieldRef | None = Field(default=None, description="A field of the pod.")
 
 

@@ -46,9 +46,7 @@ def validate_engine_args(engine_args: dict[str, Any], tensor_parallel_size: int 
         if key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise EngineArgsError(
-                f"engineArgs.{key} is not a vLLM {version} engine argument{hint}"
-            )
+            raise EngineArgsError(f"engineArgs.{key} is not a vLLM {version} engine argument{hint}")
         expected = fields[key]
         allowed = _PYTHON_TYPES.get(expected)
         wrong_type = allowed is not None and (
@@ -56,8 +54,7 @@ def validate_engine_args(engine_args: dict[str, Any], tensor_parallel_size: int 
         )
         if value is not None and wrong_type:
             raise EngineArgsError(
-                f"engineArgs.{key} must be of type {expected}, got {type(value).__name__} "
-                f"{value!r}"
+                f"engineArgs.{key} must be of type {expected}, got {type(value).__name__} {value!r}"
             )
     in_args = engine_args.get("tensor_parallel_size")
     if in_args is not None and in_args != tensor_parallel_size:

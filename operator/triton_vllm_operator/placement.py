@@ -188,7 +188,9 @@ def _auto_size(spec: TritonVLLMModelSpec, node: NodeGPUs) -> _Candidate | str:
         tp *= 2
     if tp > node.allocatable:
         have = node.allocatable * node.memory_mib // 1024
-        return f"needs {tp} GPUs of {node.memory_mib // 1024} GiB, has {node.allocatable} ({have} GiB)"
+        return (
+            f"needs {tp} GPUs of {node.memory_mib // 1024} GiB, has {node.allocatable} ({have} GiB)"
+        )
     return _Candidate(node, tp)
 
 

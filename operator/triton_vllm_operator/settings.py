@@ -36,11 +36,11 @@ class Settings(BaseModel):
         default="triton-vllm-operator",
         description="Server-side apply field manager (TRITON_VLLM_FIELD_MANAGER).",
     )
-    ready_recheck_seconds: float = Field(
+    recheck_seconds: float = Field(
         default=10.0,
         gt=0,
         description="How often a model that is not Ready yet is re-examined "
-        "(TRITON_VLLM_READY_RECHECK_SECONDS).",
+        "(TRITON_VLLM_RECHECK_SECONDS).",
     )
 
     @classmethod
@@ -52,7 +52,7 @@ class Settings(BaseModel):
             "NAMESPACES": "namespaces",
             "LOG_FORMAT": "log_format",
             "FIELD_MANAGER": "field_manager",
-            "READY_RECHECK_SECONDS": "ready_recheck_seconds",
+            "RECHECK_SECONDS": "recheck_seconds",
         }
         values: dict[str, object] = {}
         for suffix, field in names.items():

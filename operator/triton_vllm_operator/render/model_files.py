@@ -51,7 +51,7 @@ def render_model_config(model: TritonVLLMModel, backend_name: str) -> mc.ModelCo
         if descriptor.message_type and descriptor.message_type.GetOptions().map_entry:
             for key in value:
                 target[key].CopyFrom(value[key])
-        elif descriptor.label == descriptor.LABEL_REPEATED:
+        elif descriptor.is_repeated:
             del target[:]
             target.extend(value)
         elif descriptor.message_type:

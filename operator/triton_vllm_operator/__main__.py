@@ -1,0 +1,97 @@
+"""Command line: `render` manifests offline, print the `crd`, or `run` the operator."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import yaml
+
+from .api import KIND
+from .crd import custom_resource_definition
+from .placement import Placement, Unplaceable, inventory, place
+from .render.manifests import render_all
+from .settings import Settings
+from .validation import SpecError, check_model, parse_model
+
+
+def _load_yaml(path: str) -> list[dict[str, Any]]:
+    with open(path) if path != "-" else sys.stdin as stream:
+        return [doc for doc in yaml.safe_load_all(stream) if doc]
+
+
+def _items(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Flatten `kind: List` documents (as `kubectl get -o yaml` prints)."""
+    flat: list[dict[str, Any]] = []
+    for doc in docs:
+        if doc.get("kind", "").endswith("List"):
+            flat.extend(doc.get("items", []))
+        else:
+            flat.append(doc)
+    return flat
+
+
+def render_documents(
+    docs: list[dict[str, Any]], nodes: list[dict[str, Any]] | None, settings: Settings
+) -> list[dict[str, Any]]:
+    """Every manifest the operator would create for the TritonVLLMModels in `docs`."""
+    manifests: list[dict[str, Any]] = []
+    for doc in docs:
+        if doc.get("kind") != KIND:
+            continue
+        model = parse_model(doc)
+        check_model(model, settings.backend_name)
+        placement: Placement | Unplaceable
+        if nodes is not None:
+            placement = place(model.spec, inventory(model.spec, nodes, []))
+        elif model.spec.tensor_parallel_size == "auto":
+            raise SpecError(
+                "NeedsNodes",
+                f"{model.metadata.name}: tensorParallelSize is auto; pass --nodes FILE "
+                "(e.g. `kubectl get nodes -o yaml`) or set an integer tensorParallelSize",
+            )
+        else:
+            tp = model.spec.tensor_parallel_size
+            placement = Placement(tp, (), 0, None, "rendered offline without nodes")
+        if isinstance(placement, Unplaceable):
+            raise SpecError(placement.reason, f"{model.metadata.name}: {placement.message}")
+        manifests.extend(render_all(model, placement, settings))
+    return manifests
+
+
+def _render(args: argparse.Namespace, out: TextIO) -> int:
+    settings = Settings.from_env(os.environ)
+    nodes = _items(_load_yaml(args.nodes)) if args.nodes else None
+    try:
+        manifests = render_documents(_items(_load_yaml(args.file)), nodes, settings)
+    except SpecError as err:
+        print(f"error: {err.reason}: {err.message}", file=sys.stderr)
+        return 1
+    yaml.safe_dump_all(manifests, out, sort_keys=False)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="triton-vllm-operator", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    render = sub.add_parser("render", help="print the manifests the operator would create")
+    render.add_argument("file", help="TritonVLLMModel YAML file, or - for stdin")
+    render.add_argument("--nodes", help="Node manifests YAML to size tensorParallelSize=auto")
+    sub.add_parser("crd", help="print the CustomResourceDefinition")
+    sub.add_parser("run", help="run the operator against the current kubeconfig")
+    args = parser.parse_args(argv)
+    if args.command == "render":
+        return _render(args, sys.stdout)
+    if args.command == "crd":
+        yaml.safe_dump(custom_resource_definition(), sys.stdout, sort_keys=False)
+        return 0
+    from .operator_main import run_operator  # kopf is imported only when running
+
+    return run_operator(Settings.from_env(os.environ))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Start the operator: logging, kopf settings, the API client, then kopf's event loop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+
+from .handlers import register
+from .settings import Settings
+
+LIVENESS_ENDPOINT = "http://0.0.0.0:8080/healthz"
+
+
+def run_operator(settings: Settings, liveness_endpoint: str | None = LIVENESS_ENDPOINT) -> int:
+    """Run until stopped; watches `settings.namespaces` or the whole cluster."""
+    log_format = kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL
+    kopf.configure(log_format=log_format)
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    registry = kopf.OperatorRegistry()
+    register(registry, settings)
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        # Structural status prunes kopf's own fields: keep its bookkeeping in annotations.
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+            prefix="tritonvllm.io"
+        )
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix="tritonvllm.io", key="last-handled-configuration"
+        )
+        settings.persistence.finalizer = "tritonvllm.io/finalizer"
+        # Our own Events say what happened; kopf's per-handler chatter would only add writes.
+        settings.posting.level = 100
+        settings.watching.server_timeout = 300
+        settings.networking.error_backoffs = [1, 2, 5, 10]
+
+    kopf.run(
+        registry=registry,
+        standalone=True,
+        clusterwide=not settings.namespaces,
+        namespaces=list(settings.namespaces),
+        liveness_endpoint=liveness_endpoint,
+        memo=kopf.Memo(api=client.ApiClient()),
+    )
+    return 0

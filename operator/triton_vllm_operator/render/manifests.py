@@ -1,0 +1,269 @@
+"""Render the children of a TritonVLLMModel: ConfigMap, Deployment and Service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..api import API_VERSION, KIND, TritonVLLMModel
+from ..placement import MEMORY_LABEL, PRODUCT_LABEL, Placement, pod_tolerations
+from ..settings import Settings
+from .model_files import CONFIG_FILE, ENGINE_FILE, MODEL_VERSION, config_data, config_hash
+
+MANAGED_BY = "triton-vllm-operator"
+CONFIG_HASH_ANNOTATION = "tritonvllm.io/config-hash"
+MODEL_REPOSITORY = "/models"
+CACHE_MOUNT = "/cache"
+PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
+# Model loads can take long (downloads, weight loading): allow 30 minutes before restarting.
+STARTUP_PERIOD_SECONDS = 10
+STARTUP_FAILURE_THRESHOLD = 180
+
+
+def selector_labels(model: TritonVLLMModel) -> dict[str, str]:
+    """Labels that select the model's pods; never change for a given model."""
+    return {
+        "app.kubernetes.io/name": "triton-vllm",
+        "app.kubernetes.io/instance": model.metadata.name,
+    }
+
+
+def labels(model: TritonVLLMModel) -> dict[str, str]:
+    """Labels on every child."""
+    return {
+        **selector_labels(model),
+        "app.kubernetes.io/component": "inference-server",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "tritonvllm.io/model": model.metadata.name,
+    }
+
+
+def owner_reference(model: TritonVLLMModel) -> dict[str, Any]:
+    """Makes the model own a child, so deleting the model deletes it."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": model.metadata.name,
+        "uid": model.metadata.uid or "",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(model: TritonVLLMModel, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": model.metadata.namespace,
+        "labels": labels(model),
+        "ownerReferences": [owner_reference(model)],
+    }
+
+
+def configmap_name(model: TritonVLLMModel) -> str:
+    return f"{model.metadata.name}-model-config"
+
+
+def endpoint(model: TritonVLLMModel) -> str:
+    """The in-cluster URL of the model on the Service."""
+    host = f"{model.metadata.name}.{model.metadata.namespace}.svc"
+    return f"http://{host}:{PORTS['http']}/v2/models/{model.served_name}"
+
+
+def render_configmap(
+    model: TritonVLLMModel, tensor_parallel_size: int, settings: Settings
+) -> dict[str, Any]:
+    """The ConfigMap holding config.pbtxt and model.json."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(model, configmap_name(model)),
+        "data": config_data(model, tensor_parallel_size, settings.backend_name),
+    }
+
+
+def render_service(model: TritonVLLMModel) -> dict[str, Any]:
+    """A ClusterIP Service with Triton's http, grpc and metrics ports."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(model, model.metadata.name),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(model),
+            "ports": [
+                {"name": name, "port": port, "targetPort": name, "protocol": "TCP"}
+                for name, port in PORTS.items()
+            ],
+        },
+    }
+
+
+def _node_affinity_terms(model: TritonVLLMModel, placement: Placement) -> list[dict[str, Any]]:
+    """The GPU requirements every node must meet, ANDed into each of the user's terms."""
+    ours: list[dict[str, Any]] = []
+    if model.spec.gpu.product:
+        ours.append({"key": PRODUCT_LABEL, "operator": "In", "values": [model.spec.gpu.product]})
+    floors = [placement.min_memory_mib or 0, (model.spec.gpu.min_memory_gi_b or 0) * 1024]
+    if max(floors) > 0:
+        ours.append({"key": MEMORY_LABEL, "operator": "Gt", "values": [str(max(floors) - 1)]})
+    affinity = model.spec.affinity
+    node_affinity = affinity.node_affinity if affinity else None
+    required = (
+        node_affinity.required_during_scheduling_ignored_during_execution if node_affinity else None
+    )
+    user_terms = [
+        term.model_dump(by_alias=True, exclude_defaults=True)
+        for term in (required.node_selector_terms if required else [])
+    ] or [{}]
+    if not ours:
+        return [] if user_terms == [{}] else user_terms
+    return [
+        {**term, "matchExpressions": [*term.get("matchExpressions", []), *ours]}
+        for term in user_terms
+    ]
+
+
+def _affinity(model: TritonVLLMModel, placement: Placement) -> dict[str, Any]:
+    affinity: dict[str, Any] = (
+        model.spec.affinity.model_dump(by_alias=True, exclude_defaults=True)
+        if model.spec.affinity
+        else {}
+    )
+    terms = _node_affinity_terms(model, placement)
+    if terms:
+        node_affinity = affinity.setdefault("nodeAffinity", {})
+        node_affinity["requiredDuringSchedulingIgnoredDuringExecution"] = {
+            "nodeSelectorTerms": terms
+        }
+    return affinity
+
+
+def _env(model: TritonVLLMModel) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [{"name": "HF_HOME", "value": f"{CACHE_MOUNT}/huggingface"}]
+    token = model.spec.storage.hf_token_secret
+    if token:
+        ref = {"secretKeyRef": {"name": token.name, "key": token.key}}
+        env += [{"name": "HF_TOKEN", "valueFrom": ref}]
+    env += [e.model_dump(by_alias=True, exclude_none=True) for e in model.spec.env]
+    return env
+
+
+def _resources(model: TritonVLLMModel, tensor_parallel_size: int) -> dict[str, Any]:
+    gpus = {model.spec.gpu.resource_name: tensor_parallel_size}
+    user = model.spec.resources
+    return {
+        "requests": {**user.requests, **gpus},
+        "limits": {**user.limits, **gpus},
+    }
+
+
+def _cache_volume(model: TritonVLLMModel) -> dict[str, Any]:
+    storage = model.spec.storage
+    if storage.existing_claim:
+        return {"name": "cache", "persistentVolumeClaim": {"claimName": storage.existing_claim}}
+    empty_dir: dict[str, Any] = {}
+    if storage.size is not None:
+        empty_dir["sizeLimit"] = storage.size
+    return {"name": "cache", "emptyDir": empty_dir}
+
+
+def _probe(path: str, **timing: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": "http"}, **timing}
+
+
+def _container(model: TritonVLLMModel, placement: Placement, settings: Settings) -> dict[str, Any]:
+    served = model.served_name
+    return {
+        "name": "tritonserver",
+        "image": model.spec.triton.image or settings.triton_image,
+        "command": ["tritonserver"],
+        "args": [
+            f"--model-repository={MODEL_REPOSITORY}",
+            "--model-control-mode=none",
+            "--exit-on-error=true",
+            *model.spec.triton.args,
+        ],
+        "ports": [
+            {"name": name, "containerPort": port, "protocol": "TCP"} for name, port in PORTS.items()
+        ],
+        "env": _env(model),
+        "resources": _resources(model, placement.tensor_parallel_size),
+        "volumeMounts": [
+            {
+                "name": "model-repository",
+                "mountPath": f"{MODEL_REPOSITORY}/{served}",
+                "readOnly": True,
+            },
+            {"name": "dshm", "mountPath": "/dev/shm"},
+            {"name": "cache", "mountPath": CACHE_MOUNT},
+        ],
+        "startupProbe": _probe(
+            "/v2/health/ready",
+            periodSeconds=STARTUP_PERIOD_SECONDS,
+            failureThreshold=STARTUP_FAILURE_THRESHOLD,
+        ),
+        "readinessProbe": _probe("/v2/health/ready", periodSeconds=5, failureThreshold=3),
+        "livenessProbe": _probe("/v2/health/live", periodSeconds=10, failureThreshold=6),
+    }
+
+
+def render_deployment(
+    model: TritonVLLMModel, placement: Placement, settings: Settings
+) -> dict[str, Any]:
+    """The Deployment of tritonserver pods, `TP` GPUs each, rolled when the config changes."""
+    data = config_data(model, placement.tensor_parallel_size, settings.backend_name)
+    pod_annotations = {**model.spec.pod_annotations, CONFIG_HASH_ANNOTATION: config_hash(data)}
+    pod_spec: dict[str, Any] = {
+        "containers": [_container(model, placement, settings)],
+        "tolerations": [
+            t.model_dump(by_alias=True, exclude_none=True) for t in pod_tolerations(model.spec)
+        ],
+        "volumes": [
+            {
+                "name": "model-repository",
+                "configMap": {
+                    "name": configmap_name(model),
+                    "items": [
+                        {"key": CONFIG_FILE, "path": CONFIG_FILE},
+                        {"key": ENGINE_FILE, "path": f"{MODEL_VERSION}/{ENGINE_FILE}"},
+                    ],
+                },
+            },
+            {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+            _cache_volume(model),
+        ],
+        "terminationGracePeriodSeconds": 60,
+    }
+    if model.spec.node_selector:
+        pod_spec["nodeSelector"] = dict(model.spec.node_selector)
+    affinity = _affinity(model, placement)
+    if affinity:
+        pod_spec["affinity"] = affinity
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(model, model.metadata.name),
+        "spec": {
+            "replicas": model.spec.replicas,
+            "selector": {"matchLabels": selector_labels(model)},
+            # GPUs are the scarce resource: replace pods in place instead of surging.
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
+            },
+            "template": {
+                "metadata": {"labels": labels(model), "annotations": pod_annotations},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def render_all(
+    model: TritonVLLMModel, placement: Placement, settings: Settings
+) -> list[dict[str, Any]]:
+    """Every child, in the order they should be applied."""
+    return [
+        render_configmap(model, placement.tensor_parallel_size, settings),
+        render_deployment(model, placement, settings),
+        render_service(model),
+    ]
