@@ -1,0 +1,71 @@
+"""Sampling parameters from requests: JSON parsing and coercion to SamplingParams' types."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "backend" / "tritonvllm"))
+from tritonvllm_backend.sampling import RequestError, parse_sampling_parameters
+
+KINDS = {
+    "temperature": "float",
+    "top_p": "float",
+    "max_tokens": "int",
+    "seed": "int",
+    "ignore_eos": "bool",
+    "stop": "any",
+    "stop_token_ids": "list",
+    "logit_bias": "dict",
+    "output_kind": "any",
+}
+
+
+@pytest.mark.parametrize(
+    ("sent", "expected"),
+    [
+        ('{"temperature": "0"}', {"temperature": 0.0}),
+        ('{"temperature": 1}', {"temperature": 1.0}),
+        ('{"max_tokens": "16"}', {"max_tokens": 16}),
+        ('{"max_tokens": 16.0}', {"max_tokens": 16}),
+        ('{"ignore_eos": "true"}', {"ignore_eos": True}),
+        ('{"ignore_eos": "False"}', {"ignore_eos": False}),
+        ('{"stop_token_ids": "[1, 2]"}', {"stop_token_ids": [1, 2]}),
+        ('{"logit_bias": "{\\"5\\": 1.5}"}', {"logit_bias": {"5": 1.5}}),
+        ('{"stop": ["a", "b"]}', {"stop": ["a", "b"]}),
+        ('{"seed": null}', {"seed": None}),
+        ("", {}),
+    ],
+)
+def test_string_values_are_coerced_to_the_field_type(sent: str, expected: dict) -> None:
+    assert parse_sampling_parameters(sent, None, KINDS) == expected
+
+
+@pytest.mark.parametrize(
+    ("sent", "fragment"),
+    [
+        ('{"temperature": "hot"}', "'temperature' must be a number"),
+        ('{"max_tokens": "1.5"}', "'max_tokens' must be an integer"),
+        ('{"max_tokens": true}', "'max_tokens' must be an integer"),
+        ('{"ignore_eos": "maybe"}', "'ignore_eos' must be a boolean"),
+        ('{"stop_token_ids": "not json"}', "'stop_token_ids' must be a list"),
+        ('{"temperature": "nan"}', "'temperature' must be a number"),
+        ('{"temprature": 0}', "did you mean 'temperature'"),
+        ('{"output_kind": 1}', "set by the backend"),
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "must be a JSON object"),
+    ],
+)
+def test_bad_values_name_the_key_and_the_problem(sent: str, fragment: str) -> None:
+    with pytest.raises(RequestError, match=fragment.replace("(", r"\(")):
+        parse_sampling_parameters(sent, None, KINDS)
+
+
+def test_request_parameters_are_used_without_transport_keys() -> None:
+    params = '{"temperature": "0", "stream": false, "triton_enable_empty_final_response": true}'
+    assert parse_sampling_parameters(None, params, KINDS) == {"temperature": 0.0}
+
+
+def test_sampling_parameters_input_wins_over_request_parameters() -> None:
+    got = parse_sampling_parameters('{"max_tokens": 4}', '{"max_tokens": 8}', KINDS)
+    assert got == {"max_tokens": 4}
