@@ -285,7 +285,7 @@ class TritonVLLMModelSpec(ApiModel):
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
     tensor_parallel_size: Annotated[
-        int | Literal["auto"],
+        Annotated[int, Field(ge=1)] | Literal["auto"],
         Field(
             json_schema_extra={
                 "x-kubernetes-int-or-string": True,

@@ -10,10 +10,8 @@ from kubernetes import client, config
 from .handlers import register
 from .settings import Settings
 
-LIVENESS_ENDPOINT = "http://0.0.0.0:8080/healthz"
 
-
-def run_operator(settings: Settings, liveness_endpoint: str | None = LIVENESS_ENDPOINT) -> int:
+def run_operator(settings: Settings) -> int:
     """Run until stopped; watches `settings.namespaces` or the whole cluster."""
     log_format = kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL
     kopf.configure(log_format=log_format)
@@ -44,7 +42,7 @@ def run_operator(settings: Settings, liveness_endpoint: str | None = LIVENESS_EN
         standalone=True,
         clusterwide=not settings.namespaces,
         namespaces=list(settings.namespaces),
-        liveness_endpoint=liveness_endpoint,
+        liveness_endpoint=settings.liveness_endpoint,
         memo=kopf.Memo(api=client.ApiClient()),
     )
     return 0

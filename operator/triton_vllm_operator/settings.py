@@ -42,6 +42,10 @@ class Settings(BaseModel):
         description="How often a model that is not Ready yet is re-examined "
         "(TRITON_VLLM_RECHECK_SECONDS).",
     )
+    liveness_endpoint: str = Field(
+        default="http://0.0.0.0:8080/healthz",
+        description="Where kopf serves its liveness probe (TRITON_VLLM_LIVENESS_ENDPOINT).",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -53,6 +57,7 @@ class Settings(BaseModel):
             "LOG_FORMAT": "log_format",
             "FIELD_MANAGER": "field_manager",
             "RECHECK_SECONDS": "recheck_seconds",
+            "LIVENESS_ENDPOINT": "liveness_endpoint",
         }
         values: dict[str, object] = {}
         for suffix, field in names.items():

@@ -1,0 +1,101 @@
+"""`python -m triton_vllm_operator render`: every manifest offline, clear errors, exit 1."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.unit.builders import H100, gpu_node, model_dict
+from triton_vllm_operator.__main__ import main
+
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
+
+
+def write(tmp_path: Path, name: str, docs: list[dict]) -> str:  # type: ignore[type-arg]
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump_all(docs))
+    return str(path)
+
+
+def test_render_prints_every_child(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "m.yaml", [model_dict(tensorParallelSize=2)])
+    assert main(["render", path]) == 0
+    docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert [d["kind"] for d in docs] == ["ConfigMap", "Deployment", "Service"]
+    container = docs[1]["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 2
+
+
+def test_auto_tp_uses_the_nodes_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = write(tmp_path, "m.yaml", [model_dict(modelSizeGiB=140)])
+    nodes = write(tmp_path, "n.yaml", [{"kind": "List", "items": [gpu_node("h", 8, H100)]}])
+    assert main(["render", model, "--nodes", nodes]) == 0
+    docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert '"tensor_parallel_size": 4' in docs[0]["data"]["model.json"]
+
+
+def test_auto_tp_without_nodes_says_what_to_pass(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["render", write(tmp_path, "m.yaml", [model_dict()])]) == 1
+    assert "pass --nodes FILE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("spec", "error"),
+    [
+        ({"engineArgs": {"max_modle_len": 1}}, "did you mean 'max_model_len'"),
+        ({"engineArgs": {"max_model_len": "long"}}, "engineArgs.max_model_len must be of type int"),
+        (
+            {"tensorParallelSize": 2, "engineArgs": {"tensor_parallel_size": 4}},
+            "conflicts with spec.tensorParallelSize=2",
+        ),
+        ({"tensorParallelSize": 0}, "spec.tensorParallelSize"),
+        ({"replicas": -1}, "spec.replicas: Input should be greater than or equal to 0"),
+        ({"triton": {"config": {"backend": "vllm"}}}, "InvalidTritonConfig"),
+        ({"tensorParallelSize": 1, "unknownField": 1}, "spec.unknownField: Extra inputs"),
+    ],
+)
+def test_bad_specs_exit_1_with_a_clear_message(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    spec: dict,
+    error: str,  # type: ignore[type-arg]
+) -> None:
+    path = write(tmp_path, "m.yaml", [model_dict(**{"tensorParallelSize": 1, **spec})])
+    assert main(["render", path]) == 1
+    captured = capsys.readouterr()
+    assert error in captured.err
+    assert captured.out == ""
+
+
+def test_tp_that_fits_no_node_is_an_error_naming_the_node(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = write(tmp_path, "m.yaml", [model_dict(tensorParallelSize=16)])
+    nodes = write(tmp_path, "n.yaml", [gpu_node("h", 8, H100)])
+    assert main(["render", model, "--nodes", nodes]) == 1
+    assert "largest GPU node is h (8 x NVIDIA-H100-80GB-HBM3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_examples_render(example: Path, tmp_path: Path) -> None:
+    nodes = write(tmp_path, "n.yaml", [gpu_node("h0", 8, H100), gpu_node("h1", 8, H100)])
+    result = subprocess.run(
+        [sys.executable, "-m", "triton_vllm_operator", "render", str(example), "--nodes", nodes],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    kinds = [d["kind"] for d in yaml.safe_load_all(result.stdout)]
+    assert kinds == ["ConfigMap", "Deployment", "Service"]
+
+
+def test_crd_command_prints_the_crd(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["crd"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["kind"] == "CustomResourceDefinition"

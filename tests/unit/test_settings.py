@@ -1,0 +1,35 @@
+"""Operator settings come from TRITON_VLLM_* variables, validated."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from triton_vllm_operator.settings import Settings
+
+
+def test_defaults() -> None:
+    settings = Settings.from_env({})
+    assert settings.backend_name == "tritonvllm"
+    assert settings.namespaces == ()
+    assert settings.log_format == "text"
+
+
+def test_environment_overrides() -> None:
+    settings = Settings.from_env(
+        {
+            "TRITON_VLLM_IMAGE": "registry/serving:2",
+            "TRITON_VLLM_NAMESPACES": "ml, serving ,",
+            "TRITON_VLLM_LOG_FORMAT": "json",
+            "TRITON_VLLM_RECHECK_SECONDS": "2.5",
+        }
+    )
+    assert settings.triton_image == "registry/serving:2"
+    assert settings.namespaces == ("ml", "serving")
+    assert settings.log_format == "json"
+    assert settings.recheck_seconds == 2.5
+
+
+def test_bad_values_are_rejected() -> None:
+    with pytest.raises(ValidationError, match="log_format"):
+        Settings.from_env({"TRITON_VLLM_LOG_FORMAT": "xml"})
