@@ -18,6 +18,18 @@ from .settings import Settings
 from .validation import SpecError, check_model, parse_model
 
 
+class _BlockDumper(yaml.SafeDumper):
+    """Dumps multi-line strings (config.pbtxt, model.json) as readable literal blocks."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.Node:
+    style = "|" if "\n" in text else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_BlockDumper.add_representer(str, _represent_str)
+
+
 def _load_yaml(path: str) -> list[dict[str, Any]]:
     with open(path) if path != "-" else sys.stdin as stream:
         return [doc for doc in yaml.safe_load_all(stream) if doc]
@@ -32,6 +44,14 @@ def _items(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         else:
             flat.append(doc)
     return flat
+
+
+def _assume_ready(node: dict[str, Any]) -> dict[str, Any]:
+    """Offline node files (hand-written, or the test pool) may lack status: take them as Ready."""
+    status = node.setdefault("status", {})
+    if not status.get("conditions"):
+        status["conditions"] = [{"type": "Ready", "status": "True"}]
+    return node
 
 
 def render_documents(
@@ -64,13 +84,13 @@ def render_documents(
 
 def _render(args: argparse.Namespace, out: TextIO) -> int:
     settings = Settings.from_env(os.environ)
-    nodes = _items(_load_yaml(args.nodes)) if args.nodes else None
+    nodes = [_assume_ready(n) for n in _items(_load_yaml(args.nodes))] if args.nodes else None
     try:
         manifests = render_documents(_items(_load_yaml(args.file)), nodes, settings)
     except SpecError as err:
         print(f"error: {err.reason}: {err.message}", file=sys.stderr)
         return 1
-    yaml.safe_dump_all(manifests, out, sort_keys=False)
+    yaml.dump_all(manifests, out, Dumper=_BlockDumper, sort_keys=False)
     return 0
 
 

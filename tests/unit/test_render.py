@@ -9,7 +9,8 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from tests.unit.builders import model
+from tests.unit.builders import model, model_dict
+from triton_vllm_operator.api import TritonVLLMModel
 from triton_vllm_operator.placement import Placement
 from triton_vllm_operator.render import TritonConfigError, config_data, model_repository_files
 from triton_vllm_operator.render.manifests import (
@@ -319,3 +320,10 @@ def test_render_all_is_deterministic() -> None:
     assert render_all(model(), placed(), SETTINGS) == render_all(model(), placed(), SETTINGS)
     kinds = [m["kind"] for m in render_all(model(), placed(), SETTINGS)]
     assert kinds == ["ConfigMap", "Deployment", "Service"]
+
+
+def test_offline_rendering_has_no_owner_reference() -> None:
+    offline = model_dict()
+    del offline["metadata"]["uid"]
+    cm = render_configmap(TritonVLLMModel.model_validate(offline), 1, SETTINGS)
+    assert "ownerReferences" not in cm["metadata"]

@@ -43,19 +43,21 @@ def owner_reference(model: TritonVLLMModel) -> dict[str, Any]:
         "apiVersion": API_VERSION,
         "kind": KIND,
         "name": model.metadata.name,
-        "uid": model.metadata.uid or "",
+        "uid": model.metadata.uid,
         "controller": True,
         "blockOwnerDeletion": True,
     }
 
 
 def _metadata(model: TritonVLLMModel, name: str) -> dict[str, Any]:
-    return {
+    metadata: dict[str, Any] = {
         "name": name,
         "namespace": model.metadata.namespace,
         "labels": labels(model),
-        "ownerReferences": [owner_reference(model)],
     }
+    if model.metadata.uid:  # absent when rendering offline, before the model exists
+        metadata["ownerReferences"] = [owner_reference(model)]
+    return metadata
 
 
 def configmap_name(model: TritonVLLMModel) -> str:
