@@ -22,7 +22,7 @@ help: ## Show this help
 install: $(DEV_STAMP) ## Install the operator and its pinned dev tools into .venv
 
 $(DEV_STAMP):
-	rm -rf $(VENV) && python3 -m venv $(VENV)
+	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
@@ -60,6 +60,26 @@ test-unit: install ## Unit tests only (no cluster, no serving env)
 .PHONY: test
 test: install serving-env cluster-build lint ## Every test: unit, real control plane, real tritonserver + vLLM
 	$(VENV)/bin/pytest -ra
+
+.PHONY: run
+run: install ## Run the operator against the current kubeconfig
+	$(PY) -m triton_vllm_operator run
+
+##@ Benchmarks
+
+.PHONY: bench-operator
+bench-operator: install cluster-build ## Operator scale: N=10,100,1000 models on kwok nodes -> docs/benchmarks/operator.md
+	$(PY) -m bench.operator_scale $(BENCH_ARGS)
+
+##@ Demo
+
+.PHONY: demo
+demo: install serving-env cluster-build ## The whole product on this machine: cluster, chart, operator, a real generate request
+	hack/demo.sh
+
+.PHONY: demo-down
+demo-down: ## Stop everything the demo started
+	hack/demo.sh down
 
 ##@ Local control plane
 
