@@ -143,7 +143,7 @@ cmd_build() {
   if ! [ -x "$BIN/kube-apiserver" ] || ! [ -x "$BIN/kubectl" ]; then build_kubernetes; fi
   "$BIN/kubectl" version --client | grep -q "$KUBERNETES_VERSION" || die "kubectl reports no version"
   touch "$K8S_CACHE/.complete"
-  log "built in $((SECONDS - t0)) s: $(ls "$BIN" | tr '\n' ' ')"
+  log "built in $((SECONDS - t0)) s into $BIN"
 }
 
 
@@ -368,13 +368,13 @@ cmd_up() {
 cmd_down() {
   # TERM everything at once (the state is thrown away, so order does not matter), then KILL
   # what is still there after 5 s.
-  local c pids=() i
+  local c pids=() _
   for c in "${COMPONENTS[@]}"; do
     alive "$c" && pids+=("$(cat "$STATE/$c.pid")")
   done
   if [ ${#pids[@]} -gt 0 ]; then
     kill -TERM "${pids[@]}" 2>/dev/null || true
-    for i in $(seq 50); do
+    for _ in $(seq 50); do
       kill -0 "${pids[@]}" 2>/dev/null || break
       sleep 0.1
     done
@@ -390,6 +390,7 @@ cmd_env() {
   for v in KUBECONFIG KUBECACHEDIR HELM_CACHE_HOME HELM_CONFIG_HOME HELM_DATA_HOME; do
     printf 'export %s=%q\n' "$v" "${!v}"
   done
+  # shellcheck disable=SC2016 # $PATH is for the shell that evals this
   printf 'export PATH=%q:"$PATH"\n' "$BIN"
 }
 
@@ -413,7 +414,7 @@ status) cmd_status ;;
 env) cmd_env ;;
 bin-dir) echo "$BIN" ;;
 *)
-  sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+  awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"
   exit 2
   ;;
 esac
