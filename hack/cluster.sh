@@ -136,7 +136,7 @@ cmd_build() {
   go_env
   mkdir -p "$BIN"
   local t0=$SECONDS
-  log "cold build into $K8S_CACHE (about 8 minutes on 2 cores)"
+  log "cold build into $K8S_CACHE (8-15 minutes on 2 cores; later builds reuse it)"
   [ -x "$BIN/etcd" ] || build_etcd
   [ -x "$BIN/kwok" ] && [ -d "$STAGES" ] || build_kwok
   [ -x "$BIN/helm" ] || build_helm

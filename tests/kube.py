@@ -236,6 +236,20 @@ def add_gpu_node(
     return manifest
 
 
-def remove_node(name: str) -> None:
-    """Delete a node (kwok's pod-delete stage then finishes the pods bound to it)."""
+def remove_node(name: str, timeout: float = 60) -> None:
+    """Cordon, drain and delete a node. Draining while kwok still manages the node lets its
+    pod-delete stage finish the pods; pods left on a deleted node linger ~40 s until pod GC
+    (and hold up their namespace's deletion)."""
+    if kubectl("get", "node", name, check=False).returncode != 0:
+        return
+    kubectl("cordon", name)
+    kubectl(
+        "delete",
+        "pods",
+        "--all-namespaces",
+        f"--field-selector=spec.nodeName={name}",
+        "--wait=true",
+        f"--timeout={timeout:g}s",
+        timeout=timeout + 30,
+    )
     kubectl("delete", "node", name, "--ignore-not-found", "--wait=true")
