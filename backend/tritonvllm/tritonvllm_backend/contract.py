@@ -36,48 +36,55 @@ OUTPUTS: tuple[dict[str, Any], ...] = (
 BOOL_FLAGS = tuple(spec["name"] for spec in INPUTS if spec["data_type"] == "TYPE_BOOL")
 
 
+ONE_MODEL_INSTANCE: dict[str, Any] = {"count": 1, "kind": "KIND_MODEL"}
+
+
 @dataclass
 class AutoCompletePlan:
     """What auto_complete_config must do to a model configuration."""
 
     add_inputs: list[dict[str, Any]] = field(default_factory=list)
     add_outputs: list[dict[str, Any]] = field(default_factory=list)
-    set_decoupled: bool = False
-    set_max_batch_size: bool = False
+    enforce: dict[str, Any] = field(default_factory=dict)
     changes: list[str] = field(default_factory=list)
 
 
 def plan_auto_complete(config: dict[str, Any]) -> AutoCompletePlan:
-    """Plan the additions and enforced settings for ``config`` (``ModelConfig.as_dict()``)."""
+    """Plan the additions and enforced settings for ``config`` (``ModelConfig.as_dict()``).
+
+    ``enforce`` maps top-level config keys to the value they must have (``None``: remove the
+    key); ``changes`` says, for the log, each value that differed from what the user wrote.
+    """
     plan = AutoCompletePlan()
     declared_inputs = {tensor["name"] for tensor in config.get("input", [])}
     declared_outputs = {tensor["name"] for tensor in config.get("output", [])}
     plan.add_inputs = [dict(spec) for spec in INPUTS if spec["name"] not in declared_inputs]
     plan.add_outputs = [dict(spec) for spec in OUTPUTS if spec["name"] not in declared_outputs]
 
-    decoupled = bool(config.get("model_transaction_policy", {}).get("decoupled", False))
-    if not decoupled:
-        plan.set_decoupled = True
-        plan.changes.append(
-            "model_transaction_policy.decoupled: false -> true (responses stream from vLLM)"
-        )
+    policy = config.get("model_transaction_policy") or {}
+    if not policy.get("decoupled", False):
+        plan.enforce["model_transaction_policy"] = {**policy, "decoupled": True}
+        if "decoupled" in policy:
+            plan.changes.append(
+                "model_transaction_policy.decoupled: false -> true (vLLM streams responses)"
+            )
     max_batch_size = int(config.get("max_batch_size", 0))
     if max_batch_size != 0:
-        plan.set_max_batch_size = True
+        plan.enforce["max_batch_size"] = 0
         plan.changes.append(f"max_batch_size: {max_batch_size} -> 0 (vLLM batches requests itself)")
+    if config.get("dynamic_batching"):
+        plan.enforce["dynamic_batching"] = None
+        plan.changes.append("dynamic_batching: removed (vLLM batches requests itself)")
+    groups = config.get("instance_group") or []
+    if [_normalized(group) for group in groups] != [ONE_MODEL_INSTANCE]:
+        plan.enforce["instance_group"] = [dict(ONE_MODEL_INSTANCE)]
+        if groups:
+            plan.changes.append(
+                f"instance_group: {groups} -> [{ONE_MODEL_INSTANCE}] "
+                "(one vLLM engine per model, placed on its devices by vLLM)"
+            )
     return plan
 
 
-def instance_group_problem(config: dict[str, Any], world_size: int) -> str | None:
-    """Why the instance groups do not suit a model spread over ``world_size`` devices, if so."""
-    groups = config.get("instance_group", [])
-    count = sum(int(group.get("count", 1)) for group in groups) or 1
-    if count != 1:
-        return f"instance_group must give exactly one instance (the vLLM engine), not {count}"
-    kinds = {group.get("kind", "KIND_AUTO") for group in groups}
-    if world_size > 1 and kinds - {"KIND_MODEL"}:
-        return (
-            f"a model on {world_size} devices needs instance_group kind KIND_MODEL, "
-            f"not {', '.join(sorted(kinds))}"
-        )
-    return None
+def _normalized(group: dict[str, Any]) -> dict[str, Any]:
+    return {"count": int(group.get("count", 1)), "kind": group.get("kind", "KIND_AUTO")}

@@ -1,0 +1,178 @@
+"""tritonvllm: a Triton python-based backend that serves LLMs with the vLLM engine.
+
+It keeps the official Triton vLLM backend's request contract (see docs/backend.md):
+``auto_complete_config`` fills in the contract and enforces what vLLM needs, ``initialize``
+validates ``<version>/model.json`` against vLLM's AsyncEngineArgs and starts the engine on its own
+event loop thread, ``execute`` hands each request to that loop, ``finalize`` drains and stops it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import locale
+import os
+import typing
+from typing import Any
+
+import triton_python_backend_utils as pb_utils
+from tritonvllm_backend.contract import plan_auto_complete
+from tritonvllm_backend.engine_config import EngineConfigError, load_engine_config
+from tritonvllm_backend.engine_loop import EngineLoop
+from tritonvllm_backend.typekinds import Kind, kind_of
+
+ENGINE_START_TIMEOUT_S = 900.0
+DRAIN_TIMEOUT_S = 30.0
+_LOG_PREFIX = "[tritonvllm]"
+
+
+class TritonPythonModel:
+    """One vLLM engine behind one Triton model instance."""
+
+    @staticmethod
+    def auto_complete_config(auto_complete_model_config: Any) -> Any:
+        """Add the contract's missing tensors; enforce decoupled, max_batch_size 0, one instance."""
+        config = auto_complete_model_config.as_dict()
+        plan = plan_auto_complete(config)
+        for spec in plan.add_inputs:
+            auto_complete_model_config.add_input(spec)
+        for spec in plan.add_outputs:
+            auto_complete_model_config.add_output(spec)
+        # The setters refuse to overwrite declared values, and as_dict() is the live config:
+        # enforce by writing it directly.
+        for key, value in plan.enforce.items():
+            if value is None:
+                config.pop(key, None)
+            else:
+                config[key] = value
+        name = config.get("name", "?")
+        for change in plan.changes:
+            pb_utils.Logger.log_warn(f"{_LOG_PREFIX} {name}: config changed: {change}")
+        return auto_complete_model_config
+
+    def initialize(self, args: dict[str, str]) -> None:
+        """Validate model.json and the model configuration, then start the engine."""
+        # The stub's embedded Python keeps an ASCII locale whatever the environment says, and
+        # importing vLLM (through torch) reads UTF-8 files: switch before the first vLLM import.
+        locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
+        from tritonvllm_backend.generate import RequestRunner
+        from tritonvllm_backend.metrics import StatLoggerFactory
+        from vllm.engine.arg_utils import AsyncEngineArgs
+
+        self._log = pb_utils.Logger
+        self._name = args["model_name"]
+        config = json.loads(args["model_config"])
+        parameters = config.get("parameters", {})
+        self._health_check = _bool_parameter(parameters, "ENABLE_VLLM_HEALTH_CHECK")
+        version_dir = os.path.join(args["model_repository"], args["model_version"])
+        accepted = {field.name for field in dataclasses.fields(AsyncEngineArgs)}
+        try:
+            engine_config = load_engine_config(version_dir, accepted)
+        except EngineConfigError as err:
+            raise pb_utils.TritonModelException(f"{self._name}: {err}") from None
+        if not pb_utils.using_decoupled_model_transaction_policy(config):
+            raise pb_utils.TritonModelException(
+                f"{self._name}: the model transaction policy must be decoupled"
+            )
+        try:
+            engine_args = AsyncEngineArgs(**engine_config)
+        except (TypeError, ValueError) as err:
+            raise pb_utils.TritonModelException(f"{self._name}: model.json: {err}") from None
+
+        self._stat_loggers: StatLoggerFactory | None = None
+        if (
+            _bool_parameter(parameters, "REPORT_CUSTOM_METRICS")
+            and not engine_args.disable_log_stats
+        ):
+            labels = {"model": self._name, "version": args["model_version"]}
+            self._stat_loggers = StatLoggerFactory(labels)
+
+        self._loop: EngineLoop[Any] = EngineLoop()
+        self._log.log_info(f"{_LOG_PREFIX} {self._name}: starting vLLM with {engine_config}")
+        try:
+            engine = self._loop.start(
+                lambda: self._build_engine(engine_args), ENGINE_START_TIMEOUT_S
+            )
+        except Exception as err:
+            self._loop.stop(None)
+            if self._stat_loggers is not None:
+                self._stat_loggers.close()
+            raise pb_utils.TritonModelException(
+                f"{self._name}: the vLLM engine did not start: {err}"
+            ) from err
+        self._runner = RequestRunner(engine, sampling_kinds(), self._log)
+        self._loop.submit(self._runner.watch_cancellations())
+        self._log.log_info(f"{_LOG_PREFIX} {self._name}: engine ready")
+
+    async def _build_engine(self, engine_args: Any) -> Any:
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        loggers = [self._stat_loggers] if self._stat_loggers is not None else None
+        return AsyncLLM.from_engine_args(engine_args, stat_loggers=loggers)
+
+    def execute(self, requests: list[Any]) -> None:
+        """Hand each request to the engine loop; responses go out through their senders."""
+        if self._health_check and not self._engine_healthy():
+            for request in requests:
+                request.get_response_sender().send(
+                    pb_utils.InferenceResponse(
+                        error=pb_utils.TritonError(
+                            message="the vLLM engine is not healthy; the model is unavailable",
+                            code=pb_utils.TritonError.UNAVAILABLE,
+                        )
+                    ),
+                    flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
+                )
+            return None
+        for request in requests:
+            self._loop.submit(self._runner.serve(request))
+        return None
+
+    def _engine_healthy(self) -> bool:
+        try:
+            self._loop.call(self._loop.engine.check_health(), timeout=10.0)
+        except Exception as err:
+            self._log.log_error(f"{_LOG_PREFIX} {self._name}: engine health check failed: {err}")
+            return False
+        return True
+
+    def finalize(self) -> None:
+        """Let in-flight requests finish (bounded), then stop the engine and the threads."""
+        self._log.log_info(f"{_LOG_PREFIX} {self._name}: finalizing")
+        loop = getattr(self, "_loop", None)
+        if loop is None:
+            return
+        try:
+            loop.call(self._runner.drain(DRAIN_TIMEOUT_S), timeout=DRAIN_TIMEOUT_S + 10)
+        finally:
+            loop.stop(_shutdown_engine)
+            self._runner.close()
+            if self._stat_loggers is not None:
+                self._stat_loggers.close()
+            # Drop the engine and the Triton objects now, while the stub and every module are
+            # still alive, rather than at interpreter exit.
+            del self._runner, self._loop, self._stat_loggers
+            gc.collect()
+        self._log.log_info(f"{_LOG_PREFIX} {self._name}: engine stopped")
+
+
+async def _shutdown_engine(engine: Any) -> None:
+    engine.shutdown()
+
+
+def _bool_parameter(parameters: dict[str, Any], name: str) -> bool:
+    value = parameters.get(name, {}).get("string_value", "")
+    return str(value).strip().lower() in {"true", "1", "yes", "on"}
+
+
+def sampling_kinds() -> dict[str, Kind]:
+    """SamplingParams field -> kind, for coercing request values."""
+    from vllm import SamplingParams
+
+    try:
+        hints = typing.get_type_hints(SamplingParams)
+    except Exception:
+        hints = dict(getattr(SamplingParams, "__annotations__", {}))
+    names = getattr(SamplingParams, "__struct_fields__", tuple(hints))
+    return {name: kind_of(hints.get(name, Any)) for name in names if not name.startswith("_")}

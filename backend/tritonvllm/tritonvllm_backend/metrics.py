@@ -1,0 +1,281 @@
+"""vLLM's engine metrics exported as Triton custom metrics, under vLLM's own names.
+
+A vLLM stat logger receives scheduler and iteration stats on the engine's event loop after every
+engine step. Sending each value to Triton is a round trip to the server process, so ``record``
+only folds the stats into a pending batch (counters summed, gauges overwritten, histogram
+observations listed), and a flusher thread pushes each batch to Triton a few times a second.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from typing import Any
+
+import triton_python_backend_utils as pb_utils
+from vllm.config import VllmConfig
+from vllm.v1.metrics.loggers import StatLoggerBase
+from vllm.v1.metrics.stats import IterationStats, SchedulerStats
+
+FLUSH_SECONDS = 0.25
+
+COUNTERS = {
+    "vllm:prompt_tokens_total": "Number of prefill tokens processed.",
+    "vllm:generation_tokens_total": "Number of generation tokens processed.",
+    "vllm:num_preemptions_total": "Cumulative number of preemptions from the engine.",
+    "vllm:request_success_total": "Count of successfully processed requests, by finish reason.",
+}
+GAUGES = {
+    "vllm:num_requests_running": "Number of requests in model execution batches.",
+    "vllm:num_requests_waiting": "Number of requests waiting to be processed.",
+    "vllm:kv_cache_usage_perc": "KV-cache usage. 1 means 100 percent usage.",
+    "vllm:cache_config_info": "Information of the KV cache configuration, in its labels.",
+}
+_LATENCY = [
+    0.3,
+    0.5,
+    0.8,
+    1.0,
+    1.5,
+    2.0,
+    2.5,
+    5.0,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    40.0,
+    50.0,
+    60.0,
+    120.0,
+    240.0,
+    480.0,
+    960.0,
+    1920.0,
+    7680.0,
+]
+_TTFT = [
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+    160.0,
+    640.0,
+    2560.0,
+]
+_ITL = [
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+]
+
+
+def token_buckets(max_value: int) -> list[float]:
+    """1, 2, 5, 10, 20, 50, ... up to ``max_value``."""
+    buckets: list[float] = []
+    exponent = 0
+    while True:
+        for mantissa in (1, 2, 5):
+            value = mantissa * 10**exponent
+            if value > max_value:
+                return buckets
+            buckets.append(float(value))
+        exponent += 1
+
+
+def histograms(max_model_len: int) -> dict[str, tuple[str, list[float]]]:
+    """Histogram name -> (description, buckets)."""
+    tokens = token_buckets(max_model_len)
+    return {
+        "vllm:time_to_first_token_seconds": ("Time to first token in seconds.", _TTFT),
+        "vllm:inter_token_latency_seconds": ("Inter-token latency in seconds.", _ITL),
+        "vllm:e2e_request_latency_seconds": ("End to end request latency in seconds.", _LATENCY),
+        "vllm:request_queue_time_seconds": ("Time spent waiting in seconds.", _LATENCY),
+        "vllm:request_inference_time_seconds": ("Time spent running in seconds.", _LATENCY),
+        "vllm:request_prefill_time_seconds": ("Time spent in prefill in seconds.", _LATENCY),
+        "vllm:request_decode_time_seconds": ("Time spent in decode in seconds.", _LATENCY),
+        "vllm:request_prompt_tokens": ("Number of prefill tokens per request.", tokens),
+        "vllm:request_generation_tokens": ("Number of generated tokens per request.", tokens),
+        "vllm:request_params_n": ("The n request parameter.", [1, 2, 5, 10, 20]),
+        "vllm:request_params_max_tokens": ("The max_tokens request parameter.", tokens),
+    }
+
+
+class _Batch:
+    """Stats folded since the last flush."""
+
+    def __init__(self) -> None:
+        self.counters: dict[tuple[str, str], float] = defaultdict(float)
+        self.gauges: dict[str, float] = {}
+        self.observations: dict[str, list[float]] = defaultdict(list)
+
+
+class TritonMetrics:
+    """The Triton metric families of one model, and the thread that updates them."""
+
+    def __init__(self, labels: dict[str, str], vllm_config: VllmConfig) -> None:
+        self._labels = labels
+        self._families: dict[str, Any] = {}
+        self._metrics: dict[tuple[str, str], Any] = {}
+        self._histograms = histograms(vllm_config.model_config.max_model_len)
+        self.histograms_supported = hasattr(pb_utils.MetricFamily, "HISTOGRAM")
+        for name, help_text in COUNTERS.items():
+            self._family(name, help_text, pb_utils.MetricFamily.COUNTER)
+        for name, help_text in GAUGES.items():
+            self._family(name, help_text, pb_utils.MetricFamily.GAUGE)
+        if self.histograms_supported:
+            for name, (help_text, _) in self._histograms.items():
+                self._family(name, help_text, pb_utils.MetricFamily.HISTOGRAM)
+        cache_info = {k: str(v) for k, v in vllm_config.cache_config.metrics_info().items()}
+        self._families["vllm:cache_config_info"].Metric(labels={**labels, **cache_info}).set(1)
+        self._batch = _Batch()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._flush_loop, name="tritonvllm-metrics")
+        self._thread.start()
+
+    def record(self, scheduler: SchedulerStats | None, iteration: IterationStats | None) -> None:
+        """Fold one engine step's stats into the pending batch (cheap; runs on the engine loop)."""
+        with self._lock:
+            batch = self._batch
+            if scheduler is not None:
+                batch.gauges["vllm:num_requests_running"] = scheduler.num_running_reqs
+                batch.gauges["vllm:num_requests_waiting"] = scheduler.num_waiting_reqs
+                batch.gauges["vllm:kv_cache_usage_perc"] = scheduler.kv_cache_usage
+            if iteration is None:
+                return
+            batch.counters["vllm:prompt_tokens_total", ""] += iteration.num_prompt_tokens
+            batch.counters["vllm:generation_tokens_total", ""] += iteration.num_generation_tokens
+            batch.counters["vllm:num_preemptions_total", ""] += iteration.num_preempted_reqs
+            seen = batch.observations
+            seen["vllm:time_to_first_token_seconds"] += iteration.time_to_first_tokens_iter
+            seen["vllm:inter_token_latency_seconds"] += iteration.inter_token_latencies_iter
+            seen["vllm:request_params_n"] += iteration.n_params_iter
+            for done in iteration.finished_requests:
+                batch.counters["vllm:request_success_total", str(done.finish_reason)] += 1
+                seen["vllm:e2e_request_latency_seconds"].append(
+                    done.queued_time + done.prefill_time + done.decode_time
+                )
+                seen["vllm:request_queue_time_seconds"].append(done.queued_time)
+                seen["vllm:request_inference_time_seconds"].append(done.inference_time)
+                seen["vllm:request_prefill_time_seconds"].append(done.prefill_time)
+                seen["vllm:request_decode_time_seconds"].append(done.decode_time)
+                seen["vllm:request_prompt_tokens"].append(done.num_prompt_tokens)
+                seen["vllm:request_generation_tokens"].append(done.num_generation_tokens)
+                if done.max_tokens_param is not None:
+                    seen["vllm:request_params_max_tokens"].append(done.max_tokens_param)
+
+    def close(self) -> None:
+        """Flush what is pending, stop the thread and release the Triton metric objects.
+
+        They must go while the stub still runs: freed at interpreter exit, they crash it.
+        """
+        self._stop.set()
+        self._thread.join()
+        with self._lock:
+            self._metrics.clear()
+            self._families.clear()
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(FLUSH_SECONDS):
+            self._flush()
+        self._flush()
+
+    def _flush(self) -> None:
+        with self._lock:
+            batch, self._batch = self._batch, _Batch()
+            if not self._families:
+                return
+        for (name, reason), value in batch.counters.items():
+            if value:
+                self._metric(name, reason).increment(value)
+        for name, value in batch.gauges.items():
+            self._metric(name).set(float(value))
+        if self.histograms_supported:
+            for name, values in batch.observations.items():
+                metric = self._metric(name)
+                for value in values:
+                    metric.observe(float(value))
+
+    def _family(self, name: str, help_text: str, kind: Any) -> None:
+        self._families[name] = pb_utils.MetricFamily(name=name, description=help_text, kind=kind)
+
+    def _metric(self, name: str, finished_reason: str = "") -> Any:
+        key = (name, finished_reason)
+        if key not in self._metrics:
+            labels = dict(self._labels)
+            if finished_reason:
+                labels["finished_reason"] = finished_reason
+            family = self._families[name]
+            if name in self._histograms:
+                self._metrics[key] = family.Metric(labels=labels, buckets=self._histograms[name][1])
+            else:
+                self._metrics[key] = family.Metric(labels=labels)
+        return self._metrics[key]
+
+
+class TritonStatLogger(StatLoggerBase):
+    """The vLLM stat logger that feeds ``TritonMetrics``."""
+
+    def __init__(self, vllm_config: VllmConfig, engine_index: int, sink: TritonMetrics) -> None:
+        self._sink = sink
+
+    def record(
+        self,
+        scheduler_stats: SchedulerStats | None,
+        iteration_stats: IterationStats | None,
+        mm_cache_stats: Any = None,
+        engine_idx: int = 0,
+    ) -> None:
+        self._sink.record(scheduler_stats, iteration_stats)
+
+    def log_engine_initialized(self) -> None:
+        pass
+
+
+class StatLoggerFactory:
+    """Builds the Triton metrics once the engine's VllmConfig is known (vLLM calls it)."""
+
+    def __init__(self, labels: dict[str, str]) -> None:
+        self._labels = labels
+        self.metrics: TritonMetrics | None = None
+
+    def __call__(self, vllm_config: VllmConfig, engine_index: int = 0) -> TritonStatLogger:
+        if self.metrics is None:
+            self.metrics = TritonMetrics(self._labels, vllm_config)
+        return TritonStatLogger(vllm_config, engine_index, self.metrics)
+
+    def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()

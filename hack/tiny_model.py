@@ -1,0 +1,106 @@
+"""Write a tiny random Llama with a word-level tokenizer to OUT_DIR (no downloads).
+
+Every token is one whole English word (GPT-2 style: ByteLevel pre-tokenizer and decoder, each word
+both bare and with the leading-space mark), so outputs are readable, prompts decode back exactly
+and token counts are predictable: "The capital of France is" is 5 words + BOS = 6 tokens.
+The lm_head rows of the special tokens and of the bare words are zeroed and the others scaled up,
+so every generation, greedy or sampled, emits spaced words and runs to max_tokens.
+
+Run it with the serving environment's python (it needs torch, transformers and tokenizers):
+    "$(hack/serving-env.sh --print)/venv/bin/python" hack/tiny_model.py OUT_DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+_WORD_TEXT = """
+the of and to in is was it for on are with as at be this have from or one had by word but not what
+all were we when your can said there use an each which she do how their if will up other about out
+many then them these so some her would make like him into time has look two more write go see
+number no way could people my than first water been call who oil its now find long down day did
+get come made may part over new sound take only little work know place year live me back give most
+very after thing our just name good sentence man think say great where help through much before
+line right too mean old any same tell boy follow came want show also around form three small set
+put end does another well large must big even such because turn here why ask went men read need
+land different home us move try kind hand picture again change off play spell air away animal
+house point page letter mother answer found study still learn should world high every near add
+food between own below country plant last school father keep tree never start city earth eye light
+thought head under story saw left few while along might close something seem next hard open
+example begin life always those both paper together got group often run important until children
+side feet car mile night walk white sea began grow took river four carry state once book hear stop
+without second late miss idea enough eat face watch far really almost let above girl sometimes
+mountain cut young talk soon list song being leave family capital France Paris red blue green
+quick brown fox jumps lazy dog sun moon star model server token stream cat
+"""
+WORDS = _WORD_TEXT.split()
+PUNCTUATION = [".", ",", "!", "?", ":", ";", "'", '"', "-"]
+SPACE = "\u0120"  # ByteLevel's mark for a leading space
+BOS, EOS, UNK = "<s>", "</s>", "<unk>"
+
+
+def build_tokenizer():  # type: ignore[no-untyped-def]
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = list(dict.fromkeys(WORDS + [w.capitalize() for w in WORDS]))
+    vocab: dict[str, int] = {}
+    for token in [BOS, EOS, UNK, *PUNCTUATION, *words, *(SPACE + w for w in words)]:
+        vocab.setdefault(token, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, vocab[BOS])]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, unk_token=UNK
+    )
+    return fast, vocab
+
+
+def build_model(vocab: dict[str, int], max_len: int):  # type: ignore[no-untyped-def]
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=max_len,
+        bos_token_id=vocab[BOS],
+        eos_token_id=vocab[EOS],
+        tie_word_embeddings=False,
+        torch_dtype="float32",
+    )
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        head = model.lm_head.weight
+        for token, index in vocab.items():
+            if token.startswith(SPACE):
+                head[index] *= 30.0
+            else:
+                head[index] = 0.0
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--max-len", type=int, default=2048)
+    args = parser.parse_args()
+    tokenizer, vocab = build_tokenizer()
+    model = build_model(vocab, args.max_len)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(args.out_dir)
+    tokenizer.save_pretrained(args.out_dir)
+    print(args.out_dir)
+
+
+if __name__ == "__main__":
+    main()

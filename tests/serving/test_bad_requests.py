@@ -1,0 +1,70 @@
+"""Malformed requests and models get clear errors, and the server stays ready."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .clients import GenerateError, GrpcSession, http_generate, request_inputs
+from .conftest import Server, start_tritonserver, stop_tritonserver
+
+PROMPT = "The quick brown fox"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"sampling_parameters": "{not json"}, "sampling_parameters is not valid JSON"),
+        ({"sampling_parameters": "[1, 2]"}, "must be a JSON object"),
+        ({"sampling_parameters": '{"max_tokens": "many"}'}, "'max_tokens' must be an integer"),
+        ({"sampling_parameters": '{"temperature": "hot"}'}, "'temperature' must be a number"),
+        ({"sampling_parameters": '{"temprature": 0}'}, "did you mean 'temperature'"),
+        ({"sampling_parameters": '{"temperature": -1}'}, "temperature"),
+        ({"sampling_parameters": '{"max_tokens": 0}'}, "max_tokens"),
+        ({"text_input": ""}, "text_input is empty"),
+        ({"text_input": "   "}, "text_input is empty"),
+    ],
+)
+def test_bad_request_gets_an_error_and_the_server_stays_ready(
+    server: Server, body: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(GenerateError) as err:
+        http_generate(server.http, {"text_input": PROMPT, **body})
+    assert message in str(err.value)
+    assert server.ready() and server.model_ready()
+    assert http_generate(server.http, {"text_input": PROMPT})["text_output"].startswith(PROMPT)
+
+
+def test_prompt_longer_than_the_model_gets_an_error(server: Server) -> None:
+    with pytest.raises(GenerateError, match=r"longer than|maximum|max_model_len"):
+        http_generate(server.http, {"text_input": " ".join(["the"] * 2100)})
+    assert server.model_ready()
+
+
+def test_bad_types_over_grpc_get_an_error_response(server: Server) -> None:
+    session = GrpcSession(server.grpc)
+    try:
+        bad = session.generate(request_inputs(PROMPT, '{"seed": "x"}', stream=True))
+        good = session.generate(request_inputs(PROMPT, {"max_tokens": 2}, stream=True))
+    finally:
+        session.close()
+    assert bad.error is not None and "'seed' must be an integer" in bad.error
+    assert good.error is None and len(good.text.split()) == 2
+
+
+def test_unknown_model_json_key_fails_the_load_with_a_suggestion(
+    broken_model_repository: Path, log_dir: Path, server: Server
+) -> None:
+    """A pod whose model.json names an unknown engine argument exits with a clear message."""
+    process, broken = start_tritonserver(broken_model_repository, log_dir / "broken.log")
+    try:
+        returncode = process.wait(timeout=180)
+    finally:
+        stop_tritonserver(process)
+    log = broken.log.read_text()
+    assert returncode != 0
+    assert "unknown key 'max_model_length'" in log
+    assert "did you mean 'max_model_len'" in log
+    assert server.ready() and server.model_ready()

@@ -1,0 +1,65 @@
+"""vLLM's metrics, gauges included, on Triton's metrics port under vLLM's names."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+
+from .clients import http_generate
+from .conftest import MODEL, Server
+
+LABELS = f'model="{MODEL}",version="1"'
+
+
+def metric_value(server: Server, name: str, labels: str = LABELS) -> float:
+    """The value of one metric series (0 when absent)."""
+    pattern = re.compile(rf"^{re.escape(name)}\{{(?P<labels>[^}}]*)\}} (?P<value>\S+)$")
+    for line in server.metric_lines():
+        match = pattern.match(line)
+        if match and all(part in match["labels"] for part in labels.split(",")):
+            return float(match["value"])
+    return 0.0
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
+    """Poll until ``condition`` holds (metrics reach Triton a few times a second)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_engine_metrics_are_exported_with_model_labels(server: Server) -> None:
+    http_generate(
+        server.http, {"text_input": "The quick brown fox", "parameters": {"max_tokens": 4}}
+    )
+    assert wait_for(lambda: metric_value(server, "vllm:generation_tokens_total") >= 4)
+    names = {line.split("{", 1)[0] for line in server.metric_lines()}
+    for name in (
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+        "vllm:kv_cache_usage_perc",
+        "vllm:cache_config_info",
+        "vllm:prompt_tokens_total",
+        "vllm:generation_tokens_total",
+        "vllm:request_success_total",
+    ):
+        assert name in names, name
+    assert metric_value(server, "vllm:prompt_tokens_total") >= 5
+    assert metric_value(server, "vllm:generation_tokens_total") >= 4
+    assert 0.0 <= metric_value(server, "vllm:kv_cache_usage_perc") <= 1.0
+    assert metric_value(server, "vllm:cache_config_info") == 1.0
+
+
+def test_latency_histograms_are_exported(server: Server) -> None:
+    before = metric_value(server, "vllm:time_to_first_token_seconds_count")
+    http_generate(
+        server.http, {"text_input": "The quick brown fox", "parameters": {"max_tokens": 2}}
+    )
+    assert wait_for(
+        lambda: metric_value(server, "vllm:time_to_first_token_seconds_count") >= before + 1
+    )
+    assert metric_value(server, "vllm:e2e_request_latency_seconds_count") >= 1
