@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests.kube import ClusterHandle, wait_until
+from tests.operator_process import OperatorProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "triton-vllm-operator"
@@ -23,6 +24,7 @@ LINT = CHART / "lint"
 CRD_FILE = ROOT / "crds" / "tritonvllm.io_tritonvllmmodels.yaml"
 CRD_NAME = "tritonvllmmodels.tritonvllm.io"
 RELEASE = "tvo"
+SERVICE_ACCOUNT = f"{RELEASE}-triton-vllm-operator"
 KUBE_SCORE_ARGS = ["--kubernetes-version", "v1.36"]
 # Value sets every static check renders: the defaults and each switch that changes the output.
 VARIANTS: dict[str, list[str]] = {
@@ -727,3 +729,110 @@ def test_helm_upgrade_keeps_the_crd_and_applies_new_values(
         assert crd["metadata"]["annotations"]["meta.helm.sh/release-namespace"] == namespace
     finally:
         _uninstall_leaves_only_the_crd(helm, cluster, namespace)
+
+
+# --------------------------------------------------------------------------------------------
+# The real operator, on the chart's rights alone
+
+
+def _service_account_kubeconfig(cluster: ClusterHandle, namespace: str, path: Path) -> Path:
+    """A kubeconfig that authenticates as the chart's ServiceAccount (a bound token), as the
+    operator's pod does in a cluster."""
+    token = cluster.kubectl(
+        "create", "token", SERVICE_ACCOUNT, "-n", namespace, "--duration=1h"
+    ).stdout.strip()
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    server = admin["clusters"][0]
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [server],
+                "users": [{"name": "operator", "user": {"token": token}}],
+                "contexts": [
+                    {
+                        "name": "operator",
+                        "context": {"cluster": server["name"], "user": "operator"},
+                    }
+                ],
+                "current-context": "operator",
+            }
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
+def _model_conditions(cluster: ClusterHandle, namespace: str, name: str) -> dict[str, str]:
+    out = cluster.kubectl("get", "tvm", name, "-n", namespace, "-o", "json", check=False)
+    if out.returncode != 0:
+        return {}
+    conditions = json.loads(out.stdout).get("status", {}).get("conditions", [])
+    return {c["type"]: c["status"] for c in conditions}
+
+
+@pytest.mark.parametrize("mode", ["cluster-wide", "namespaced"])
+def test_the_operator_serves_a_model_with_only_the_charts_rights(
+    helm: Any,
+    cluster: ClusterHandle,
+    namespace: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+) -> None:
+    """Run the real operator as the chart's ServiceAccount: an example model gets its children
+    and its conditions, it is deleted cleanly, and nothing was refused for lack of rights."""
+    models = f"{namespace}-models"
+    cluster.kubectl("create", "namespace", models)
+    args = ["--set", f"watchNamespaces={{{models}}}"] if mode == "namespaced" else []
+    _install(helm, cluster, namespace, *args)
+    monkeypatch.setenv("TRITON_VLLM_NAMESPACES", models if mode == "namespaced" else "")
+    kubeconfig = _service_account_kubeconfig(cluster, namespace, tmp_path / "kubeconfig")
+    operator = OperatorProcess(kubeconfig, tmp_path / "operator.log")
+    example = ROOT / "examples" / "llama-3.1-8b.yaml"
+    name = yaml.safe_load(example.read_text())["metadata"]["name"]
+    try:
+        operator.start()
+        cluster.kubectl("apply", "-n", models, "-f", str(example))
+        wait_until(
+            lambda: _model_conditions(cluster, models, name).get("Scheduled") == "True",
+            timeout=90,
+            what=f"{name} Scheduled=True, written by the operator as its ServiceAccount",
+        )
+        assert _model_conditions(cluster, models, name)["Accepted"] == "True"
+        children = cluster.kubectl(
+            "get",
+            "configmaps,deployments,services",
+            "-n",
+            models,
+            "-l",
+            f"app.kubernetes.io/instance={name}",
+            "-o",
+            "name",
+        ).stdout.split()
+        assert len(children) == 3, children
+        events = cluster.kubectl(
+            "get",
+            "events",
+            "-n",
+            models,
+            "--field-selector",
+            f"involvedObject.name={name}",
+            "-o",
+            "name",
+        ).stdout.split()
+        assert events, "the operator posts Events"
+        cluster.kubectl("delete", "tvm", name, "-n", models, "--timeout=60s")
+    finally:
+        operator.stop()
+        _uninstall_leaves_only_the_crd(helm, cluster, namespace)
+        cluster.kubectl("delete", "namespace", models, "--wait=false")
+    log = (tmp_path / "operator.log").read_text()
+    refused = [
+        line
+        for line in log.splitlines()
+        if re.search(r"cannot \w+ resource|not enough permissions|APIForbidden", line, re.I)
+        or ("403" in line and f"{models}/" in line)
+    ]
+    assert not refused, "\n".join(refused[:10])
