@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster = ensure_cluster()
     api = cluster.api_client()
     nodes = add_bench_nodes(cluster, math.ceil(max(sizes) / 8) + 1)
-    cluster.kubectl("apply", "--server-side", "-f", str(CRD))
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
     cluster.kubectl("wait", "--for=condition=Established", "crd/tritonvllmmodels.tritonvllm.io")
     args.out.mkdir(parents=True, exist_ok=True)
     operator = OperatorProcess(

@@ -88,16 +88,16 @@ def _write_status_and_events(plan: Plan, body: kopf.Body, patch: kopf.Patch) -> 
 def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     """Register every handler on `registry`, configured by `settings`."""
 
-    @kopf.index("", "v1", "nodes", registry=registry)
+    @kopf.index("", "v1", "nodes", id="gpu_nodes", registry=registry)
     def gpu_nodes(body: kopf.Body, **_: Any) -> dict[str, Any]:
         return {ALL: _slim_node(body)}
 
-    @kopf.index("", "v1", "pods", registry=registry)
+    @kopf.index("", "v1", "pods", id="gpu_pods", registry=registry)
     def gpu_pods(body: kopf.Body, **_: Any) -> dict[str, Any] | None:
         pod = _slim_pod(body)
         return {ALL: pod} if pod else None
 
-    @kopf.index("apps", "v1", "deployments", labels=OURS, registry=registry)
+    @kopf.index("apps", "v1", "deployments", id="model_deployments", labels=OURS, registry=registry)
     def model_deployments(body: kopf.Body, **_: Any) -> dict[Any, Any]:
         slim = {
             "metadata": {"generation": body.meta.get("generation")},
@@ -106,7 +106,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         applied = body.meta.annotations.get(APPLIED_HASH_ANNOTATION)
         return {(body.meta.namespace, body.meta.name): (applied, slim)}
 
-    @kopf.index("", "v1", "configmaps", labels=OURS, registry=registry)
+    @kopf.index("", "v1", "configmaps", id="model_configmaps", labels=OURS, registry=registry)
     def model_configmaps(body: kopf.Body, **_: Any) -> dict[Any, Any]:
         return {
             (body.meta.namespace, body.meta.name): body.meta.annotations.get(
@@ -114,7 +114,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
             )
         }
 
-    @kopf.index("", "v1", "services", labels=OURS, registry=registry)
+    @kopf.index("", "v1", "services", id="model_services", labels=OURS, registry=registry)
     def model_services(body: kopf.Body, **_: Any) -> dict[Any, Any]:
         return {
             (body.meta.namespace, body.meta.name): body.meta.annotations.get(
@@ -133,6 +133,8 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         model_deployments: kopf.Index[Any, Any] = indexes["model_deployments"]
         model_configmaps: kopf.Index[Any, Any] = indexes["model_configmaps"]
         model_services: kopf.Index[Any, Any] = indexes["model_services"]
+        if body.meta.deletion_timestamp:
+            return  # going away with its children; nothing to converge
         namespace, name = body.meta.namespace, body.meta.name
         hashes: dict[tuple[str, str], str] = {}
         deployment = None

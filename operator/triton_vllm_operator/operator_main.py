@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import kopf
@@ -11,16 +12,30 @@ from .handlers import register
 from .settings import Settings
 
 
+class QuietRechecks(logging.Filter):
+    """Drops the line kopf logs for every successful periodic recheck: noise at 1000 models."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Timer 'recheck' succeeded" not in record.getMessage()
+
+
 def run_operator(settings: Settings) -> int:
     """Run until stopped; watches `settings.namespaces` or the whole cluster."""
     log_format = kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL
     kopf.configure(log_format=log_format)
+    logging.getLogger("kopf.objects").addFilter(QuietRechecks())
     try:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
     registry = kopf.OperatorRegistry()
     register(registry, settings)
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # In a pod: the ServiceAccount token; elsewhere: the kubeconfig (KUBECONFIG or ~/.kube).
+        info = kopf.login_with_service_account(**kwargs)
+        return info or kopf.login_with_kubeconfig(**kwargs)
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
