@@ -283,6 +283,8 @@ cmd_up() {
   fi
   [ -d "$STATE" ] && { log "removing stale state"; cmd_down; }
   local t0=$SECONDS
+  # A failed start stops what it started but keeps the logs (the next up clears them).
+  trap 'stop_all; log "up failed; logs in $LOGS"' EXIT
   mkdir -p "$LOGS" "$STATE/kcm" "$STATE/scheduler"
   mkdir -m 700 "$STATE/etcd"
   gen_pki
@@ -362,24 +364,28 @@ cmd_up() {
   kubectl apply -f "$GPU_NODES" >/dev/null
   kubectl wait --for=condition=Ready -f "$GPU_NODES" --timeout=60s >/dev/null ||
     die "nodes not Ready (kwok log: $LOGS/kwok.log)"
+  trap - EXIT
   log "up in $((SECONDS - t0)) s: eval \"\$(hack/cluster.sh env)\"; kubectl get nodes"
 }
 
-cmd_down() {
+stop_all() {
   # TERM everything at once (the state is thrown away, so order does not matter), then KILL
   # what is still there after 5 s.
   local c pids=() _
   for c in "${COMPONENTS[@]}"; do
     alive "$c" && pids+=("$(cat "$STATE/$c.pid")")
   done
-  if [ ${#pids[@]} -gt 0 ]; then
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-    for _ in $(seq 50); do
-      kill -0 "${pids[@]}" 2>/dev/null || break
-      sleep 0.1
-    done
-    for c in "${pids[@]}"; do kill -KILL "$c" 2>/dev/null || true; done
-  fi
+  [ ${#pids[@]} -gt 0 ] || return 0
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  for _ in $(seq 50); do
+    kill -0 "${pids[@]}" 2>/dev/null || break
+    sleep 0.1
+  done
+  for c in "${pids[@]}"; do kill -KILL "$c" 2>/dev/null || true; done
+}
+
+cmd_down() {
+  stop_all
   rm -rf "$STATE"
   log "down"
 }
