@@ -40,6 +40,13 @@ def _script(*args: str, timeout: float | None = None) -> str:
     return out.stdout.strip()
 
 
+class KubectlError(subprocess.CalledProcessError):
+    """A failed kubectl, with its stderr in the message (CalledProcessError leaves it out)."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\n{self.stderr}"
+
+
 @dataclass(frozen=True)
 class ClusterHandle:
     kubeconfig: Path
@@ -63,15 +70,17 @@ class ClusterHandle:
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        res = subprocess.run(
             [str(self.bin_dir / "kubectl"), *args],
             input=input,
             env=self.env(),
             capture_output=True,
             text=True,
-            check=check,
             timeout=timeout,
         )
+        if check and res.returncode != 0:
+            raise KubectlError(res.returncode, res.args, res.stdout, res.stderr)
+        return res
 
     def answers(self) -> bool:
         if not self.kubeconfig.is_file() or not (self.bin_dir / "kubectl").is_file():
