@@ -111,8 +111,23 @@ class Models:
 
 
 @pytest.fixture
-def models(api_client: client.ApiClient, namespace: str, operator: OperatorProcess) -> Models:
-    return Models(api_client, namespace)
+def models(
+    api_client: client.ApiClient, namespace: str, operator: OperatorProcess
+) -> Iterator[Models]:
+    models = Models(api_client, namespace)
+    yield models
+    # Models carry the operator's finalizer: delete them while it runs, before the namespace.
+    if operator.alive:
+        models.custom.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+        wait_for(
+            lambda: (
+                not models.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)[
+                    "items"
+                ]
+            ),
+            60,
+            "models to be deleted",
+        )
 
 
 def test_auto_tp_on_the_h100_pool_becomes_ready(models: Models, cluster: ClusterHandle) -> None:

@@ -327,3 +327,13 @@ def test_offline_rendering_has_no_owner_reference() -> None:
     del offline["metadata"]["uid"]
     cm = render_configmap(TritonVLLMModel.model_validate(offline), 1, SETTINGS)
     assert "ownerReferences" not in cm["metadata"]
+
+
+def test_pods_run_non_root_without_privileges_or_an_api_token() -> None:
+    pod = render_deployment(model(), placed(), SETTINGS)["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = pod["containers"][0]["securityContext"]
+    assert container["allowPrivilegeEscalation"] is False
+    assert container["capabilities"] == {"drop": ["ALL"]}

@@ -17,6 +17,8 @@ PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 # Model loads can take long (downloads, weight loading): allow 30 minutes before restarting.
 STARTUP_PERIOD_SECONDS = 10
 STARTUP_FAILURE_THRESHOLD = 180
+# The non-root user of NVIDIA's Triton images (triton-server) and of our serving image.
+SERVING_UID = 1000
 
 
 def selector_labels(model: TritonVLLMModel) -> dict[str, str]:
@@ -205,6 +207,11 @@ def _container(model: TritonVLLMModel, placement: Placement, settings: Settings)
         ),
         "readinessProbe": _probe("/v2/health/ready", periodSeconds=5, failureThreshold=3),
         "livenessProbe": _probe("/v2/health/live", periodSeconds=10, failureThreshold=6),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
     }
 
 
@@ -216,6 +223,15 @@ def render_deployment(
     pod_annotations = {**model.spec.pod_annotations, CONFIG_HASH_ANNOTATION: config_hash(data)}
     pod_spec: dict[str, Any] = {
         "containers": [_container(model, placement, settings)],
+        # tritonserver never talks to the Kubernetes API.
+        "automountServiceAccountToken": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": SERVING_UID,
+            "runAsGroup": SERVING_UID,
+            "fsGroup": SERVING_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "tolerations": [
             t.model_dump(by_alias=True, exclude_none=True) for t in pod_tolerations(model.spec)
         ],
