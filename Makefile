@@ -36,6 +36,7 @@ serving-env: ## Install tritonserver + vLLM (CPU) into a cached environment
 .PHONY: crds
 crds: install ## Regenerate crds/ from the pydantic models
 	$(PY) -m triton_vllm_operator crd > crds/tritonvllm.io_tritonvllmmodels.yaml
+	cp crds/tritonvllm.io_tritonvllmmodels.yaml charts/triton-vllm-operator/files/crds/
 
 .PHONY: engine-args
 engine-args: install serving-env ## Regenerate the AsyncEngineArgs snapshot from the pinned vLLM
@@ -58,12 +59,27 @@ test-unit: install ## Unit tests only (no cluster, no serving env)
 	$(VENV)/bin/pytest -m "not cluster and not serving" -ra
 
 .PHONY: test
-test: install serving-env cluster-build lint ## Every test: unit, real control plane, real tritonserver + vLLM
+test: install serving-env cluster-build chart-tools lint ## Every test: unit, real control plane, real tritonserver + vLLM, demo
 	$(VENV)/bin/pytest -ra
 
 .PHONY: run
 run: install ## Run the operator against the current kubeconfig
 	$(PY) -m triton_vllm_operator run
+
+##@ Packaging
+
+CHART := charts/triton-vllm-operator
+
+.PHONY: chart-tools
+chart-tools: ## Install the pinned chart/Dockerfile linters (kubeconform, kube-score, hadolint, checkov)
+	hack/chart-tools.sh
+
+.PHONY: chart-lint
+chart-lint: install cluster-build chart-tools ## helm lint, hadolint, kubeconform, checkov, kube-score, install/RBAC tests
+	"$$(hack/cluster.sh bin-dir)/helm" lint --strict $(CHART)
+	"$$(hack/chart-tools.sh bin-dir)/hadolint" Dockerfile
+	$(VENV)/bin/pytest -ra tests/unit/test_chart_files.py tests/unit/test_dockerfile.py \
+		tests/integration/test_chart.py tests/integration/test_examples.py
 
 ##@ Benchmarks
 
@@ -90,6 +106,10 @@ cluster-build: ## Build etcd, kube-*, kubectl, kwok and helm from the Go module 
 .PHONY: cluster-up
 cluster-up: cluster-build ## Start the local control plane with simulated GPU nodes
 	hack/cluster.sh up
+
+.PHONY: cluster-status
+cluster-status: ## Show the local control plane's processes and memory
+	hack/cluster.sh status
 
 .PHONY: cluster-down
 cluster-down: ## Stop the local control plane

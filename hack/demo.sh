@@ -49,6 +49,13 @@ eval "$(hack/cluster.sh env)"
 kubectl get nodes -L nvidia.com/gpu.product,nvidia.com/gpu.count
 
 say "Installing the chart (CRD, RBAC, operator Deployment) with helm"
+# A CRD kept from an earlier release (the chart's keep policy) is adopted by this one, as the
+# chart's README describes.
+if kubectl get crd tritonvllmmodels.tritonvllm.io >/dev/null 2>&1; then
+  kubectl label crd tritonvllmmodels.tritonvllm.io app.kubernetes.io/managed-by=Helm --overwrite >/dev/null
+  kubectl annotate crd tritonvllmmodels.tritonvllm.io --overwrite >/dev/null \
+    meta.helm.sh/release-name="$RELEASE" meta.helm.sh/release-namespace="$OPERATOR_NS"
+fi
 helm upgrade --install "$RELEASE" charts/triton-vllm-operator --namespace "$OPERATOR_NS" \
   --create-namespace --wait=false >"$DEMO_DIR/helm.log"
 kubectl wait --for=condition=Established crd/tritonvllmmodels.tritonvllm.io --timeout=60s >/dev/null
@@ -78,7 +85,7 @@ kubectl -n "$NAMESPACE" get configmap "$MODEL-model-config" -o jsonpath='{.data.
 kubectl -n "$NAMESPACE" get configmap "$MODEL-model-config" -o jsonpath='{.data.model\.json}' \
   | sed "s#\"/cache/#\"$CACHE/#" >"$REPO/$MODEL/1/model.json"
 SERVING="$(hack/serving-env.sh --print)"
-[[ -d "$CACHE/models/$MODEL" ]] || "$SERVING/venv/bin/python" hack/tiny_model.py "$CACHE/models/$MODEL" >/dev/null
+[[ -d "$CACHE/models/$MODEL" ]] || "$SERVING/venv/bin/python" hack/tiny_model.py "$CACHE/models/$MODEL" >/dev/null 2>&1
 
 say "Starting tritonserver with the bundled backend and vLLM on CPU (logs: $DEMO_DIR/tritonserver.log)"
 START=$(date +%s)
