@@ -92,7 +92,7 @@ def build_model(vocab: dict[str, int], max_len: int):  # type: ignore[no-untyped
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--max-len", type=int, default=2048)
+    parser.add_argument("--max-len", type=int, default=8192)
     args = parser.parse_args()
     tokenizer, vocab = build_tokenizer()
     model = build_model(vocab, args.max_len)

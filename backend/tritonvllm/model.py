@@ -159,6 +159,9 @@ class TritonPythonModel:
 
 async def _shutdown_engine(engine: Any) -> None:
     engine.shutdown()
+    # AsyncLLM.__del__ shuts down again; at interpreter exit vLLM's module globals are gone
+    # and that second call fails noisily. It has nothing left to do.
+    engine.shutdown = lambda *args, **kwargs: None
 
 
 def _bool_parameter(parameters: dict[str, Any], name: str) -> bool:

@@ -29,7 +29,7 @@ from .clients import MODEL
 
 ROOT = Path(__file__).resolve().parents[2]
 BROKEN_MODEL = "tiny_unknown_key"
-ENGINE_ARGS = {"dtype": "float32", "max_model_len": 2048, "seed": 0}
+ENGINE_ARGS = {"dtype": "float32", "max_model_len": 8192, "seed": 0}
 START_TIMEOUT_S = 300
 HERE = Path(__file__).resolve().parent
 

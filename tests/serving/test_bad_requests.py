@@ -39,7 +39,7 @@ def test_bad_request_gets_an_error_and_the_server_stays_ready(
 
 def test_prompt_longer_than_the_model_gets_an_error(server: Server) -> None:
     with pytest.raises(GenerateError, match=r"longer than|maximum|max_model_len"):
-        http_generate(server.http, {"text_input": " ".join(["the"] * 2100)})
+        http_generate(server.http, {"text_input": " ".join(["the"] * 8300)})
     assert server.model_ready()
 
 
