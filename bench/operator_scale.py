@@ -152,8 +152,12 @@ def run_size(
     wait_for(lambda: len(seen) >= n, timeout, "all Deployments")
     wait_for(lambda: conditions_true(custom, namespace, "Scheduled") >= n, timeout, "all Scheduled")
     all_scheduled = time.monotonic() - start
-    wait_for(lambda: conditions_true(custom, namespace, "Ready") >= n, timeout, "all Ready")
-    all_ready = time.monotonic() - start
+    try:
+        wait_for(lambda: conditions_true(custom, namespace, "Ready") >= n, timeout, "all Ready")
+        all_ready = time.monotonic() - start
+    except TimeoutError as err:
+        print(f"N={n}: {err}; reported as not reached")
+        all_ready = math.nan
     writes_after = operator_writes(cluster)
     time.sleep(idle_s)
     idle_writes = operator_writes(cluster) - writes_after
@@ -169,6 +173,13 @@ def run_size(
         idle_writes=idle_writes,
         peak_rss_mb=peak_rss_mb(operator.process.pid) if operator.process else math.nan,
     )
+    # Models carry the operator's finalizer: delete them while it runs, then the namespace.
+    custom.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+
+    def models_gone() -> bool:
+        return not custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
+
+    wait_for(models_gone, 120 + n * 0.2, "models to be deleted")
     core.delete_namespace(namespace)
 
     def namespace_gone() -> bool:
@@ -244,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         results = [run_size(cluster, api, operator, n, args.idle_seconds) for n in sizes]
     finally:
         operator.stop()
-        cluster.kubectl("delete", "node", *nodes, "--wait=false", check=False)
+        cluster.kubectl("delete", "node", *nodes, "--wait=false", check=False, timeout=600)
         (args.out / "operator-bench.log").unlink(missing_ok=True)
     write_report(results, args.out, args.idle_seconds)
     return 0

@@ -33,7 +33,13 @@ def _structural(node: Any) -> Any:
         return node
     node = {k: v for k, v in node.items() if k not in _DROPPED_KEYS}
     if node.get("x-kubernetes-int-or-string"):
-        kept = ("description", "default", "x-kubernetes-int-or-string", "x-kubernetes-validations")
+        kept = (
+            "description",
+            "default",
+            "pattern",
+            "x-kubernetes-int-or-string",
+            "x-kubernetes-validations",
+        )
         return {k: node[k] for k in kept if node.get(k) is not None}
     if "anyOf" in node:
         options = [opt for opt in node.pop("anyOf") if opt.get("type") != "null"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client
@@ -22,18 +23,25 @@ def apply(api: client.ApiClient, manifest: dict[str, Any], field_manager: str) -
         "field_manager": field_manager,
         "force": True,
         "_content_type": APPLY_CONTENT_TYPE,
+        # The applied object comes back; decoding it into client models costs CPU and memory
+        # that the operator never uses.
+        "_preload_content": False,
+    }
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    patchers: dict[str, Callable[..., Any]] = {
+        "ConfigMap": core.patch_namespaced_config_map,
+        "Service": core.patch_namespaced_service,
+        "Deployment": apps.patch_namespaced_deployment,
     }
     try:
-        if manifest["kind"] == "ConfigMap":
-            client.CoreV1Api(api).patch_namespaced_config_map(name, namespace, manifest, **kwargs)
-        elif manifest["kind"] == "Service":
-            client.CoreV1Api(api).patch_namespaced_service(name, namespace, manifest, **kwargs)
-        elif manifest["kind"] == "Deployment":
-            client.AppsV1Api(api).patch_namespaced_deployment(name, namespace, manifest, **kwargs)
-        else:
-            raise ValueError(f"no apply for kind {manifest['kind']}")
+        patch = patchers[manifest["kind"]]
+        response = patch(name, namespace, manifest, **kwargs)
+        response.drain_conn()  # read and drop the body, so the connection can be reused
+        response.release_conn()
     except client.ApiException as err:
-        if err.status in (400, 422):
+        # An object the API server cannot decode (e.g. a bad quantity) comes back as a 500.
+        undecodable = err.status == 500 and "unable to convert" in (err.body or "")
+        if err.status in (400, 422) or undecodable:
             raise ApplyRejected(f"{manifest['kind']} {name}: {_api_message(err)}") from err
         raise
 

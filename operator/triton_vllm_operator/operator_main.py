@@ -51,6 +51,8 @@ def run_operator(settings: Settings) -> int:
         settings.posting.level = 100
         settings.watching.server_timeout = 300
         settings.networking.error_backoffs = [1, 2, 5, 10]
+        # Handlers are sync and mostly wait on the API server: let many wait at once.
+        settings.execution.max_workers = 32
 
     kopf.run(
         registry=registry,

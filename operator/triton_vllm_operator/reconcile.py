@@ -13,8 +13,7 @@ from typing import Any
 
 from .conditions import ACCEPTED, READY, SCHEDULED, Verdict, deployment_readiness, set_condition
 from .placement import Placement, Unplaceable, inventory, place
-from .render import config_data, config_hash
-from .render.manifests import endpoint, render_all
+from .render.manifests import CONFIG_HASH_ANNOTATION, endpoint, render_all
 from .settings import Settings
 from .validation import SpecError, check_model, parse_model
 
@@ -100,7 +99,9 @@ def _verdicts(
             "replicas now, the rest wait for GPUs to free up"
         )
     scheduled = Verdict(SCHEDULED, "True", "Placed", message)
-    for manifest in render_all(model, placement, settings):
+    children = render_all(model, placement, settings)
+    pod_annotations = children[1]["spec"]["template"]["metadata"]["annotations"]
+    for manifest in children:
         manifest = with_applied_hash(manifest)
         key = (manifest["kind"], manifest["metadata"]["name"])
         if (
@@ -116,7 +117,7 @@ def _verdicts(
         "replicas": model.spec.replicas,
         "readyReplicas": ready_replicas,
         "endpoint": url,
-        "configHash": config_hash(config_data(model, tp, settings.backend_name)),
+        "configHash": pod_annotations[CONFIG_HASH_ANNOTATION],
     }
     return [accepted, scheduled, ready], resolved
 

@@ -289,6 +289,7 @@ def test_bad_specs_get_a_false_condition_and_a_warning_event(models: Models) -> 
         ({"replicas": -1}, "spec.replicas"),
         ({"storage": {"existingClaim": "a", "size": "1Gi"}}, "not both"),
         ({"model": ""}, "spec.model"),
+        ({"resources": {"limits": {"cpu": "lots"}}}, "spec.resources.limits.cpu"),
     ],
 )
 def test_the_api_server_rejects_what_the_schema_can(
