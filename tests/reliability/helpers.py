@@ -37,6 +37,16 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: floa
         time.sleep(interval)
 
 
+def wait_empty(problems: Callable[[], list[str]], timeout: float, what: str) -> None:
+    """Poll `problems` until it returns no problems; on timeout, fail listing the last ones."""
+    deadline = time.monotonic() + timeout
+    while found := problems():
+        if time.monotonic() > deadline:
+            listing = "\n  ".join(found[:40])
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}:\n  {listing}")
+        time.sleep(1)
+
+
 def body(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",

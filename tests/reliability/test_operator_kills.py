@@ -20,7 +20,16 @@ from kubernetes import client
 
 from tests.operator_process import OperatorProcess
 from tests.reliability.conftest import LONG
-from tests.reliability.helpers import GROUP, PLURAL, VERSION, Namespace, body, gpu_nodes, wait_for
+from tests.reliability.helpers import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    Namespace,
+    body,
+    gpu_nodes,
+    wait_empty,
+    wait_for,
+)
 
 MODELS, KILLS = (200, 8) if LONG else (40, 3)
 MAX_MODEL_LENS = [1024, 2048, 4096, 8192]
@@ -137,11 +146,10 @@ def test_sigkill_at_random_moments_converges_without_orphans_or_duplicates(
             chaos.delete(name)  # while it is down: they wait for its finalizer
         operator.start()
         t_final = time.monotonic()
-        wait_for(
-            lambda: not ns.problems(chaos.expected, ready=True),
+        wait_empty(
+            lambda: ns.problems(chaos.expected, ready=True),
             300 if LONG else 120,
             "every model to converge",
-            interval=2,
         )
         converge_s = time.monotonic() - t_final
         # Nothing the operator would still write: a converged pass is quiet (no new
