@@ -5,6 +5,8 @@
 #   hack/cluster.sh build    build the binaries once per version set (cached under $CACHE_DIR)
 #   hack/cluster.sh up       start everything on 127.0.0.1, state under $WORK_DIR/cluster
 #   hack/cluster.sh down     stop everything and remove the state
+#   hack/cluster.sh restart-apiserver [DOWN_S]
+#                            stop kube-apiserver, wait DOWN_S seconds, start it again
 #   hack/cluster.sh status   say whether it is up
 #   hack/cluster.sh env      print exports: eval "$(hack/cluster.sh env)" to use kubectl/helm
 #   hack/cluster.sh bin-dir  print the directory holding the binaries
@@ -274,6 +276,28 @@ is_up() {
     KUBECONFIG="$KUBECONFIG_ADMIN" "$BIN/kubectl" --request-timeout=5s get --raw /readyz >/dev/null 2>&1
 }
 
+# The service CIDR is a config value only: nothing routes it. No endpoint reconciler, since
+# no kube-proxy or node network stands behind the "kubernetes" Service.
+start_apiserver() {
+  start kube-apiserver "$BIN/kube-apiserver" \
+    --etcd-servers="http://127.0.0.1:$ETCD_CLIENT_PORT" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
+    --cert-dir="$STATE/apiserver-certs" \
+    --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
+    --client-ca-file="$PKI/ca.crt" \
+    --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --authorization-mode=Node,RBAC --endpoint-reconciler-type=none \
+    --service-cluster-ip-range="$SERVICE_CIDR" --allow-privileged=true \
+    --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" \
+    --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User \
+    --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="$PKI/front-proxy-client.crt" \
+    --proxy-client-key-file="$PKI/front-proxy-client.key"
+}
+
 cmd_up() {
   [ -f "$K8S_CACHE/.complete" ] || die "binaries not built: run hack/cluster.sh build first"
   tool_env
@@ -302,26 +326,7 @@ cmd_up() {
     --initial-cluster="default=http://127.0.0.1:$ETCD_PEER_PORT" \
     --unsafe-no-fsync --log-level=warn
 
-  # The service CIDR is a config value only: nothing routes it. No endpoint reconciler, since
-  # no kube-proxy or node network stands behind the "kubernetes" Service.
-  start kube-apiserver "$BIN/kube-apiserver" \
-    --etcd-servers="http://127.0.0.1:$ETCD_CLIENT_PORT" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
-    --cert-dir="$STATE/apiserver-certs" \
-    --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
-    --client-ca-file="$PKI/ca.crt" \
-    --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
-    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-    --authorization-mode=Node,RBAC --endpoint-reconciler-type=none \
-    --service-cluster-ip-range="$SERVICE_CIDR" --allow-privileged=true \
-    --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" \
-    --requestheader-allowed-names=front-proxy-client \
-    --requestheader-username-headers=X-Remote-User \
-    --requestheader-group-headers=X-Remote-Group \
-    --requestheader-extra-headers-prefix=X-Remote-Extra- \
-    --proxy-client-cert-file="$PKI/front-proxy-client.crt" \
-    --proxy-client-key-file="$PKI/front-proxy-client.key"
-
+  start_apiserver
   wait_for "kube-apiserver /readyz" 60 "$BIN/kubectl" --request-timeout=2s get --raw /readyz
 
   # Own kubeconfigs, localhost-only serving, no leader election (one replica, faster start).
@@ -390,6 +395,26 @@ cmd_down() {
   log "down"
 }
 
+# Stop kube-apiserver (TERM, then KILL after 30 s), leave it down DOWN_S seconds, start it
+# again with the same flags and state; the other components reconnect on their own.
+cmd_restart_apiserver() {
+  local down_s=${1:-0} pid _
+  alive kube-apiserver || die "kube-apiserver is not running (hack/cluster.sh up)"
+  tool_env
+  pid="$(cat "$STATE/kube-apiserver.pid")"
+  kill -TERM "$pid"
+  for _ in $(seq 300); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  sleep "$down_s"
+  mv -f "$LOGS/kube-apiserver.log" "$LOGS/kube-apiserver.log.prev"
+  start_apiserver
+  wait_for "kube-apiserver /readyz" 60 "$BIN/kubectl" --request-timeout=2s get --raw /readyz
+  log "kube-apiserver restarted (pid $(cat "$STATE/kube-apiserver.pid"))"
+}
+
 cmd_env() {
   tool_env
   local v
@@ -416,6 +441,7 @@ case "${1:-}" in
 build) cmd_build ;;
 up) lock && cmd_up ;;
 down) lock && cmd_down ;;
+restart-apiserver) lock && cmd_restart_apiserver "${2:-0}" ;;
 status) cmd_status ;;
 env) cmd_env ;;
 bin-dir) echo "$BIN" ;;
