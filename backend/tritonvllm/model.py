@@ -58,27 +58,19 @@ class TritonPythonModel:
         locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
         from tritonvllm_backend.generate import RequestRunner
         from tritonvllm_backend.metrics import StatLoggerFactory
-        from vllm.engine.arg_utils import AsyncEngineArgs
 
         self._log = pb_utils.Logger
         self._name = args["model_name"]
         config = json.loads(args["model_config"])
         parameters = config.get("parameters", {})
-        self._health_check = _bool_parameter(parameters, "ENABLE_VLLM_HEALTH_CHECK")
-        version_dir = os.path.join(args["model_repository"], args["model_version"])
-        accepted = {field.name for field in dataclasses.fields(AsyncEngineArgs)}
-        try:
-            engine_config = load_engine_config(version_dir, accepted)
-        except EngineConfigError as err:
-            raise pb_utils.TritonModelException(f"{self._name}: {err}") from None
         if not pb_utils.using_decoupled_model_transaction_policy(config):
             raise pb_utils.TritonModelException(
                 f"{self._name}: the model transaction policy must be decoupled"
             )
-        try:
-            engine_args = AsyncEngineArgs(**engine_config)
-        except (TypeError, ValueError) as err:
-            raise pb_utils.TritonModelException(f"{self._name}: model.json: {err}") from None
+        self._health_check = _bool_parameter(parameters, "ENABLE_VLLM_HEALTH_CHECK")
+        engine_args = self._engine_args(
+            os.path.join(args["model_repository"], args["model_version"])
+        )
 
         self._stat_loggers: StatLoggerFactory | None = None
         if (
@@ -89,11 +81,27 @@ class TritonPythonModel:
             self._stat_loggers = StatLoggerFactory(labels)
 
         self._loop: EngineLoop[Any] = EngineLoop()
-        self._log.log_info(f"{_LOG_PREFIX} {self._name}: starting vLLM with {engine_config}")
+        engine = self._start_engine(engine_args)
+        self._runner = RequestRunner(engine, sampling_kinds(), self._log)
+        self._loop.submit(self._runner.watch_cancellations())
+        self._log.log_info(f"{_LOG_PREFIX} {self._name}: engine ready")
+
+    def _engine_args(self, version_dir: str) -> Any:
+        """AsyncEngineArgs from ``<version_dir>/model.json``; a load error names what is wrong."""
+        from vllm.engine.arg_utils import AsyncEngineArgs
+
+        accepted = {field.name for field in dataclasses.fields(AsyncEngineArgs)}
         try:
-            engine = self._loop.start(
-                lambda: self._build_engine(engine_args), ENGINE_START_TIMEOUT_S
-            )
+            engine_config = load_engine_config(version_dir, accepted)
+            self._log.log_info(f"{_LOG_PREFIX} {self._name}: vLLM engine args {engine_config}")
+            return AsyncEngineArgs(**engine_config)
+        except (EngineConfigError, TypeError, ValueError) as err:
+            raise pb_utils.TritonModelException(f"{self._name}: {err}") from None
+
+    def _start_engine(self, engine_args: Any) -> Any:
+        """Build AsyncLLM on the loop thread; on failure stop everything started so far."""
+        try:
+            return self._loop.start(lambda: self._build_engine(engine_args), ENGINE_START_TIMEOUT_S)
         except Exception as err:
             self._loop.stop(None)
             if self._stat_loggers is not None:
@@ -101,9 +109,6 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(
                 f"{self._name}: the vLLM engine did not start: {err}"
             ) from err
-        self._runner = RequestRunner(engine, sampling_kinds(), self._log)
-        self._loop.submit(self._runner.watch_cancellations())
-        self._log.log_info(f"{_LOG_PREFIX} {self._name}: engine ready")
 
     async def _build_engine(self, engine_args: Any) -> Any:
         from vllm.v1.engine.async_llm import AsyncLLM

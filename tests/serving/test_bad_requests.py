@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 
 from .clients import GenerateError, GrpcSession, http_generate, request_inputs
 from .conftest import Server, start_tritonserver, stop_tritonserver
@@ -67,4 +69,29 @@ def test_unknown_model_json_key_fails_the_load_with_a_suggestion(
     assert returncode != 0
     assert "unknown key 'max_model_length'" in log
     assert "did you mean 'max_model_len'" in log
+    assert server.ready() and server.model_ready()
+
+
+PNG_1X1 = (  # a 1x1 PNG, base64
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5E"
+    "rkJggg=="
+)
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [(PNG_1X1, "text-only"), ("not base64 image data", "base64-encoded image")],
+)
+def test_an_image_for_a_text_only_model_gets_an_error(
+    server: Server, image: str, message: str
+) -> None:
+    tensor = grpcclient.InferInput("image", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([image.encode()], dtype=np.object_))
+    session = GrpcSession(server.grpc)
+    try:
+        result = session.generate([*request_inputs(PROMPT, {"max_tokens": 2}), tensor])
+    finally:
+        session.close()
+    assert result.error is not None and message in result.error
+    assert result.responses == []
     assert server.ready() and server.model_ready()

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class EngineLoop(Generic[T]):
@@ -40,11 +41,11 @@ class EngineLoop(Generic[T]):
         self._engine = self.call(_awaited(build), timeout)
         return self._engine
 
-    def submit(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
+    def submit(self, coro: Coroutine[Any, Any, R]) -> concurrent.futures.Future[R]:
         """Schedule a coroutine on the loop from any thread."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
-    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+    def call(self, coro: Coroutine[Any, Any, R], timeout: float | None = None) -> R:
         """Run a coroutine on the loop and wait for its result."""
         return self.submit(coro).result(timeout)
 

@@ -98,15 +98,16 @@ class RequestRunner:
             await self._send_quietly(
                 exchange, _error("request was cancelled", pb_utils.TritonError.CANCELLED)
             )
-        except (ValueError, TypeError, VLLMClientError) as err:
-            await self._send_quietly(exchange, _error(str(err), pb_utils.TritonError.INVALID_ARG))
         except Exception as err:
-            self._log.log_error(
-                f"[tritonvllm] request {request_id} failed: {traceback.format_exc()}"
-            )
-            await self._send_quietly(
-                exchange, _error(f"generation failed: {err}", pb_utils.TritonError.INTERNAL)
-            )
+            invalid = _client_error(err)
+            if invalid is not None:
+                response = _error(str(invalid), pb_utils.TritonError.INVALID_ARG)
+            else:
+                self._log.log_error(
+                    f"[tritonvllm] request {request_id} failed: {traceback.format_exc()}"
+                )
+                response = _error(f"generation failed: {err!r}", pb_utils.TritonError.INTERNAL)
+            await self._send_quietly(exchange, response)
         finally:
             self._inflight.pop(request_id, None)
 
@@ -207,6 +208,16 @@ class RequestRunner:
             await asyncio.shield(self._send(exchange, response, FINAL))
         except Exception as err:
             self._log.log_verbose(f"[tritonvllm] final response not delivered: {err}")
+
+
+def _client_error(err: BaseException) -> BaseException | None:
+    """The request's own fault behind ``err``, if any (vLLM wraps it in EngineGenerateError)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, ValueError | TypeError | VLLMClientError):
+            return seen
+        seen = seen.__cause__
+    return None
 
 
 def _error(message: str, code: Any) -> Any:
