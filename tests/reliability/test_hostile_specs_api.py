@@ -189,7 +189,7 @@ def test_hostile_specs_are_rejected_or_get_reasoned_conditions(
                 conds = conditions(models[name])
                 types = ["Accepted", "Scheduled"]
                 if conds.get("Accepted", {}).get("reason") == "RejectedByAPIServer":
-                    # Known gap (test_rejected_child.py): only Accepted is set on that path.
+                    # Known gap (bug_rejected_child.py): only Accepted is set on that path.
                     types = ["Accepted"]
                 for type_ in types:
                     cond = conds.get(type_, {})
