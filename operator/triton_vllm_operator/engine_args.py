@@ -10,6 +10,8 @@ from typing import Any
 
 # Set by the operator itself: from spec.model and the resolved tensor parallelism.
 OPERATOR_OWNED = {"model"}
+# Secrets must not travel in model.json (a ConfigMap): they have a secretKeyRef of their own.
+SECRET_ARGS = {"hf_token": "spec.storage.hfTokenSecret"}
 
 _PYTHON_TYPES: dict[str, tuple[type, ...]] = {
     "bool": (bool,),
@@ -39,6 +41,11 @@ def validate_engine_args(engine_args: dict[str, Any], tensor_parallel_size: int 
     version = snapshot()["vllm_version"]
     for key in sorted(engine_args):
         value = engine_args[key]
+        if key in SECRET_ARGS:
+            raise EngineArgsError(
+                f"engineArgs.{key} would put a secret into the model's ConfigMap; remove it and "
+                f"set {SECRET_ARGS[key]} to a Secret key instead"
+            )
         if key in OPERATOR_OWNED:
             raise EngineArgsError(
                 f"engineArgs.{key} is set by the operator from spec.{key}; remove it"

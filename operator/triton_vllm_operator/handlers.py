@@ -157,7 +157,8 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         try:
             _carry_out(plan, body, patch, memo.api, settings)
         except ApplyRejected as err:
-            _write_status_and_events(rejected_by_api_server(body, str(err), _now()), body, patch)
+            rejected = rejected_by_api_server(body, plan, str(err), _now())
+            _write_status_and_events(rejected, body, patch)
         except client.ApiException as err:
             raise kopf.TemporaryError(f"API error {err.status}: {err.reason}", delay=5) from err
 

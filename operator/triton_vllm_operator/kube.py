@@ -3,52 +3,52 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+PATHS = {
+    "ConfigMap": "/api/v1/namespaces/{namespace}/configmaps/{name}",
+    "Service": "/api/v1/namespaces/{namespace}/services/{name}",
+    "Deployment": "/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
+}
 
 
 class ApplyRejected(Exception):
-    """The API server refused a child as invalid (4xx other than a conflict): not retryable."""
+    """The API server refused a child as invalid: retrying will not help, the spec must change."""
 
 
 def apply(api: client.ApiClient, manifest: dict[str, Any], field_manager: str) -> None:
     """Server-side apply one child; re-applying the same manifest changes nothing."""
-    name = manifest["metadata"]["name"]
-    namespace = manifest["metadata"]["namespace"]
-    kwargs: dict[str, Any] = {
-        "field_manager": field_manager,
-        "force": True,
-        "_content_type": APPLY_CONTENT_TYPE,
-        # The applied object comes back; decoding it into client models costs CPU and memory
-        # that the operator never uses.
-        "_preload_content": False,
-    }
-    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
-    patchers: dict[str, Callable[..., Any]] = {
-        "ConfigMap": core.patch_namespaced_config_map,
-        "Service": core.patch_namespaced_service,
-        "Deployment": apps.patch_namespaced_deployment,
-    }
-    try:
-        patch = patchers[manifest["kind"]]
-        response = patch(name, namespace, manifest, **kwargs)
-        response.drain_conn()  # read and drop the body, so the connection can be reused
-        response.release_conn()
-    except client.ApiException as err:
-        # An object the API server cannot decode (e.g. a bad quantity) comes back as a 500.
-        undecodable = err.status == 500 and "unable to convert" in (err.body or "")
-        if err.status in (400, 422) or undecodable:
-            raise ApplyRejected(f"{manifest['kind']} {name}: {_api_message(err)}") from err
-        raise
+    metadata = manifest["metadata"]
+    # Apply bodies are parsed as YAML, which refuses JSON's surrogate-pair escapes: send the
+    # characters themselves (an emoji in an annotation is fine).
+    body = json.dumps(manifest, ensure_ascii=False)
+    request = api.param_serialize(
+        method="PATCH",
+        resource_path=PATHS[manifest["kind"]],
+        path_params={"namespace": metadata["namespace"], "name": metadata["name"]},
+        query_params=[("fieldManager", field_manager), ("force", "true")],
+        header_params={"Content-Type": APPLY_CONTENT_TYPE, "Accept": "application/json"},
+        body=body,
+        auth_settings=["BearerToken"],
+    )
+    # The applied object comes back; the operator never reads it, so it is not decoded.
+    response = api.call_api(*request)
+    text = response.read().decode("utf-8", "replace")
+    if 200 <= response.status <= 299:
+        return
+    # An object the API server cannot decode (e.g. a bad quantity) comes back as a 500.
+    undecodable = response.status == 500 and "unable to convert" in text
+    if response.status in (400, 422) or undecodable:
+        raise ApplyRejected(f"{manifest['kind']} {metadata['name']}: {_message(text)}")
+    raise client.ApiException(status=response.status, reason=response.reason)
 
 
-def _api_message(err: client.ApiException) -> str:
+def _message(text: str) -> str:
     try:
-        message: str = json.loads(err.body or "{}").get("message") or str(err.reason)
+        message = json.loads(text).get("message")
     except ValueError:
-        message = str(err.reason)
-    return message
+        message = None
+    return str(message or text[:500])

@@ -19,10 +19,20 @@ class QuietRechecks(logging.Filter):
         return "Timer 'recheck' succeeded" not in record.getMessage()
 
 
+HANDLER_WORKERS = 32
+
+
+def _api_client() -> client.ApiClient:
+    """One client for all handler threads, with a connection for each."""
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = HANDLER_WORKERS
+    return client.ApiClient(configuration)
+
+
 def run_operator(settings: Settings) -> int:
     """Run until stopped; watches `settings.namespaces` or the whole cluster."""
     log_format = kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL
-    kopf.configure(log_format=log_format)
+    kopf.configure(log_format=log_format, log_prefix=True)
     logging.getLogger("kopf.objects").addFilter(QuietRechecks())
     try:
         config.load_incluster_config()
@@ -52,7 +62,9 @@ def run_operator(settings: Settings) -> int:
         settings.watching.server_timeout = 300
         settings.networking.error_backoffs = [1, 2, 5, 10]
         # Handlers are sync and mostly wait on the API server: let many wait at once.
-        settings.execution.max_workers = 32
+        settings.execution.max_workers = HANDLER_WORKERS
+        # A deleted model keeps its finalizer until its recheck timer has stopped: look often.
+        settings.background.cancellation_polling = 1
 
     kopf.run(
         registry=registry,
@@ -60,6 +72,6 @@ def run_operator(settings: Settings) -> int:
         clusterwide=not settings.namespaces,
         namespaces=list(settings.namespaces),
         liveness_endpoint=settings.liveness_endpoint,
-        memo=kopf.Memo(api=client.ApiClient()),
+        memo=kopf.Memo(api=_api_client()),
     )
     return 0

@@ -150,17 +150,25 @@ def plan_reconcile(
     return plan
 
 
-def rejected_by_api_server(body: Mapping[str, Any], message: str, now: str) -> Plan:
-    """A child the API server refused (e.g. a bad quantity): the spec needs a change."""
-    plan = Plan()
+def rejected_by_api_server(body: Mapping[str, Any], planned: Plan, message: str, now: str) -> Plan:
+    """The API server refused a child (e.g. a toleration it finds invalid): the spec must change.
+
+    Keeps what `planned` found about placement; Accepted and Ready say what went wrong.
+    """
+    plan = Plan(status=dict(planned.status))
     generation = body.get("metadata", {}).get("generation")
-    old = dict(body.get("status") or {})
-    verdict = Verdict(ACCEPTED, "False", "RejectedByAPIServer", message)
-    previous = list(old.get("conditions") or [])
-    conditions = set_condition(previous, verdict, generation, now)
-    plan.status = {**old, "observedGeneration": generation, "conditions": conditions}
-    if conditions != previous:
-        plan.events.append(("Warning", verdict.reason, f"{verdict.type}: {message}"))
+    old = list((body.get("status") or {}).get("conditions") or [])
+    previous = {c.get("type"): (c.get("status"), c.get("reason")) for c in old}
+    conditions = list(planned.status["conditions"])
+    for verdict in (
+        Verdict(ACCEPTED, "False", "RejectedByAPIServer", message),
+        Verdict(READY, "False", "NotAccepted", "The spec must be fixed first."),
+    ):
+        conditions = set_condition(conditions, verdict, generation, now)
+        if previous.get(verdict.type) != (verdict.status, verdict.reason):
+            kind = "Warning" if verdict.reason in WARNING_REASONS else "Normal"
+            plan.events.append((kind, verdict.reason, f"{verdict.type}: {verdict.message}"))
+    plan.status["conditions"] = conditions
     return plan
 
 
