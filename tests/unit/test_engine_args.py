@@ -36,6 +36,7 @@ def test_valid_engine_args(args: dict[str, object]) -> None:
         ({"enforce_eager": 1}, "engineArgs.enforce_eager must be of type bool, got int"),
         ({"max_model_len": True}, "must be of type int, got bool"),
         ({"model": "x"}, "set by the operator from spec.model"),
+        ({"hf_token": "hf_abc"}, "set spec.storage.hfTokenSecret"),
         ({"tensor_parallel_size": 4}, "conflicts with spec.tensorParallelSize=auto"),
     ],
 )

@@ -10,6 +10,7 @@ from triton_vllm_operator.reconcile import (
     APPLIED_HASH_ANNOTATION,
     Observed,
     plan_reconcile,
+    rejected_by_api_server,
     status_changed,
 )
 from triton_vllm_operator.settings import Settings
@@ -175,3 +176,18 @@ class TestConditions:
         ]
         assert deployment_readiness(failed, 1, url)[0].reason == "RolloutFailed"
         assert deployment_readiness(available(0), 0, url)[0].reason == "ScaledToZero"
+
+
+def test_a_child_the_api_server_refuses_keeps_every_condition_reasoned() -> None:
+    body = model_dict(tensorParallelSize=1)
+    planned = plan_reconcile(body, observe(), SETTINGS, NOW)
+    plan = rejected_by_api_server(body, planned, "Deployment llama: bad toleration", NOW)
+    assert conditions(plan.status) == {
+        "Accepted": ("False", "RejectedByAPIServer"),
+        "Scheduled": ("True", "Placed"),
+        "Ready": ("False", "NotAccepted"),
+    }
+    assert ("Warning", "RejectedByAPIServer") in [(e[0], e[1]) for e in plan.events]
+    body["status"] = plan.status
+    again = rejected_by_api_server(body, planned, "Deployment llama: bad toleration", NOW)
+    assert again.events == []  # no event storm while nothing changes
