@@ -3,15 +3,19 @@ while models reconcile: the operator, still the same process, reconnects its wat
 converges the models created and changed before, during (retried) and after the restart.
 
 It restarts the shared local control plane's kube-apiserver (hack/cluster.sh restart-apiserver):
-other test sessions see a few seconds of refused connections.
+other sessions on the same control plane see up to a minute of refused connections, and kcm's node
+lifecycle controller may mark every node NotReady for a while. So it runs only when asked:
+RELIABILITY_RESTART_APISERVER=1 (make chaos sets it; so can a CI job that has the cluster alone).
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from typing import Any
 
+import pytest
 from kubernetes import client
 
 from tests.kube import CLUSTER_SH, ClusterHandle
@@ -29,6 +33,11 @@ from tests.reliability.helpers import (
 )
 
 BEFORE, AFTER, DOWN_S = 10, 10, 5
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("RELIABILITY_RESTART_APISERVER") != "1",
+    reason="restarts the shared kube-apiserver: set RELIABILITY_RESTART_APISERVER=1 (make chaos)",
+)
 
 
 def _spec(product: str, max_model_len: int, replicas: int) -> dict[str, Any]:
