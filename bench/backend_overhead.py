@@ -26,6 +26,7 @@ import json
 import math
 import os
 import platform
+import re
 import signal
 import socket
 import statistics
@@ -57,6 +58,7 @@ PATH_NAMES = {
     "grpc": "Triton gRPC stream",
     "http": "Triton HTTP generate_stream",
 }
+COLORS = {"raw": "tab:blue", "grpc": "tab:orange", "http": "tab:green"}
 # Fixed prompts, words of the tiny model's vocabulary (one token each, plus BOS).
 PROMPTS = [
     "The capital of France is",
@@ -152,8 +154,16 @@ def make_tiny_model(serving_python: Path, out: Path) -> Path:
     return out
 
 
-def write_repository(root: Path, model_dir: Path, engine_args: dict[str, Any]) -> Path:
-    """The model repository exactly as the operator renders it for a pod."""
+def write_repository(
+    root: Path,
+    model_dir: Path,
+    engine_args: dict[str, Any],
+    parameters: dict[str, str] | None = None,
+) -> Path:
+    """The model repository exactly as the operator renders it for a pod.
+
+    ``parameters`` go through the model's spec.triton.config, as a user would set them.
+    """
     from triton_vllm_operator.api import TritonVLLMModel
     from triton_vllm_operator.render import model_repository_files
 
@@ -162,7 +172,20 @@ def write_repository(root: Path, model_dir: Path, engine_args: dict[str, Any]) -
             "apiVersion": "tritonvllm.io/v1alpha1",
             "kind": "TritonVLLMModel",
             "metadata": {"name": MODEL},
-            "spec": {"model": str(model_dir), "engineArgs": engine_args},
+            "spec": {
+                "model": str(model_dir),
+                "engineArgs": engine_args,
+                "triton": {
+                    "config": {
+                        "parameters": {
+                            key: {"string_value": value}
+                            for key, value in (parameters or {}).items()
+                        }
+                    }
+                    if parameters
+                    else {}
+                },
+            },
         }
     )
     for relative, content in model_repository_files(model, tensor_parallel_size=1).items():
@@ -487,7 +510,7 @@ def report(
         f"Model: the tiny random Llama of hack/tiny_model.py; engine arguments (model.json as the "
         f"operator renders it, read by both sides): `{json.dumps(settings['engine_args'])}`, "
         "`VLLM_CPU_KVCACHE_SPACE=1`. config.pbtxt as the operator renders it "
-        "(`REPORT_CUSTOM_METRICS` and `ENABLE_VLLM_HEALTH_CHECK` on).",
+        f"(parameters: {settings['parameters']}).",
         f"Sampling: `{json.dumps(settings['sampling'])}`; {len(PROMPTS)} fixed prompts in turn. "
         "Each level: a closed loop of C workers (each sends its next request when the previous "
         f"finished), {settings['requests']} requests, after a warm-up round of C requests. "
@@ -509,7 +532,7 @@ def report(
             f"{s.requests_per_s:.1f} | {s.ttft_p50_ms:.1f} | {s.ttft_p99_ms:.1f} | "
             f"{s.latency_p50_ms:.0f} | {s.responses_per_request:.1f} | "
             f"{'1.00' if s.path == 'raw' else fmt_ratio(ratio)} | "
-            f"{'-' if s.path == 'raw' else f'{overhead:+.1f}'} |"
+            f"{'-' if s.path == 'raw' or not base else f'{overhead:+.1f}'} |"
         )
     components = [
         name for name in CPU_COLUMNS if any(s.cpu_percent.get(name, 0) >= 0.5 for s in summaries)
@@ -553,14 +576,18 @@ def plot(summaries: list[Summary], target: Path) -> None:
         if not rows:
             continue
         xs = [s.concurrency for s in rows]
-        left.plot(xs, [s.tokens_per_s for s in rows], "o-", label=PATH_NAMES[path])
-        middle.plot(xs, [s.ttft_p50_ms for s in rows], "o-", label=f"{PATH_NAMES[path]} p50")
+        color = COLORS[path]
+        left.plot(xs, [s.tokens_per_s for s in rows], "o-", color=color, label=PATH_NAMES[path])
+        middle.plot(
+            xs, [s.ttft_p50_ms for s in rows], "o-", color=color, label=f"{PATH_NAMES[path]} p50"
+        )
         if path != "raw":
             ratio_rows = [s for s in rows if s.concurrency in raw]
             right.plot(
                 [s.concurrency for s in ratio_rows],
                 [s.tokens_per_s / raw[s.concurrency].tokens_per_s for s in ratio_rows],
                 "o-",
+                color=color,
                 label=PATH_NAMES[path],
             )
     left.set(xscale="log", xlabel="concurrency", ylabel="output tokens/s", title="Throughput")
@@ -592,12 +619,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, help="keep logs and the repository here")
     parser.add_argument("--out", type=Path, default=OUT_DIR)
     parser.add_argument("--note", action="append", default=[], help="a line for the report")
+    parser.add_argument(
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config.pbtxt parameter, set through spec.triton.config (e.g. "
+        "ENABLE_VLLM_HEALTH_CHECK=false)",
+    )
     args = parser.parse_args(argv)
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     paths = [p for p in args.paths.split(",") if p]
     if unknown := set(paths) - set(PATHS):
         parser.error(f"unknown paths {sorted(unknown)}")
     levels = [(c, args.requests or max(32, 4 * c)) for c in concurrencies]
+    parameters = dict(p.split("=", 1) for p in args.parameter)
     engine_args = {
         "dtype": "float32",
         "max_model_len": 2048,
@@ -612,7 +648,9 @@ def main(argv: list[str] | None = None) -> int:
         env = serving_env()
         serving_python = env / "venv" / "bin" / "python"
         model_dir = args.model_dir or make_tiny_model(serving_python, work / "tiny-model")
-        repository = write_repository(work / "model-repository", model_dir, engine_args)
+        repository = write_repository(work / "model-repository", model_dir, engine_args, parameters)
+        pbtxt = (repository / MODEL / "config.pbtxt").read_text()
+        rendered = re.findall(r'key: "(\w+)"\s+value \{\s+string_value: "([^"]*)"', pbtxt)
         summaries: list[Summary] = []
         if "raw" in paths:
             print("raw vLLM engine ...", file=sys.stderr, flush=True)
@@ -639,7 +677,12 @@ def main(argv: list[str] | None = None) -> int:
         text = report(
             summaries,
             args.out,
-            {"engine_args": engine_args, "sampling": sampling, "requests": requests_note},
+            {
+                "engine_args": engine_args,
+                "sampling": sampling,
+                "requests": requests_note,
+                "parameters": ", ".join(f"`{k}={v}`" for k, v in rendered),
+            },
             machine_description(),
             versions(serving_python),
             args.note,
