@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
+import urllib3
 from kubernetes import client
 
 from .api import GROUP, PLURAL, VERSION
-from .kube import ApplyRejected, apply
+from .kube import ApplyRejected, apply, read
 from .reconcile import (
     APPLIED_HASH_ANNOTATION,
     Observed,
@@ -69,6 +71,17 @@ def _slim_pod(body: kopf.Body) -> dict[str, Any] | None:
     }
 
 
+def _slim_child(obj: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """A child's applied hash, and what readiness reads of it (a Deployment's status)."""
+    metadata = obj.get("metadata") or {}
+    applied = (metadata.get("annotations") or {}).get(APPLIED_HASH_ANNOTATION)
+    slim = {
+        "metadata": {"generation": metadata.get("generation")},
+        "status": dict(obj.get("status") or {}),
+    }
+    return applied, slim
+
+
 def _carry_out(
     plan: Plan, body: kopf.Body, patch: kopf.Patch, api: client.ApiClient, settings: Settings
 ) -> None:
@@ -108,19 +121,11 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
 
     @kopf.index("", "v1", "configmaps", id="model_configmaps", labels=OURS, registry=registry)
     def model_configmaps(body: kopf.Body, **_: Any) -> dict[Any, Any]:
-        return {
-            (body.meta.namespace, body.meta.name): body.meta.annotations.get(
-                APPLIED_HASH_ANNOTATION
-            )
-        }
+        return {(body.meta.namespace, body.meta.name): _slim_child(body)}
 
     @kopf.index("", "v1", "services", id="model_services", labels=OURS, registry=registry)
     def model_services(body: kopf.Body, **_: Any) -> dict[Any, Any]:
-        return {
-            (body.meta.namespace, body.meta.name): body.meta.annotations.get(
-                APPLIED_HASH_ANNOTATION
-            )
-        }
+        return {(body.meta.namespace, body.meta.name): _slim_child(body)}
 
     def reconcile(
         body: kopf.Body,
@@ -136,17 +141,25 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         if body.meta.deletion_timestamp:
             return  # going away with its children; nothing to converge
         namespace, name = body.meta.namespace, body.meta.name
-        hashes: dict[tuple[str, str], str] = {}
+        hashes: dict[tuple[str, str], str | None] = {}
         deployment = None
-        for kind, index, child in (
+        children = (
             ("ConfigMap", model_configmaps, f"{name}-model-config"),
             ("Service", model_services, name),
-        ):
-            for applied in index.get((namespace, child), []):
+            ("Deployment", model_deployments, name),
+        )
+        for kind, index, child in children:
+            for applied, slim in index.get((namespace, child), []):
                 hashes[(kind, child)] = applied
-        for applied, slim in model_deployments.get((namespace, name), []):
-            hashes[("Deployment", name)] = applied
-            deployment = slim
+                deployment = slim if kind == "Deployment" else deployment
+        applied_before = bool(body.status.get("configHash"))
+        for kind, _, child in children:
+            if applied_before and (kind, child) not in hashes:
+                # The informer may have missed it (e.g. across an apiserver restart): ask.
+                found = read(memo.api, kind, str(namespace), child)
+                if found:
+                    hashes[(kind, child)], slim = _slim_child(found)
+                    deployment = slim if kind == "Deployment" else deployment
         observed = Observed(
             nodes=list(gpu_nodes.get(ALL, [])),
             pods=list(gpu_pods.get(ALL, [])),
@@ -161,6 +174,8 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
             _write_status_and_events(rejected, body, patch)
         except client.ApiException as err:
             raise kopf.TemporaryError(f"API error {err.status}: {err.reason}", delay=5) from err
+        except (urllib3.exceptions.HTTPError, OSError) as err:
+            raise kopf.TemporaryError(f"API server unreachable: {err}", delay=5) from err
 
     for decorate in (
         kopf.on.resume(*MODEL, id="reconcile", registry=registry, backoff=5),

@@ -46,6 +46,25 @@ def apply(api: client.ApiClient, manifest: dict[str, Any], field_manager: str) -
     raise client.ApiException(status=response.status, reason=response.reason)
 
 
+def read(api: client.ApiClient, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    """One child as the API server has it now, or None when it does not exist."""
+    request = api.param_serialize(
+        method="GET",
+        resource_path=PATHS[kind],
+        path_params={"namespace": namespace, "name": name},
+        header_params={"Accept": "application/json"},
+        auth_settings=["BearerToken"],
+    )
+    response = api.call_api(*request)
+    text = response.read().decode("utf-8", "replace")
+    if response.status == 404:
+        return None
+    if not 200 <= response.status <= 299:
+        raise client.ApiException(status=response.status, reason=response.reason)
+    result: dict[str, Any] = json.loads(text)
+    return result
+
+
 def _message(text: str) -> str:
     try:
         message = json.loads(text).get("message")

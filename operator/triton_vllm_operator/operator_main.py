@@ -60,7 +60,8 @@ def run_operator(settings: Settings) -> int:
         # Our own Events say what happened; kopf's per-handler chatter would only add writes.
         settings.posting.level = 100
         settings.watching.server_timeout = 300
-        settings.networking.error_backoffs = [1, 2, 5, 10]
+        # Ride out an API server restart of a minute or more before giving up on a request.
+        settings.networking.error_backoffs = [1, 1, 2, 3, 5, 8, 13, 21, 34]
         # Handlers are sync and mostly wait on the API server: let many wait at once.
         settings.execution.max_workers = HANDLER_WORKERS
         # A deleted model keeps its finalizer until its recheck timer has stopped: look often.

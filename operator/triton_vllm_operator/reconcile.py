@@ -36,7 +36,7 @@ class Observed:
 
     nodes: Iterable[Mapping[str, Any]]
     pods: Iterable[Mapping[str, Any]]
-    child_hashes: Mapping[tuple[str, str], str]  # (kind, name) -> applied hash
+    child_hashes: Mapping[tuple[str, str], str | None]  # (kind, name) -> applied hash
     deployment: dict[str, Any] | None
 
 

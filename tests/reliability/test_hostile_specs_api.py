@@ -187,11 +187,7 @@ def test_hostile_specs_are_rejected_or_get_reasoned_conditions(
                     missing.append(f"{name}: gone")
                     continue
                 conds = conditions(models[name])
-                types = ["Accepted", "Scheduled"]
-                if conds.get("Accepted", {}).get("reason") == "RejectedByAPIServer":
-                    # Known gap (bug_rejected_child.py): only Accepted is set on that path.
-                    types = ["Accepted"]
-                for type_ in types:
+                for type_ in ("Accepted", "Scheduled", "Ready"):
                     cond = conds.get(type_, {})
                     if not (cond.get("status") and cond.get("reason") and cond.get("message")):
                         missing.append(f"{name} {type_}: {cond}; {json.dumps(models[name])}")

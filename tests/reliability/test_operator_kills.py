@@ -55,7 +55,6 @@ class Chaos:
         self.deleted_while_down: list[str] = []
         self.counts = {"create": 0, "engine": 0, "replicas": 0, "delete": 0, "recreate": 0}
         self.next_index = 0
-        self.stuck: list[str] = []
 
     def create(self, name: str | None = None) -> None:
         if name is None:
@@ -103,15 +102,8 @@ class Chaos:
                 self.delete(name)
             else:  # the same name again: a new uid, children must follow the new owner
                 self.delete(name)
-                try:
-                    wait_for(lambda: name not in self.ns.models(), 30, f"{name} to go")
-                except AssertionError:
-                    # Its deletion was not handled (bug_delete_right_after_create.py): note it,
-                    # carry on; the final checks fail on it.
-                    self.stuck.append(name)
-                    action = "delete"
-                else:
-                    self.create(name)
+                wait_for(lambda: name not in self.ns.models(), 30, f"{name} to go")
+                self.create(name)
         self.counts[action] += 1
 
 
@@ -173,10 +165,6 @@ def test_sigkill_at_random_moments_converges_without_orphans_or_duplicates(
     )
     assert operator.alive
     _no_tracebacks(operator.log_path)
-    if chaos.stuck:
-        # Everything above holds; this is the one known operator bug the run can hit. Turn
-        # this into an assert once bug_delete_right_after_create.py passes.
-        pytest.xfail(f"deletions not handled while the operator ran (30 s): {chaos.stuck}")
 
 
 def _versions(ns: Namespace) -> dict[str, str]:
