@@ -87,6 +87,16 @@ chart-lint: install cluster-build chart-tools ## helm lint, hadolint, kubeconfor
 bench-operator: install cluster-build ## Operator scale: N=10,100,1000 models on kwok nodes -> docs/benchmarks/operator.md
 	$(PY) -m bench.operator_scale $(BENCH_ARGS)
 
+.PHONY: bench-backend
+bench-backend: install serving-env ## Triton + tritonvllm vs the raw vLLM engine over a concurrency sweep -> docs/benchmarks/backend.md
+	$(PY) -m bench.backend_overhead $(BENCH_ARGS)
+
+##@ Reliability
+
+.PHONY: chaos
+chaos: install cluster-build ## Long reliability run: 200 models under SIGKILL, 500 hostile specs, apiserver restart (CHAOS_SEED=N repeats a plan)
+	RELIABILITY_LONG=1 RELIABILITY_RESTART_APISERVER=1 $(VENV)/bin/pytest -ra -s tests/reliability
+
 ##@ Demo
 
 .PHONY: demo
