@@ -35,6 +35,12 @@ FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 CANCEL_POLL_SECONDS = 0.2
 # One sender thread: more do not raise throughput and coalesce less (measured).
 SENDER_THREADS = 1
+# Under load, a streaming request sends at most one response per STREAM_PACE_SECONDS: the
+# tokens produced meanwhile are merged by vLLM into its next (DELTA) output, so each response
+# carries more of them and the per-response cost is paid less often. The first response is
+# never delayed; with few requests in flight every token goes out at once.
+STREAM_PACE_SECONDS = 0.01
+PACE_ABOVE_INFLIGHT = 4
 _DTYPES = {"object": np.object_, "float32": np.float32, "uint32": np.uint32}
 
 
@@ -152,6 +158,8 @@ class RequestRunner:
             if stream:
                 response = self._response(parsed, output, final=output.finished)
                 await self._send(exchange, response, FINAL if output.finished else 0)
+                if not output.finished and len(self._inflight) > PACE_ABOVE_INFLIGHT:
+                    await asyncio.sleep(STREAM_PACE_SECONDS)
             last = output
         if last is None or not last.finished:
             raise RuntimeError("the engine ended the request without a final output")
