@@ -20,7 +20,7 @@ from .reconcile import (
     rejected_by_api_server,
     status_changed,
 )
-from .render.manifests import MANAGED_BY
+from .render.manifests import MANAGED_BY, configmap_name
 from .settings import Settings
 
 MODEL = (GROUP, VERSION, PLURAL)
@@ -144,7 +144,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         hashes: dict[tuple[str, str], str | None] = {}
         deployment = None
         children = (
-            ("ConfigMap", model_configmaps, f"{name}-model-config"),
+            ("ConfigMap", model_configmaps, configmap_name(name)),
             ("Service", model_services, name),
             ("Deployment", model_deployments, name),
         )
@@ -181,8 +181,14 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         kopf.on.resume(*MODEL, id="reconcile", registry=registry, backoff=5),
         kopf.on.create(*MODEL, id="reconcile", registry=registry, backoff=5),
         kopf.on.update(*MODEL, id="reconcile", registry=registry, backoff=5),
+        # The first recheck waits one interval: create/resume handle a new object already.
         kopf.timer(
-            *MODEL, id="recheck", registry=registry, interval=settings.recheck_seconds, backoff=5
+            *MODEL,
+            id="recheck",
+            registry=registry,
+            interval=settings.recheck_seconds,
+            initial_delay=settings.recheck_seconds,
+            backoff=5,
         ),
     ):
         decorate(reconcile)

@@ -62,8 +62,9 @@ def _metadata(model: TritonVLLMModel, name: str) -> dict[str, Any]:
     return metadata
 
 
-def configmap_name(model: TritonVLLMModel) -> str:
-    return f"{model.metadata.name}-model-config"
+def configmap_name(model_name: str) -> str:
+    """The ConfigMap holding a model's config.pbtxt and model.json."""
+    return f"{model_name}-model-config"
 
 
 def endpoint(model: TritonVLLMModel) -> str:
@@ -79,7 +80,7 @@ def render_configmap(
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(model, configmap_name(model)),
+        "metadata": _metadata(model, configmap_name(model.metadata.name)),
         "data": config_data(model, tensor_parallel_size, settings.backend_name),
     }
 
@@ -239,7 +240,7 @@ def render_deployment(
             {
                 "name": "model-repository",
                 "configMap": {
-                    "name": configmap_name(model),
+                    "name": configmap_name(model.metadata.name),
                     "items": [
                         {"key": CONFIG_FILE, "path": CONFIG_FILE},
                         {"key": ENGINE_FILE, "path": f"{MODEL_VERSION}/{ENGINE_FILE}"},
