@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.kube import ClusterHandle
+
 ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.cluster, pytest.mark.serving]
 
 
-def test_demo_serves_a_generate_request_from_the_operators_config() -> None:
+def test_demo_serves_a_generate_request_from_the_operators_config(cluster: ClusterHandle) -> None:
     result = subprocess.run(
         [str(ROOT / "hack" / "demo.sh")],
         cwd=ROOT,
