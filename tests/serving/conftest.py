@@ -55,8 +55,8 @@ class Server:
     def ready(self) -> bool:
         try:
             return requests.get(self.url("/v2/health/ready"), timeout=5).status_code == 200
-        except requests.ConnectionError:
-            return False
+        except (requests.ConnectionError, requests.Timeout):
+            return False  # still starting, or too busy loading to answer in time
 
     def live(self) -> bool:
         return requests.get(self.url("/v2/health/live"), timeout=5).status_code == 200
