@@ -159,6 +159,8 @@ def write_repository(
     model_dir: Path,
     engine_args: dict[str, Any],
     parameters: dict[str, str] | None = None,
+    name: str = MODEL,
+    tensor_parallel_size: int = 1,
 ) -> Path:
     """The model repository exactly as the operator renders it for a pod.
 
@@ -171,7 +173,7 @@ def write_repository(
         {
             "apiVersion": "tritonvllm.io/v1alpha1",
             "kind": "TritonVLLMModel",
-            "metadata": {"name": MODEL},
+            "metadata": {"name": name},
             "spec": {
                 "model": str(model_dir),
                 "engineArgs": engine_args,
@@ -188,7 +190,7 @@ def write_repository(
             },
         }
     )
-    for relative, content in model_repository_files(model, tensor_parallel_size=1).items():
+    for relative, content in model_repository_files(model, tensor_parallel_size).items():
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content)
@@ -235,7 +237,7 @@ def _free_ports(count: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def tritonserver(repository: Path, log: Path) -> Iterator[tuple[int, str, str]]:
+def tritonserver(repository: Path, log: Path, model: str = MODEL) -> Iterator[tuple[int, str, str]]:
     """hack/run-tritonserver.sh on free 127.0.0.1 ports; yields (pid, http, grpc) once ready."""
     import requests
 
@@ -258,7 +260,7 @@ def tritonserver(repository: Path, log: Path) -> Iterator[tuple[int, str, str]]:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             with contextlib.suppress(requests.RequestException):
-                url = f"http://127.0.0.1:{http}/v2/models/{MODEL}/ready"
+                url = f"http://127.0.0.1:{http}/v2/models/{model}/ready"
                 if requests.get(url, timeout=5).status_code == 200:
                     break
             if process.poll() is not None or time.monotonic() > deadline:
@@ -287,11 +289,12 @@ class GrpcStreams:
     ``triton_enable_empty_final_response`` so every response says whether it is the last.
     """
 
-    def __init__(self, url: str, sampling: dict[str, Any]) -> None:
+    def __init__(self, url: str, sampling: dict[str, Any], model: str = MODEL) -> None:
         import tritonclient.grpc.aio as grpcaio
 
         self._client = grpcaio.InferenceServerClient(url)
         self._sampling = json.dumps(sampling)
+        self._model = model
         self._idle: list[_Stream] = []
         self._all: list[_Stream] = []
 
@@ -318,9 +321,11 @@ class GrpcStreams:
         stream.set_data_from_numpy(np.array([True]))
         sampling = grpcclient.InferInput("sampling_parameters", [1], "BYTES")
         sampling.set_data_from_numpy(np.array([self._sampling.encode()], dtype=np.object_))
+        counts = grpcclient.InferInput("return_num_output_tokens", [1], "BOOL")
+        counts.set_data_from_numpy(np.array([True]))
         request = _get_inference_request(
-            model_name=MODEL,
-            inputs=[text, stream, sampling],
+            model_name=self._model,
+            inputs=[text, stream, sampling, counts],
             model_version="",
             request_id=uuid.uuid4().hex,
             outputs=None,
@@ -367,8 +372,7 @@ class _Stream:
                 raise RuntimeError(f"stream error: {message.error_message}")
             response = message.infer_response
             if response.outputs:
-                text = InferResult(response).as_numpy("text_output")
-                produced = sum(count_tokens(t.decode()) for t in text.ravel())
+                produced = int(InferResult(response).as_numpy("num_output_tokens").sum())
                 if produced and not first:
                     first = time.monotonic()
                 tokens += produced

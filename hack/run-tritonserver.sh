@@ -6,7 +6,8 @@
 # Lays out a backend directory under $WORK_DIR (python/ from the serving environment, tritonvllm/
 # from this repository's backend/), sets the environment the python backend stub needs, and execs
 # tritonserver listening on 127.0.0.1. Ports: TRITON_HTTP_PORT (8000), TRITON_GRPC_PORT (8001),
-# TRITON_METRICS_PORT (8002). Builds the serving environment first if it is missing.
+# TRITON_METRICS_PORT (8002). Builds the serving environment first if it is missing;
+# SERVING_ENV names another one of the same layout (hack/gpu-env.sh's, for GPUs).
 set -euo pipefail
 
 if [[ $# -lt 1 ]]; then
@@ -21,7 +22,7 @@ WORK_DIR="${WORK_DIR:-$ROOT/.work}"
 MODEL_REPO="$(cd "$1" && pwd)"
 shift
 
-SERVING="$("$ROOT/hack/serving-env.sh" --print)"
+SERVING="${SERVING_ENV:-$("$ROOT/hack/serving-env.sh" --print)}"
 
 # The backend directory is keyed by the content of the backend, so servers running side by side
 # share it and never see a half-copied one (built in a temporary directory, renamed into place).

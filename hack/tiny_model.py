@@ -8,6 +8,10 @@ so every generation, greedy or sampled, emits spaced words and runs to max_token
 
 Run it with the serving environment's python (it needs torch, transformers and tokenizers):
     "$(hack/serving-env.sh --print)/venv/bin/python" hack/tiny_model.py OUT_DIR
+
+With ``--shape llama-8b`` it writes no weights, only the config of a Llama 3 8B-shaped model
+(served with ``load_format: dummy``: random weights, nothing downloaded) and the same kind of
+word-level tokenizer filled up to that model's 128,256 tokens with made-up letter words.
 """
 
 from __future__ import annotations
@@ -40,7 +44,20 @@ SPACE = "\u0120"  # ByteLevel's mark for a leading space
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 
 
-def build_tokenizer():  # type: ignore[no-untyped-def]
+LLAMA_8B_VOCAB = 128256
+
+
+def filler_word(index: int) -> str:
+    """A made-up word of letters only ("zq" + base 26): ByteLevel splits letters from digits."""
+    letters = ""
+    while True:
+        index, digit = divmod(index, 26)
+        letters += chr(ord("a") + digit)
+        if index == 0:
+            return "zq" + letters
+
+
+def build_tokenizer(vocab_size: int = 0):  # type: ignore[no-untyped-def]
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
@@ -48,6 +65,13 @@ def build_tokenizer():  # type: ignore[no-untyped-def]
     vocab: dict[str, int] = {}
     for token in [BOS, EOS, UNK, *PUNCTUATION, *words, *(SPACE + w for w in words)]:
         vocab.setdefault(token, len(vocab))
+    filler = 0
+    while len(vocab) < vocab_size:
+        word = filler_word(filler)
+        filler += 1
+        for token in (SPACE + word, word):
+            if len(vocab) < vocab_size:
+                vocab.setdefault(token, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -89,11 +113,40 @@ def build_model(vocab: dict[str, int], max_len: int):  # type: ignore[no-untyped
     return model
 
 
+def llama_8b_config(vocab: dict[str, int], max_len: int):  # type: ignore[no-untyped-def]
+    """Llama 3 8B's shape; bfloat16. No weights: serve it with load_format "dummy"."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        max_position_embeddings=max_len,
+        rope_theta=500000.0,
+        rms_norm_eps=1e-5,
+        bos_token_id=vocab[BOS],
+        eos_token_id=vocab[EOS],
+        tie_word_embeddings=False,
+        torch_dtype="bfloat16",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--max-len", type=int, default=8192)
+    parser.add_argument("--shape", choices=["tiny", "llama-8b"], default="tiny")
     args = parser.parse_args()
+    if args.shape == "llama-8b":
+        tokenizer, vocab = build_tokenizer(LLAMA_8B_VOCAB)
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        llama_8b_config(vocab, args.max_len).save_pretrained(args.out_dir)
+        tokenizer.save_pretrained(args.out_dir)
+        print(args.out_dir)
+        return
     tokenizer, vocab = build_tokenizer()
     model = build_model(vocab, args.max_len)
     args.out_dir.mkdir(parents=True, exist_ok=True)

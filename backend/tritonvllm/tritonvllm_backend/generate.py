@@ -3,8 +3,10 @@
 Each request is one task on the engine's event loop. Responses are sent from one sender thread,
 and a task awaits its previous send before taking the next engine output, so while a send is in
 flight vLLM merges the newly produced tokens into that request's next output (its DELTA outputs
-aggregate). Under load each streamed response therefore carries every token produced since the
-previous one, and the per-response cost is paid once per send, not once per token.
+aggregate). Under load streams are also paced (``stream_pace_seconds``): each streamed response
+then carries every token produced since the previous one, and the per-response cost of the
+python backend (Python, a shared-memory message, Triton's response path) is paid once per send,
+not once per token.
 """
 
 from __future__ import annotations
@@ -22,11 +24,16 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from vllm import SamplingParams
-from vllm.exceptions import VLLMClientError
+
+try:
+    from vllm.exceptions import VLLMClientError
+except ImportError:  # older vLLM (0.24) raises ValueError subclasses for a request's own faults
+    VLLMClientError = ValueError  # type: ignore[assignment,misc]
 from vllm.outputs import RequestOutput
 from vllm.sampling_params import RequestOutputKind
 
 from .outputs import SequenceDelta, shape_response
+from .pacing import stream_pause
 from .requests import ParsedRequest, parse_request
 from .sampling import RequestError
 from .typekinds import Kind
@@ -35,12 +42,6 @@ FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 CANCEL_POLL_SECONDS = 0.2
 # One sender thread: more do not raise throughput and coalesce less (measured).
 SENDER_THREADS = 1
-# Under load, a streaming request sends at most one response per STREAM_PACE_SECONDS: the
-# tokens produced meanwhile are merged by vLLM into its next (DELTA) output, so each response
-# carries more of them and the per-response cost is paid less often. The first response is
-# never delayed; with few requests in flight every token goes out at once.
-STREAM_PACE_SECONDS = 0.01
-PACE_ABOVE_INFLIGHT = 4
 _DTYPES = {"object": np.object_, "float32": np.float32, "uint32": np.uint32}
 
 
@@ -153,13 +154,19 @@ class RequestRunner:
         request_id: str,
     ) -> None:
         stream = parsed.wanted.stream
+        loop = asyncio.get_running_loop()
         last: RequestOutput | None = None
+        produced = 0
         async for output in self._engine.generate(prompt, params, request_id):
             if stream:
+                taken = loop.time()
                 response = self._response(parsed, output, final=output.finished)
                 await self._send(exchange, response, FINAL if output.finished else 0)
-                if not output.finished and len(self._inflight) > PACE_ABOVE_INFLIGHT:
-                    await asyncio.sleep(STREAM_PACE_SECONDS)
+                delta = len(output.outputs[0].token_ids) if output.outputs else 0
+                produced += delta
+                pause = stream_pause(len(self._inflight), params.max_tokens, produced, delta)
+                if pause and not output.finished:
+                    await asyncio.sleep(max(0.0, taken + pause - loop.time()))
             last = output
         if last is None or not last.finished:
             raise RuntimeError("the engine ended the request without a final output")

@@ -1,0 +1,388 @@
+"""make bench-gpu: Triton + the bundled tritonvllm backend against the raw vLLM engine, on GPUs.
+
+On one machine with NVIDIA GPUs, in the GPU serving environment (hack/gpu-env.sh):
+(a) the raw vLLM engine: AsyncLLM in process (bench/raw_engine_bench.py), streamed with
+    RequestOutputKind.DELTA;
+(b) tritonserver with the bundled backend, loading the model repository the operator renders
+    for the placement (config.pbtxt and model.json, tensor parallelism included), driven over
+    gRPC streaming by several client processes, so the client is not the limit (the highest
+    concurrency also runs with twice the client processes, to show it).
+Model: a Llama 3 8B-shaped config with ``load_format: dummy`` (random weights, nothing
+downloaded) and a word-level tokenizer of 128,256 tokens (hack/tiny_model.py --shape llama-8b).
+Workload: 256-token prompts (distinct; prefix caching off), 128 output tokens with ignore_eos,
+a closed loop of C streams per level after a warm-up round. Output tokens are counted exactly
+(token ids on the raw side, the backend's ``num_output_tokens`` on the Triton side).
+Writes docs/benchmarks/gpu-tp<N>.md and .png and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import math
+import multiprocessing
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.backend_overhead import (
+    GrpcStreams,
+    Summary,
+    run_raw,
+    summarize,
+    tritonserver,
+    write_repository,
+)
+from bench.raw_engine_bench import MACHINE, Level, Record, closed_loop, machine_busy_seconds
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT_DIR = ROOT / "docs" / "benchmarks"
+MODEL = "llama-8b-dummy"
+# Safe defaults for vLLM on these GPUs: no flashinfer sampler (not installed), and no NVLink
+# multicast (NCCL, torch symmetric memory, NVSHMEM).
+GPU_ENV = {
+    "VLLM_USE_FLASHINFER_SAMPLER": "0",
+    "NCCL_NVLS_ENABLE": "0",
+    "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
+    "NVSHMEM_DISABLE_NVLS": "1",
+    "PYTHONIOENCODING": "utf-8",
+}
+
+
+def prompts(count: int, length: int) -> list[str]:
+    """``count`` distinct prompts of ``length`` tokens (BOS + length - 1 words, one token each)."""
+    sys.path.insert(0, str(ROOT / "hack"))
+    from tiny_model import WORDS
+
+    words = sorted(set(WORDS))
+    return [" ".join(random.Random(index).choices(words, k=length - 1)) for index in range(count)]
+
+
+def make_model(python: Path, out: Path) -> Path:
+    subprocess.run(
+        [str(python), str(ROOT / "hack" / "tiny_model.py"), str(out), "--shape", "llama-8b"],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Triton clients: several processes, each a closed loop over its share of the streams
+
+
+def _client_process(
+    grpc: str,
+    sampling: dict[str, Any],
+    prompt_list: list[str],
+    concurrency: int,
+    total: int,
+    start: Any,
+    results: Any,
+) -> None:
+    async def run() -> tuple[float, list[Record]]:
+        streams = GrpcStreams(grpc, sampling, model=MODEL)
+        try:
+            await closed_loop(streams.one, prompt_list, concurrency, concurrency)  # warm-up
+            await asyncio.get_running_loop().run_in_executor(None, start.wait)
+            return await closed_loop(streams.one, prompt_list, concurrency, total)
+        finally:
+            await streams.close()
+
+    try:
+        started, records = asyncio.run(run())
+        results.put((started, [vars(r) for r in records], None))
+    except BaseException as err:  # report it to the parent instead of hanging it
+        results.put((0.0, [], repr(err)))
+
+
+def triton_level(
+    grpc: str,
+    sampling: dict[str, Any],
+    prompt_list: list[str],
+    concurrency: int,
+    total: int,
+    processes: int,
+) -> Level:
+    """One level: ``concurrency`` streams and ``total`` requests over ``processes`` clients."""
+    processes = max(1, min(processes, concurrency))
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(processes + 1)
+    results = context.Queue()
+    workers = []
+    for i in range(processes):
+        share = concurrency // processes + (1 if i < concurrency % processes else 0)
+        requests = total // processes + (1 if i < total % processes else 0)
+        mine = prompt_list[i::processes]
+        args = (grpc, sampling, mine, share, requests, start, results)
+        workers.append(context.Process(target=_client_process, args=args, daemon=True))
+    for worker in workers:
+        worker.start()
+    start.wait(timeout=900)  # every client warmed up: go
+    machine_before = machine_busy_seconds()
+    outcomes = [results.get(timeout=1800) for _ in workers]
+    machine_used = machine_busy_seconds() - machine_before
+    for worker in workers:
+        worker.join(timeout=60)
+    errors = [error for _, _, error in outcomes if error]
+    if errors:
+        raise RuntimeError(f"a client process failed: {errors[0]}")
+    records = [Record(**r) for _, rs, _ in outcomes for r in rs]
+    started = min(s for s, _, _ in outcomes)
+    return Level(concurrency, started, records, {MACHINE: machine_used})
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+
+
+def gpu_description() -> str:
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown GPU"
+    gpus = out.splitlines()
+    name, memory, driver = (part.strip() for part in gpus[0].split(","))
+    return f"{len(gpus)} x {name} ({memory}, driver {driver}), {os.cpu_count()} CPU cores"
+
+
+def stack_versions(python: Path) -> str:
+    code = (
+        "import vllm, torch, numpy; from importlib.metadata import version as v; "
+        "print(f'vLLM {vllm.__version__}, torch {torch.__version__}, numpy {numpy.__version__}, "
+        "tritonserver from nvidia-pytriton ' + v('nvidia-pytriton') + ', tritonclient ' + "
+        "v('tritonclient') + ', Python ' + __import__('platform').python_version())"
+    )
+    out = subprocess.run(
+        [str(python), "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **GPU_ENV},
+        timeout=300,
+        check=False,
+    )
+    return out.stdout.strip() or "versions unknown"
+
+
+def report(
+    summaries: list[Summary],
+    tp: int,
+    settings: dict[str, Any],
+    gpu: str,
+    versions_line: str,
+    out_dir: Path,
+    notes: list[str],
+) -> str:
+    raw = {s.concurrency: s for s in summaries if s.path == "raw"}
+    lines = [
+        f"# GPU: Triton + tritonvllm against the raw vLLM engine, tensor parallel {tp}",
+        "",
+        f"`make bench-gpu BENCH_ARGS='--tp {tp}'`, "
+        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, on {gpu}.",
+        f"Versions: {versions_line}.",
+        "",
+        "Model: a Llama 3 8B-shaped config (bfloat16) with `load_format: dummy` (random weights) "
+        "and a word-level tokenizer of 128,256 tokens (`hack/tiny_model.py --shape llama-8b`). "
+        f"Engine arguments (model.json as the operator renders it for TP={tp}, read by both "
+        f"sides): `{json.dumps(settings['engine_args'])}`. Sampling: "
+        f"`{json.dumps(settings['sampling'])}`; {settings['prompt_tokens']}-token prompts, each "
+        "distinct. Each level: a closed loop of C streams (each sends its next request when the "
+        "previous finished) after a warm-up round; the Triton side spreads the streams over "
+        "client processes (gRPC `ModelStreamInfer`, one stream per worker). TTFT: request sent "
+        "to the first response carrying a token. Responses/request: streamed responses counted "
+        "by the client (raw: DELTA outputs the caller received). Ratios are against the raw "
+        "engine at the same concurrency.",
+        "",
+        "| C | path | requests | output tok/s | req/s | TTFT p50 (ms) | TTFT p99 (ms) "
+        "| responses/req | tok/s ratio | TTFT p50 overhead (ms) |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for s in summaries:
+        base = raw.get(s.concurrency)
+        is_raw = s.path == "raw"
+        ratio = s.tokens_per_s / base.tokens_per_s if base else math.nan
+        overhead = s.ttft_p50_ms - base.ttft_p50_ms if base else math.nan
+        name = (
+            "raw vLLM (AsyncLLM, in process)"
+            if is_raw
+            else f"Triton gRPC, {s.path.split(':')[1]} client processes"
+        )
+        lines.append(
+            f"| {s.concurrency} | {name} | {s.requests} | {s.tokens_per_s:.0f} | "
+            f"{s.requests_per_s:.2f} | {s.ttft_p50_ms:.1f} | {s.ttft_p99_ms:.1f} | "
+            f"{s.responses_per_request:.1f} | {'1.00' if is_raw else f'{ratio:.3f}'} | "
+            f"{'-' if is_raw or not base else f'{overhead:+.1f}'} |"
+        )
+    if notes:
+        lines += ["", *notes]
+    text = "\n".join(lines) + "\n"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"gpu-tp{tp}.md").write_text(text)
+    plot(summaries, tp, gpu, out_dir / f"gpu-tp{tp}.png")
+    return text
+
+
+def plot(summaries: list[Summary], tp: int, gpu: str, target: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    raw = {s.concurrency: s for s in summaries if s.path == "raw"}
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4.2))
+    paths = list(dict.fromkeys(s.path for s in summaries))
+    for path in paths:
+        rows = [s for s in summaries if s.path == path]
+        label = "raw vLLM" if path == "raw" else f"Triton gRPC ({path.split(':')[1]} clients)"
+        xs = [s.concurrency for s in rows]
+        left.plot(xs, [s.tokens_per_s for s in rows], "o-", label=label)
+        middle.plot(xs, [s.ttft_p50_ms for s in rows], "o-", label=f"{label} p50")
+        if path != "raw":
+            rows = [s for s in rows if s.concurrency in raw]
+            right.plot(
+                [s.concurrency for s in rows],
+                [s.tokens_per_s / raw[s.concurrency].tokens_per_s for s in rows],
+                "o-",
+                label=label,
+            )
+    left.set(xscale="log", xlabel="concurrency", ylabel="output tokens/s", title="Throughput")
+    middle.set(xscale="log", yscale="log", xlabel="concurrency", ylabel="ms", title="TTFT")
+    right.axhline(0.95, color="grey", linestyle="--", label="target 0.95")
+    right.set(xscale="log", xlabel="concurrency", ylabel="Triton / raw", title="Throughput ratio")
+    right.set_ylim(0, 1.1)
+    for axis in (left, middle, right):
+        axis.legend(fontsize=8)
+    fig.suptitle(f"tritonvllm vs raw vLLM, 8B-shape Llama, TP={tp}, {gpu}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(target, dpi=100)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tp", type=int, default=1, help="tensor parallel size (GPUs)")
+    parser.add_argument("--concurrency", default="1,16,64,256", help="comma-separated levels")
+    parser.add_argument("--requests", default="", help="requests per level (default 8 at C=1, "
+                        "else max(64, 4 x C))")  # fmt: skip
+    parser.add_argument("--prompt-tokens", type=int, default=256)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--client-processes", type=int, default=8)
+    parser.add_argument("--paths", default="raw,triton")
+    parser.add_argument("--gpu-memory-utilization", type=float, default=0.85)
+    parser.add_argument("--work-dir", type=Path, help="keep logs and the repository here")
+    parser.add_argument("--out", type=Path, default=OUT_DIR)
+    parser.add_argument("--note", action="append", default=[], help="a line for the report")
+    args = parser.parse_args(argv)
+    os.environ.update({k: os.environ.get(k, v) for k, v in GPU_ENV.items()})
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    totals = [int(n) for n in args.requests.split(",")] if args.requests else []
+    levels = [
+        (c, totals[i] if totals else (8 if c == 1 else max(64, 4 * c)))
+        for i, c in enumerate(concurrencies)
+    ]
+    paths = args.paths.split(",")
+    engine_args = {
+        "load_format": "dummy",
+        "dtype": "bfloat16",
+        "max_model_len": 1024,
+        "max_num_seqs": max(256, *concurrencies),
+        "gpu_memory_utilization": args.gpu_memory_utilization,
+        "enable_prefix_caching": False,
+        "seed": 0,
+    }
+    sampling = {"temperature": 0, "max_tokens": args.max_tokens, "ignore_eos": True}
+    prompt_list = prompts(max(n for _, n in levels) + max(concurrencies), args.prompt_tokens)
+    gpu_env = Path(
+        subprocess.run(
+            [str(ROOT / "hack" / "gpu-env.sh"), "--print"],
+            capture_output=False,
+            stdout=subprocess.PIPE,
+            text=True,
+            check=True,
+            timeout=3600,
+        ).stdout.strip()
+    )
+    python = gpu_env / "venv" / "bin" / "python"
+    os.environ["SERVING_ENV"] = str(gpu_env)
+    summaries: list[Summary] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.work_dir or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        model_dir = make_model(python, work / "model")
+        repository = write_repository(
+            work / "model-repository", model_dir, engine_args, None, MODEL, args.tp
+        )
+        if "raw" in paths:
+            print("raw vLLM engine ...", file=sys.stderr, flush=True)
+            config = {
+                "model_json": str(repository / MODEL / "1" / "model.json"),
+                "prompts": prompt_list,
+                "sampling": sampling,
+                "levels": levels,
+            }
+            begun = time.monotonic()
+            raw_levels = run_raw(python, config, work, work / "raw-engine.log")
+            print(f"raw done in {time.monotonic() - begun:.0f} s", file=sys.stderr, flush=True)
+            summaries += [summarize("raw", level) for level in raw_levels]
+        if "triton" in paths:
+            print("tritonserver ...", file=sys.stderr, flush=True)
+            begun = time.monotonic()
+            with tritonserver(repository, work / "tritonserver.log", MODEL) as (_, _, grpc):
+                print(f"ready in {time.monotonic() - begun:.0f} s", file=sys.stderr, flush=True)
+                for concurrency, total in levels:
+                    counts = [args.client_processes]
+                    if concurrency == max(concurrencies):
+                        counts.append(2 * args.client_processes)
+                    for processes in counts:
+                        level = triton_level(
+                            grpc, sampling, prompt_list, concurrency, total, processes
+                        )
+                        used = max(1, min(processes, concurrency))
+                        summaries.append(summarize(f"triton:{used}", level))
+                        print(
+                            f"C={concurrency} P={used}: {summaries[-1].tokens_per_s:.0f} tok/s",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+        summaries.sort(key=lambda s: (s.concurrency, s.path != "raw", s.path))
+        engine_args_rendered = json.loads((repository / MODEL / "1" / "model.json").read_text())
+        engine_args_rendered.pop("model", None)
+        text = report(
+            summaries,
+            args.tp,
+            {
+                "engine_args": engine_args_rendered,
+                "sampling": sampling,
+                "prompt_tokens": args.prompt_tokens,
+            },
+            gpu_description(),
+            stack_versions(python),
+            args.out,
+            args.note,
+        )
+        (args.out / f"gpu-tp{args.tp}.json").write_text(
+            json.dumps([vars(s) for s in summaries], indent=1)
+        )
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

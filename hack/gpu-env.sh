@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# The GPU serving environment of `make bench-gpu`: vLLM (the CUDA build pinned in versions.env),
+# nvidia-pytriton's tritonserver and their requirements, on top of a Python that already has
+# torch (the CUDA build vLLM pins). Built once into a cached directory keyed by the lock.
+#
+#   hack/gpu-env.sh --print                 build it if missing, print its directory on stdout
+#   hack/gpu-env.sh --wheelhouse DIR [HAVE] download the pinned wheels into DIR (needs an index),
+#                                           for an air-gapped GPU machine. HAVE: `pip freeze` (or
+#                                           one name a line) of that machine's Python; packages it
+#                                           has are left out, except those pinned for the stub
+#   hack/gpu-env.sh --lock                  re-resolve hack/gpu-requirements.txt (needs an index)
+#
+# GPU_PYTHON: the base Python (default python3; it must be $GPU_PYTHON_VERSION with torch
+# $TORCH_GPU_VERSION). GPU_WHEELHOUSE=DIR: install offline from DIR; every pinned package must be
+# there or in the base Python already.
+#
+# Layout of the built directory (as hack/serving-env.sh's, so hack/run-tritonserver.sh serves it):
+#   venv/              venv over the base Python's packages (torch), with the pinned packages
+#   backends/python/   libtriton_python.so, triton_python_backend_utils.py, the stub for its Python
+#   bin/tritonserver   link to the tritonserver binary that nvidia-pytriton ships
+#   libpaths           the LD_LIBRARY_PATH entries tritonserver and the stub need, one per line
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=../versions.env
+source "$ROOT/versions.env"
+CACHE_DIR="${CACHE_DIR:-$HOME/.cache/triton-vllm-operator}"
+PYTHON="${GPU_PYTHON:-python3}"
+LOCK_FILE="$ROOT/hack/gpu-requirements.txt"
+SELF="$ROOT/hack/gpu-env.sh"
+# The stub needs these versions, whatever the base Python has (see hack/gpu_lock.py).
+STUB_PINS="numpy scipy protobuf"
+
+log() { echo "gpu-env: $*" >&2; }
+
+env_dir() {
+  local hash
+  hash="$( (cat "$LOCK_FILE" "$SELF"; "$PYTHON" -c 'import sys; print(sys.executable)') \
+    | sha256sum | cut -c1-12)"
+  echo "$CACHE_DIR/gpu-$hash"
+}
+
+# The lock's pins, less those whose package HAVE (a file of names or name==version) lists.
+pins_less() {
+  "$PYTHON" - "$LOCK_FILE" "$1" "$STUB_PINS" <<'EOF'
+import re, sys
+norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
+lock, have_file, keep = sys.argv[1:4]
+have = {norm(re.split(r"[=<>@ ;]", l.strip(), maxsplit=1)[0]) for l in open(have_file) if l.strip()}
+for line in open(lock):
+    line = line.strip()
+    if line and not line.startswith("#"):
+        name = norm(line.split("==")[0])
+        if name not in have or name in keep.split():
+            print(line)
+EOF
+}
+
+# The base Python's installed distributions, one name a line.
+base_packages() {
+  "$PYTHON" -c 'import importlib.metadata as m; print("\n".join({d.metadata["Name"] for d in m.distributions() if d.metadata["Name"]}))'
+}
+
+check_base() {
+  "$PYTHON" - "$GPU_PYTHON_VERSION" "$TORCH_GPU_VERSION" <<'EOF' || exit 1
+import sys
+want_python, want_torch = sys.argv[1:3]
+have_python = "%d.%d" % sys.version_info[:2]
+if have_python != want_python:
+    sys.exit(f"gpu-env: {sys.executable} is Python {have_python}; set GPU_PYTHON to a Python {want_python}")
+try:
+    import torch
+except ImportError:
+    sys.exit(f"gpu-env: {sys.executable} has no torch; install torch=={want_torch} (CUDA build) into it")
+if torch.__version__.split("+")[0] != want_torch or not torch.version.cuda:
+    sys.exit(f"gpu-env: {sys.executable} has torch {torch.__version__}; vLLM needs torch=={want_torch} (CUDA build)")
+EOF
+}
+
+build() {
+  local dest="$1" tmp start site pytriton
+  start=$SECONDS
+  check_base
+  mkdir -p "$CACHE_DIR"
+  tmp="$(mktemp -d "$CACHE_DIR/.building-XXXXXX")"
+  trap 'rm -rf "$tmp"' EXIT
+  "$PYTHON" -m venv --system-site-packages --without-pip "$tmp/venv"
+  site="$("$tmp/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+  base_packages >"$tmp/have.txt"
+  pins_less "$tmp/have.txt" >"$tmp/pins.txt"
+  local source=()
+  if [[ -n "${GPU_WHEELHOUSE:-}" ]]; then
+    source=(--no-index --find-links "$GPU_WHEELHOUSE")
+    log "installing $(wc -l <"$tmp/pins.txt") pinned packages from $GPU_WHEELHOUSE"
+  else
+    log "installing $(wc -l <"$tmp/pins.txt") pinned packages from the package index"
+  fi
+  # Exact pins of a complete lock: no resolver runs. --target puts them in the venv, ahead of the
+  # base Python's own packages (numpy 1 over numpy 2, for the stub).
+  "$PYTHON" -m pip install --quiet --no-deps --no-compile --disable-pip-version-check \
+    "${source[@]}" --target "$site" -r "$tmp/pins.txt"
+
+  pytriton="$site/pytriton/tritonserver"
+  mkdir -p "$tmp/backends/python" "$tmp/bin"
+  cp "$pytriton/backends/python/libtriton_python.so" \
+    "$pytriton/backends/python/triton_python_backend_utils.py" "$tmp/backends/python/"
+  cp "$pytriton/python_backend_stubs/$GPU_PYTHON_VERSION/triton_python_backend_stub" "$tmp/backends/python/"
+  {
+    "$PYTHON" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))'
+    echo "$dest/venv/${site#"$tmp/venv/"}/nvidia_pytriton.libs"
+  } >"$tmp/libpaths"
+  grep -rlI --null "$tmp" "$tmp/venv/bin" | xargs -0 -r sed -i "s#$tmp#$dest#g"
+  ln -s "../venv/${site#"$tmp/venv/"}/pytriton/tritonserver/bin/tritonserver" "$tmp/bin/tritonserver"
+  mv -T "$tmp" "$dest"
+  trap - EXIT
+  log "built $dest in $((SECONDS - start)) s"
+}
+
+ensure() {
+  local dest
+  dest="$(env_dir)"
+  if [[ -d "$dest" ]]; then
+    echo "$dest"
+    return
+  fi
+  mkdir -p "$CACHE_DIR"
+  exec 9>"$CACHE_DIR/.gpu.lock"
+  flock 9
+  rm -rf "$CACHE_DIR"/.building-*
+  [[ -d "$dest" ]] || build "$dest"
+  echo "$dest"
+}
+
+wheelhouse() {
+  local dir="$1" have="${2:-}" tmp
+  [[ -n "$have" ]] || have=/dev/null
+  mkdir -p "$dir"
+  tmp="$(mktemp "${TMPDIR:-/tmp}/gpu-pins.XXXXXX")"
+  pins_less "$have" >"$tmp"
+  local platforms=()
+  for n in 35 34 31 28 27 24 17; do platforms+=(--platform "manylinux_2_${n}_x86_64"); done
+  "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --disable-pip-version-check \
+    --python-version "$GPU_PYTHON_VERSION" --implementation cp "${platforms[@]}" \
+    --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d "$dir" -r "$tmp"
+  log "$(wc -l <"$tmp") wheels in $dir ($(du -sh "$dir" | cut -f1))"
+  rm -f "$tmp"
+}
+
+case "${1:-}" in
+  --print) ensure ;;
+  --wheelhouse) wheelhouse "${2:?usage: $0 --wheelhouse DIR [HAVE]}" "${3:-}" ;;
+  --lock)
+    "$PYTHON" "$ROOT/hack/gpu_lock.py" "$VLLM_GPU_VERSION" "$TRITON_PYPI_VERSION" \
+      "$GPU_PYTHON_VERSION" >"$LOCK_FILE.tmp"
+    mv "$LOCK_FILE.tmp" "$LOCK_FILE"
+    log "wrote $LOCK_FILE ($(grep -vc '^#' "$LOCK_FILE") pins)"
+    ;;
+  *)
+    echo "usage: $0 --print | --wheelhouse DIR [HAVE] | --lock" >&2
+    exit 2
+    ;;
+esac
