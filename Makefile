@@ -91,6 +91,14 @@ bench-operator: install cluster-build ## Operator scale: N=10,100,1000 models on
 bench-backend: install serving-env ## Triton + tritonvllm vs the raw vLLM engine over a concurrency sweep -> docs/benchmarks/backend.md
 	$(PY) -m bench.backend_overhead $(BENCH_ARGS)
 
+.PHONY: bench-gpu
+bench-gpu: ## On NVIDIA GPUs: Triton + tritonvllm vs raw vLLM, 8B-shape Llama (BENCH_ARGS='--tp 2'; GPU_WHEELHOUSE=DIR offline) -> docs/benchmarks/gpu-tp<N>.md
+	env="$$(hack/gpu-env.sh --print)" && PYTHONPATH=operator:. "$$env/venv/bin/python" -m bench.gpu_bench $(BENCH_ARGS)
+
+.PHONY: gpu-wheelhouse
+gpu-wheelhouse: ## Download the GPU stack's wheels for a GPU machine without a package index (GPU_WHEELHOUSE=DIR, GPU_HAVE=its pip freeze)
+	hack/gpu-env.sh --wheelhouse "$(or $(GPU_WHEELHOUSE),$(WORK_DIR)/gpu-wheelhouse)" $(GPU_HAVE)
+
 ##@ Reliability
 
 .PHONY: chaos

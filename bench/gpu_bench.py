@@ -45,14 +45,17 @@ from bench.raw_engine_bench import MACHINE, Level, Record, closed_loop, machine_
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "docs" / "benchmarks"
 MODEL = "llama-8b-dummy"
-# Safe defaults for vLLM on these GPUs: no flashinfer sampler (not installed), and no NVLink
-# multicast (NCCL, torch symmetric memory, NVSHMEM).
+# Defaults (a variable already set wins): no flashinfer sampler (flashinfer is not installed),
+# and no NVLink multicast anywhere (NCCL, torch symmetric memory, NVSHMEM, vLLM's symmetric-memory
+# all-reduce): on shared hosts a program using it can take the GPUs out of service.
 GPU_ENV = {
     "VLLM_USE_FLASHINFER_SAMPLER": "0",
+    "VLLM_ALLREDUCE_USE_SYMM_MEM": "0",
     "NCCL_NVLS_ENABLE": "0",
     "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
     "NVSHMEM_DISABLE_NVLS": "1",
     "PYTHONIOENCODING": "utf-8",
+    "PYTHONUTF8": "1",
 }
 
 
@@ -237,26 +240,38 @@ def report(
 
 
 def plot(summaries: list[Summary], tp: int, gpu: str, target: Path) -> None:
+    """Throughput, TTFT and the ratio by concurrency: raw, Triton with the default number of
+    client processes (a line), Triton with more client processes (points)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     raw = {s.concurrency: s for s in summaries if s.path == "raw"}
+    triton = [s for s in summaries if s.path != "raw"]
+    fewest: dict[int, int] = {}
+    for s in triton:
+        fewest[s.concurrency] = min(fewest.get(s.concurrency, 1 << 30), _processes(s))
+    line = [s for s in triton if _processes(s) == fewest[s.concurrency]]
+    more = [s for s in triton if _processes(s) != fewest[s.concurrency]]
     fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4.2))
-    paths = list(dict.fromkeys(s.path for s in summaries))
-    for path in paths:
-        rows = [s for s in summaries if s.path == path]
-        label = "raw vLLM" if path == "raw" else f"Triton gRPC ({path.split(':')[1]} clients)"
+    series = [
+        ("raw vLLM (AsyncLLM)", list(raw.values()), "o-", "tab:blue"),
+        ("Triton + tritonvllm, gRPC", line, "o-", "tab:orange"),
+        ("Triton, twice the client processes", more, "s", "tab:red"),
+    ]
+    for label, rows, style, color in series:
+        if not rows:
+            continue
         xs = [s.concurrency for s in rows]
-        left.plot(xs, [s.tokens_per_s for s in rows], "o-", label=label)
-        middle.plot(xs, [s.ttft_p50_ms for s in rows], "o-", label=f"{label} p50")
-        if path != "raw":
-            rows = [s for s in rows if s.concurrency in raw]
+        left.plot(xs, [s.tokens_per_s for s in rows], style, color=color, label=label)
+        middle.plot(xs, [s.ttft_p50_ms for s in rows], style, color=color, label=f"{label}, p50")
+        if rows is not series[0][1]:
             right.plot(
-                [s.concurrency for s in rows],
+                xs,
                 [s.tokens_per_s / raw[s.concurrency].tokens_per_s for s in rows],
-                "o-",
+                style,
+                color=color,
                 label=label,
             )
     left.set(xscale="log", xlabel="concurrency", ylabel="output tokens/s", title="Throughput")
@@ -270,6 +285,17 @@ def plot(summaries: list[Summary], tp: int, gpu: str, target: Path) -> None:
     fig.tight_layout()
     fig.savefig(target, dpi=100)
     plt.close(fig)
+
+
+def _processes(summary: Summary) -> int:
+    return int(summary.path.split(":")[1])
+
+
+def replot(results: Path) -> None:
+    """Redraw the plot from a run's saved results (gpu-tp<N>.json)."""
+    data = json.loads(results.read_text())
+    summaries = [Summary(**s) for s in data["summaries"]]
+    plot(summaries, data["tp"], data["gpu"], results.with_suffix(".png"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,7 +315,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, help="keep logs and the repository here")
     parser.add_argument("--out", type=Path, default=OUT_DIR)
     parser.add_argument("--note", action="append", default=[], help="a line for the report")
+    parser.add_argument(
+        "--replot", type=Path, help="only redraw the plot of a saved gpu-tp<N>.json"
+    )
     args = parser.parse_args(argv)
+    if args.replot:
+        replot(args.replot)
+        return 0
     os.environ.update({k: os.environ.get(k, v) for k, v in GPU_ENV.items()})
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     totals = [int(n) for n in args.requests.split(",")] if args.requests else []
@@ -364,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         summaries.sort(key=lambda s: (s.concurrency, s.path != "raw", s.path))
         engine_args_rendered = json.loads((repository / MODEL / "1" / "model.json").read_text())
         engine_args_rendered.pop("model", None)
+        gpu = gpu_description()
         text = report(
             summaries,
             args.tp,
@@ -372,14 +405,13 @@ def main(argv: list[str] | None = None) -> int:
                 "sampling": sampling,
                 "prompt_tokens": args.prompt_tokens,
             },
-            gpu_description(),
+            gpu,
             stack_versions(python),
             args.out,
             args.note,
         )
-        (args.out / f"gpu-tp{args.tp}.json").write_text(
-            json.dumps([vars(s) for s in summaries], indent=1)
-        )
+        results = {"tp": args.tp, "gpu": gpu, "summaries": [vars(s) for s in summaries]}
+        (args.out / f"gpu-tp{args.tp}.json").write_text(json.dumps(results, indent=1))
     print(text)
     return 0
 

@@ -86,6 +86,9 @@ build() {
   trap 'rm -rf "$tmp"' EXIT
   "$PYTHON" -m venv --system-site-packages --without-pip "$tmp/venv"
   site="$("$tmp/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+  # A venv made from another venv sees only the interpreter's own site-packages: name the base
+  # Python's (torch) in a .pth, which puts them after the venv's own.
+  "$PYTHON" -c 'import site; print("\n".join(site.getsitepackages()))' >"$site/zz-base-python.pth"
   base_packages >"$tmp/have.txt"
   pins_less "$tmp/have.txt" >"$tmp/pins.txt"
   local source=()

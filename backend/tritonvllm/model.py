@@ -56,6 +56,11 @@ class TritonPythonModel:
         # The stub's embedded Python keeps an ASCII locale whatever the environment says, and
         # importing vLLM (through torch) reads UTF-8 files: switch before the first vLLM import.
         locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
+        # The engine's processes start as `python -E` (the stub's flags), so PYTHONUTF8 and
+        # PYTHONIOENCODING do not reach them; a UTF-8 locale does (else their logging fails on
+        # any non-ASCII character).
+        if "UTF" not in os.environ.get("LC_ALL", "").upper():
+            os.environ["LC_ALL"] = "C.UTF-8"
         from tritonvllm_backend.generate import RequestRunner
         from tritonvllm_backend.metrics import StatLoggerFactory
 
