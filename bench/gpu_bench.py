@@ -222,7 +222,7 @@ def report(
         name = (
             "raw vLLM (AsyncLLM, in process)"
             if is_raw
-            else f"Triton gRPC, {s.path.split(':')[1]} client processes"
+            else f"Triton gRPC, {_processes(s)} client process{'es' if _processes(s) > 1 else ''}"
         )
         lines.append(
             f"| {s.concurrency} | {name} | {s.requests} | {s.tokens_per_s:.0f} | "
@@ -393,7 +393,9 @@ def main(argv: list[str] | None = None) -> int:
                             file=sys.stderr,
                             flush=True,
                         )
-        summaries.sort(key=lambda s: (s.concurrency, s.path != "raw", s.path))
+        summaries.sort(
+            key=lambda s: (s.concurrency, s.path != "raw", 0 if s.path == "raw" else _processes(s))
+        )
         engine_args_rendered = json.loads((repository / MODEL / "1" / "model.json").read_text())
         engine_args_rendered.pop("model", None)
         gpu = gpu_description()
