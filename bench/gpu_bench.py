@@ -40,7 +40,14 @@ from bench.backend_overhead import (
     tritonserver,
     write_repository,
 )
-from bench.raw_engine_bench import MACHINE, Level, Record, closed_loop, machine_busy_seconds
+from bench.raw_engine_bench import (
+    MACHINE,
+    Level,
+    Record,
+    closed_loop,
+    machine_busy_seconds,
+    tree_cpu_seconds,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "docs" / "benchmarks"
@@ -102,12 +109,13 @@ def _client_process(
 
     try:
         started, records = asyncio.run(run())
-        results.put((started, [vars(r) for r in records], None))
+        results.put((started, [vars(r) for r in records], None, time.process_time()))
     except BaseException as err:  # report it to the parent instead of hanging it
-        results.put((0.0, [], repr(err)))
+        results.put((0.0, [], repr(err), 0.0))
 
 
 def triton_level(
+    server_pid: int,
     grpc: str,
     sampling: dict[str, Any],
     prompt_list: list[str],
@@ -130,17 +138,20 @@ def triton_level(
     for worker in workers:
         worker.start()
     start.wait(timeout=900)  # every client warmed up: go
-    machine_before = machine_busy_seconds()
+    before = {**tree_cpu_seconds(server_pid), MACHINE: machine_busy_seconds()}
     outcomes = [results.get(timeout=1800) for _ in workers]
-    machine_used = machine_busy_seconds() - machine_before
+    after = {**tree_cpu_seconds(server_pid), MACHINE: machine_busy_seconds()}
     for worker in workers:
         worker.join(timeout=60)
-    errors = [error for _, _, error in outcomes if error]
+    errors = [error for _, _, error, _ in outcomes if error]
     if errors:
         raise RuntimeError(f"a client process failed: {errors[0]}")
-    records = [Record(**r) for _, rs, _ in outcomes for r in rs]
-    started = min(s for s, _, _ in outcomes)
-    return Level(concurrency, started, records, {MACHINE: machine_used})
+    records = [Record(**r) for _, rs, _, _ in outcomes for r in rs]
+    started = min(s for s, _, _, _ in outcomes)
+    cpu = {name: after[name] - before.get(name, 0.0) for name in after}
+    # Clients: their whole run (warm-up included), an upper bound of the measured part.
+    cpu["clients"] = sum(used for _, _, _, used in outcomes)
+    return Level(concurrency, started, records, cpu)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,6 +241,21 @@ def report(
             f"{s.responses_per_request:.1f} | {'1.00' if is_raw else f'{ratio:.3f}'} | "
             f"{'-' if is_raw or not base else f'{overhead:+.1f}'} |"
         )
+    columns = ["clients", "tritonserver", "backend stub", "AsyncLLM process", "EngineCore"]
+    lines += [
+        "",
+        f"CPU used during each level, in % of one core ({os.cpu_count()} cores); clients: "
+        "every client process's whole run, warm-up included; machine: all processes:",
+        "",
+        "| C | path | " + " | ".join(columns) + " | machine |",
+        "| ---: | --- | " + " | ".join("---:" for _ in columns) + " | ---: |",
+    ]
+    for s in summaries:
+        used = dict(s.cpu_percent)
+        machine = sum(used.values())  # the benchmark's own plus everything else (OUTSIDE)
+        cells = [f"{used[c]:.0f}" if c in used else "-" for c in columns]
+        name = "raw" if s.path == "raw" else f"Triton, {_processes(s)} clients"
+        lines.append(f"| {s.concurrency} | {name} | " + " | ".join(cells) + f" | {machine:.0f} |")
     if notes:
         lines += ["", *notes]
     text = "\n".join(lines) + "\n"
@@ -316,6 +342,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT_DIR)
     parser.add_argument("--note", action="append", default=[], help="a line for the report")
     parser.add_argument(
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config.pbtxt parameter, set through spec.triton.config",
+    )
+    parser.add_argument(
         "--replot", type=Path, help="only redraw the plot of a saved gpu-tp<N>.json"
     )
     args = parser.parse_args(argv)
@@ -359,7 +392,12 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         model_dir = make_model(python, work / "model")
         repository = write_repository(
-            work / "model-repository", model_dir, engine_args, None, MODEL, args.tp
+            work / "model-repository",
+            model_dir,
+            engine_args,
+            dict(p.split("=", 1) for p in args.parameter),
+            MODEL,
+            args.tp,
         )
         if "raw" in paths:
             print("raw vLLM engine ...", file=sys.stderr, flush=True)
@@ -376,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         if "triton" in paths:
             print("tritonserver ...", file=sys.stderr, flush=True)
             begun = time.monotonic()
-            with tritonserver(repository, work / "tritonserver.log", MODEL) as (_, _, grpc):
+            with tritonserver(repository, work / "tritonserver.log", MODEL) as (pid, _, grpc):
                 print(f"ready in {time.monotonic() - begun:.0f} s", file=sys.stderr, flush=True)
                 for concurrency, total in levels:
                     counts = [args.client_processes]
@@ -384,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
                         counts.append(2 * args.client_processes)
                     for processes in counts:
                         level = triton_level(
-                            grpc, sampling, prompt_list, concurrency, total, processes
+                            pid, grpc, sampling, prompt_list, concurrency, total, processes
                         )
                         used = max(1, min(processes, concurrency))
                         summaries.append(summarize(f"triton:{used}", level))

@@ -20,6 +20,7 @@ import triton_python_backend_utils as pb_utils
 from tritonvllm_backend.contract import plan_auto_complete
 from tritonvllm_backend.engine_config import EngineConfigError, load_engine_config
 from tritonvllm_backend.engine_loop import EngineLoop
+from tritonvllm_backend.pacing import response_budget
 from tritonvllm_backend.typekinds import Kind, kind_of
 
 ENGINE_START_TIMEOUT_S = 900.0
@@ -56,11 +57,6 @@ class TritonPythonModel:
         # The stub's embedded Python keeps an ASCII locale whatever the environment says, and
         # importing vLLM (through torch) reads UTF-8 files: switch before the first vLLM import.
         locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
-        # The engine's processes start as `python -E` (the stub's flags), so PYTHONUTF8 and
-        # PYTHONIOENCODING do not reach them; a UTF-8 locale does (else their logging fails on
-        # any non-ASCII character).
-        if "UTF" not in os.environ.get("LC_ALL", "").upper():
-            os.environ["LC_ALL"] = "C.UTF-8"
         from tritonvllm_backend.generate import RequestRunner
         from tritonvllm_backend.metrics import StatLoggerFactory
 
@@ -73,6 +69,12 @@ class TritonPythonModel:
                 f"{self._name}: the model transaction policy must be decoupled"
             )
         self._health_check = _bool_parameter(parameters, "ENABLE_VLLM_HEALTH_CHECK")
+        try:
+            budget = response_budget(
+                parameters.get("STREAM_RESPONSES_PER_SECOND", {}).get("string_value")
+            )
+        except ValueError as err:
+            raise pb_utils.TritonModelException(f"{self._name}: {err}") from None
         engine_args = self._engine_args(
             os.path.join(args["model_repository"], args["model_version"])
         )
@@ -87,7 +89,7 @@ class TritonPythonModel:
 
         self._loop: EngineLoop[Any] = EngineLoop()
         engine = self._start_engine(engine_args)
-        self._runner = RequestRunner(engine, sampling_kinds(), self._log)
+        self._runner = RequestRunner(engine, sampling_kinds(), self._log, budget)
         self._loop.submit(self._runner.watch_cancellations())
         self._log.log_info(f"{_LOG_PREFIX} {self._name}: engine ready")
 

@@ -5,9 +5,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "backend" / "tritonvllm"))
+import pytest
 from tritonvllm_backend.pacing import (
     PACE_ABOVE_INFLIGHT,
     STREAM_RESPONSES_PER_SECOND,
+    response_budget,
     stream_pause,
 )
 
@@ -35,3 +37,15 @@ def test_the_response_due_to_be_last_is_not_held_back() -> None:
 
 def test_without_max_tokens_streams_are_paced_until_the_end() -> None:
     assert stream_pause(64, max_tokens=None, produced=5000, delta=3) > 0.0
+
+
+def test_the_budget_is_a_config_parameter() -> None:
+    assert response_budget(None) == response_budget("") == STREAM_RESPONSES_PER_SECOND
+    assert response_budget("500") == 500.0
+    assert stream_pause(100, 128, 10, 2, responses_per_second=500.0) == 0.2
+
+
+def test_a_bad_budget_says_what_to_set() -> None:
+    for bad in ("0", "-5", "fast", "inf", "nan"):
+        with pytest.raises(ValueError, match="STREAM_RESPONSES_PER_SECOND must be a positive"):
+            response_budget(bad)

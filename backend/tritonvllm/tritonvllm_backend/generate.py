@@ -33,7 +33,7 @@ from vllm.outputs import RequestOutput
 from vllm.sampling_params import RequestOutputKind
 
 from .outputs import SequenceDelta, shape_response
-from .pacing import stream_pause
+from .pacing import STREAM_RESPONSES_PER_SECOND, stream_pause
 from .requests import ParsedRequest, parse_request
 from .sampling import RequestError
 from .typekinds import Kind
@@ -75,8 +75,15 @@ class _Exchange:
 class RequestRunner:
     """Run requests against one engine and send their responses."""
 
-    def __init__(self, engine: Any, sampling_kinds: Mapping[str, Kind], logger: Any) -> None:
+    def __init__(
+        self,
+        engine: Any,
+        sampling_kinds: Mapping[str, Kind],
+        logger: Any,
+        responses_per_second: float = STREAM_RESPONSES_PER_SECOND,
+    ) -> None:
         self._engine = engine
+        self._responses_per_second = responses_per_second
         self._kinds = sampling_kinds
         self._log = logger
         self._send_pool = ThreadPoolExecutor(SENDER_THREADS, thread_name_prefix="tritonvllm-send")
@@ -164,7 +171,10 @@ class RequestRunner:
                 await self._send(exchange, response, FINAL if output.finished else 0)
                 delta = len(output.outputs[0].token_ids) if output.outputs else 0
                 produced += delta
-                pause = stream_pause(len(self._inflight), params.max_tokens, produced, delta)
+                pause = stream_pause(
+                    len(self._inflight), params.max_tokens, produced, delta,
+                    self._responses_per_second,
+                )  # fmt: skip
                 if pause and not output.finished:
                     await asyncio.sleep(max(0.0, taken + pause - loop.time()))
             last = output
