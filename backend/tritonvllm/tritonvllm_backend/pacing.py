@@ -9,7 +9,7 @@ from __future__ import annotations
 # vLLM merges the tokens produced meanwhile into its next (DELTA) output. The first response is
 # never delayed, nor one that is due to be the last; with few requests in flight every token goes
 # out at once. The budget is the config.pbtxt parameter STREAM_RESPONSES_PER_SECOND.
-STREAM_RESPONSES_PER_SECOND = 2000.0
+STREAM_RESPONSES_PER_SECOND = 1000.0
 PACE_ABOVE_INFLIGHT = 4
 
 
