@@ -90,6 +90,7 @@ def make_model(python: Path, out: Path) -> Path:
 
 
 def _client_process(
+    model: str,
     grpc: str,
     sampling: dict[str, Any],
     prompt_list: list[str],
@@ -99,7 +100,7 @@ def _client_process(
     results: Any,
 ) -> None:
     async def run() -> tuple[float, list[Record]]:
-        streams = GrpcStreams(grpc, sampling, model=MODEL)
+        streams = GrpcStreams(grpc, sampling, model=model)
         try:
             await closed_loop(streams.one, prompt_list, concurrency, concurrency)  # warm-up
             await asyncio.get_running_loop().run_in_executor(None, start.wait)
@@ -115,15 +116,19 @@ def _client_process(
 
 
 def triton_level(
-    server_pid: int,
+    server_pid: int | None,
     grpc: str,
     sampling: dict[str, Any],
     prompt_list: list[str],
     concurrency: int,
     total: int,
     processes: int,
+    model: str = MODEL,
 ) -> Level:
-    """One level: ``concurrency`` streams and ``total`` requests over ``processes`` clients."""
+    """One level: ``concurrency`` streams and ``total`` requests over ``processes`` clients.
+
+    CPU is counted for the client processes and, given ``server_pid``, the server's process tree.
+    """
     processes = max(1, min(processes, concurrency))
     context = multiprocessing.get_context("spawn")
     start = context.Barrier(processes + 1)
@@ -133,14 +138,19 @@ def triton_level(
         share = concurrency // processes + (1 if i < concurrency % processes else 0)
         requests = total // processes + (1 if i < total % processes else 0)
         mine = prompt_list[i::processes]
-        args = (grpc, sampling, mine, share, requests, start, results)
+        args = (model, grpc, sampling, mine, share, requests, start, results)
         workers.append(context.Process(target=_client_process, args=args, daemon=True))
     for worker in workers:
         worker.start()
     start.wait(timeout=900)  # every client warmed up: go
-    before = {**tree_cpu_seconds(server_pid), MACHINE: machine_busy_seconds()}
+
+    def cpu_now() -> dict[str, float]:
+        server = tree_cpu_seconds(server_pid) if server_pid is not None else {}
+        return {**server, MACHINE: machine_busy_seconds()}
+
+    before = cpu_now()
     outcomes = [results.get(timeout=1800) for _ in workers]
-    after = {**tree_cpu_seconds(server_pid), MACHINE: machine_busy_seconds()}
+    after = cpu_now()
     for worker in workers:
         worker.join(timeout=60)
     errors = [error for _, _, error, _ in outcomes if error]

@@ -1,0 +1,36 @@
+"""The GPU stack's lock matches versions.env and keeps what the python backend stub needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def versions() -> dict[str, str]:
+    pairs = (
+        line.split("=", 1)
+        for line in (ROOT / "versions.env").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    return {key: value for key, value in pairs}
+
+
+def lock() -> dict[str, str]:
+    lines = (ROOT / "hack" / "gpu-requirements.txt").read_text().splitlines()
+    pins = (line.split("==") for line in lines if line and not line.startswith("#"))
+    return {name: version for name, version in pins}
+
+
+def test_the_lock_pins_the_versions_of_versions_env() -> None:
+    pins, wanted = lock(), versions()
+    assert pins["vllm"] == wanted["VLLM_GPU_VERSION"], "run hack/gpu-env.sh --lock"
+    assert pins["nvidia-pytriton"] == wanted["TRITON_PYPI_VERSION"], "run hack/gpu-env.sh --lock"
+
+
+def test_the_lock_leaves_torch_to_the_machine_and_pins_numpy_1_for_the_stub() -> None:
+    pins = lock()
+    assert not {"torch", "triton", "torchvision", "torchaudio"} & pins.keys()
+    assert not [name for name in pins if name.startswith("nvidia-") and name.endswith("-cu13")]
+    assert pins["numpy"].startswith("1.")
+    assert pins["protobuf"].startswith("6.")
