@@ -28,7 +28,6 @@ import os
 import platform
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,6 +47,7 @@ from bench.raw_engine_bench import (
     run_levels,
     tree_cpu_seconds,
 )
+from tests.operator_process import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "docs" / "benchmarks"
@@ -144,9 +144,10 @@ def serving_env() -> Path:
     return Path(out.stdout.strip())
 
 
-def make_tiny_model(serving_python: Path, out: Path) -> Path:
+def make_tiny_model(serving_python: Path, out: Path, *options: str) -> Path:
+    """hack/tiny_model.py OUT [OPTIONS] with the given python (it needs transformers)."""
     subprocess.run(
-        [str(serving_python), str(ROOT / "hack" / "tiny_model.py"), str(out)],
+        [str(serving_python), str(ROOT / "hack" / "tiny_model.py"), str(out), *options],
         check=True,
         capture_output=True,
         timeout=600,
@@ -225,23 +226,12 @@ def run_raw(serving_python: Path, config: dict[str, Any], work: Path, log: Path)
 # tritonserver and its clients
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 @contextlib.contextmanager
 def tritonserver(repository: Path, log: Path, model: str = MODEL) -> Iterator[tuple[int, str, str]]:
     """hack/run-tritonserver.sh on free 127.0.0.1 ports; yields (pid, http, grpc) once ready."""
     import requests
 
-    http, grpc, metrics = _free_ports(3)
+    http, grpc, metrics = free_ports(3)
     env = {
         **os.environ,
         "TRITON_HTTP_PORT": str(http),

@@ -35,6 +35,7 @@ from typing import Any
 from bench.backend_overhead import (
     GrpcStreams,
     Summary,
+    make_tiny_model,
     run_raw,
     summarize,
     tritonserver,
@@ -73,16 +74,6 @@ def prompts(count: int, length: int) -> list[str]:
 
     words = sorted(set(WORDS))
     return [" ".join(random.Random(index).choices(words, k=length - 1)) for index in range(count)]
-
-
-def make_model(python: Path, out: Path) -> Path:
-    subprocess.run(
-        [str(python), str(ROOT / "hack" / "tiny_model.py"), str(out), "--shape", "llama-8b"],
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work_dir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        model_dir = make_model(python, work / "model")
+        model_dir = make_tiny_model(python, work / "model", "--shape", "llama-8b")
         repository = write_repository(
             work / "model-repository",
             model_dir,

@@ -28,6 +28,8 @@ CACHE_DIR="${CACHE_DIR:-$HOME/.cache/triton-vllm-operator}"
 PYTHON="${GPU_PYTHON:-python3}"
 LOCK_FILE="$ROOT/hack/gpu-requirements.txt"
 SELF="$ROOT/hack/gpu-env.sh"
+# shellcheck source=env-common.sh
+source "$ROOT/hack/env-common.sh"
 # The stub needs these versions, whatever the base Python has (see hack/gpu_lock.py).
 STUB_PINS="numpy scipy protobuf"
 
@@ -35,7 +37,7 @@ log() { echo "gpu-env: $*" >&2; }
 
 env_dir() {
   local hash
-  hash="$( (cat "$LOCK_FILE" "$SELF"; "$PYTHON" -c 'import sys; print(sys.executable)') \
+  hash="$( (cat "$LOCK_FILE" "$SELF" "$ROOT/hack/env-common.sh"; "$PYTHON" -c 'import sys; print(sys.executable)') \
     | sha256sum | cut -c1-12)"
   echo "$CACHE_DIR/gpu-$hash"
 }
@@ -78,12 +80,13 @@ EOF
 }
 
 build() {
-  local dest="$1" tmp start site pytriton
+  local dest="$1" tmp start site
   start=$SECONDS
   check_base
   mkdir -p "$CACHE_DIR"
   tmp="$(mktemp -d "$CACHE_DIR/.building-XXXXXX")"
-  trap 'rm -rf "$tmp"' EXIT
+  # shellcheck disable=SC2064  # expand now: tmp is local to this function
+  trap "rm -rf '$tmp'" EXIT
   "$PYTHON" -m venv --system-site-packages --without-pip "$tmp/venv"
   site="$("$tmp/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
   # A venv made from another venv sees only the interpreter's own site-packages: name the base
@@ -103,35 +106,14 @@ build() {
   "$PYTHON" -m pip install --quiet --no-deps --no-compile --disable-pip-version-check \
     "${source[@]}" --target "$site" -r "$tmp/pins.txt"
 
-  pytriton="$site/pytriton/tritonserver"
-  mkdir -p "$tmp/backends/python" "$tmp/bin"
-  cp "$pytriton/backends/python/libtriton_python.so" \
-    "$pytriton/backends/python/triton_python_backend_utils.py" "$tmp/backends/python/"
-  cp "$pytriton/python_backend_stubs/$GPU_PYTHON_VERSION/triton_python_backend_stub" "$tmp/backends/python/"
-  {
-    "$PYTHON" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))'
-    echo "$dest/venv/${site#"$tmp/venv/"}/nvidia_pytriton.libs"
-  } >"$tmp/libpaths"
-  grep -rlI --null "$tmp" "$tmp/venv/bin" | xargs -0 -r sed -i "s#$tmp#$dest#g"
-  ln -s "../venv/${site#"$tmp/venv/"}/pytriton/tritonserver/bin/tritonserver" "$tmp/bin/tritonserver"
+  lay_out "$tmp" "$dest"
   mv -T "$tmp" "$dest"
   trap - EXIT
   log "built $dest in $((SECONDS - start)) s"
 }
 
 ensure() {
-  local dest
-  dest="$(env_dir)"
-  if [[ -d "$dest" ]]; then
-    echo "$dest"
-    return
-  fi
-  mkdir -p "$CACHE_DIR"
-  exec 9>"$CACHE_DIR/.gpu.lock"
-  flock 9
-  rm -rf "$CACHE_DIR"/.building-*
-  [[ -d "$dest" ]] || build "$dest"
-  echo "$dest"
+  ensure_built "$(env_dir)" .gpu.lock build
 }
 
 wheelhouse() {

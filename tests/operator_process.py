@@ -15,11 +15,16 @@ ROOT = Path(__file__).resolve().parents[1]
 CRD = ROOT / "crds" / "tritonvllm.io_tritonvllmmodels.yaml"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free TCP ports on 127.0.0.1 (all held open until all are chosen)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 class OperatorProcess:
@@ -29,7 +34,7 @@ class OperatorProcess:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.recheck_seconds = recheck_seconds
-        self.port = free_port()
+        self.port = free_ports(1)[0]
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.operator_process import free_ports
 from triton_vllm_operator.api import TritonVLLMModel
 from triton_vllm_operator.render import model_repository_files
 
@@ -140,22 +140,11 @@ def broken_model_repository(tmp_path_factory: pytest.TempPathFactory, tiny_model
     return write_repository(tmp_path_factory.mktemp("broken-repository"), files)
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def start_tritonserver(
     repository: Path, log: Path, *args: str
 ) -> tuple[subprocess.Popen[bytes], Server]:
     """Start hack/run-tritonserver.sh on free 127.0.0.1 ports, logging to ``log``."""
-    http, grpc, metrics = _free_ports(3)
+    http, grpc, metrics = free_ports(3)
     env = {
         **os.environ,
         "TRITON_HTTP_PORT": str(http),
