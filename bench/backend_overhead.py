@@ -81,6 +81,10 @@ CPU_COLUMNS = [
     "other",
 ]
 START_TIMEOUT_S = 600
+# backend.md from this line on is written by hand and kept when the script rewrites the file.
+KEPT_MARKER = (
+    "<!-- written by hand from here on: kept when make bench-backend rewrites this file -->"
+)
 REQUEST_TIMEOUT_S = 600
 
 
@@ -557,7 +561,11 @@ def report(
         lines += ["", *notes]
     text = "\n".join(lines) + "\n"
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "backend.md").write_text(text)
+    target = out_dir / "backend.md"
+    kept = target.read_text().partition(KEPT_MARKER) if target.exists() else ("", "", "")
+    if kept[1]:  # findings written by hand below the marker survive a rerun
+        text += "\n" + kept[1] + kept[2]
+    target.write_text(text)
     plot(summaries, out_dir / "backend.png")
     return text
 

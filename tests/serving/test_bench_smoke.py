@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.backend_overhead import main
+from bench.backend_overhead import KEPT_MARKER, main
 
 pytestmark = pytest.mark.serving
 
@@ -15,6 +15,8 @@ PATHS = ("raw vLLM (AsyncLLM)", "Triton gRPC stream", "Triton HTTP generate_stre
 
 def test_bench_backend_smoke(tiny_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
+    out.mkdir()
+    (out / "backend.md").write_text(f"# an older run\n\n{KEPT_MARKER}\n\nFindings by hand.\n")
     args = ["--concurrency", "1,4", "--requests", "4", "--max-tokens", "8"]
     paths = ["--model-dir", str(tiny_model), "--work-dir", str(tmp_path / "work")]
     assert main([*args, *paths, "--out", str(out)]) == 0
@@ -34,3 +36,6 @@ def test_bench_backend_smoke(tiny_model: Path, tmp_path: Path) -> None:
         assert float(row[3]) > 0, row  # requests/s
         assert float(row[7]) >= 1, row  # streamed responses per request
     assert (out / "backend.png").stat().st_size > 0
+    # The new tables replace the old run's; what was written by hand below the marker stays.
+    assert "an older run" not in table
+    assert table.endswith(f"{KEPT_MARKER}\n\nFindings by hand.\n")
