@@ -122,11 +122,7 @@ wheelhouse() {
   mkdir -p "$dir"
   tmp="$(mktemp "${TMPDIR:-/tmp}/gpu-pins.XXXXXX")"
   pins_less "$have" >"$tmp"
-  local platforms=()
-  for n in 35 34 31 28 27 24 17; do platforms+=(--platform "manylinux_2_${n}_x86_64"); done
-  "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --disable-pip-version-check \
-    --python-version "$GPU_PYTHON_VERSION" --implementation cp "${platforms[@]}" \
-    --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d "$dir" -r "$tmp"
+  "$PYTHON" "$ROOT/hack/gpu_lock.py" download "$GPU_PYTHON_VERSION" "$dir" "$tmp"
   log "$(wc -l <"$tmp") wheels in $dir ($(du -sh "$dir" | cut -f1))"
   rm -f "$tmp"
 }
@@ -135,7 +131,7 @@ case "${1:-}" in
   --print) ensure ;;
   --wheelhouse) wheelhouse "${2:?usage: $0 --wheelhouse DIR [HAVE]}" "${3:-}" ;;
   --lock)
-    "$PYTHON" "$ROOT/hack/gpu_lock.py" "$VLLM_GPU_VERSION" "$TRITON_PYPI_VERSION" \
+    "$PYTHON" "$ROOT/hack/gpu_lock.py" lock "$VLLM_GPU_VERSION" "$TRITON_PYPI_VERSION" \
       "$GPU_PYTHON_VERSION" >"$LOCK_FILE.tmp"
     mv "$LOCK_FILE.tmp" "$LOCK_FILE"
     log "wrote $LOCK_FILE ($(grep -vc '^#' "$LOCK_FILE") pins)"

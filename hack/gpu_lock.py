@@ -1,7 +1,8 @@
 """Resolve hack/gpu-requirements.txt: what vLLM (CUDA) and nvidia-pytriton need on top of a
-Python that already has torch (the CUDA build of the version vLLM pins).
+Python that already has torch (the CUDA build of the version vLLM pins); and download its wheels.
 
-    python3 hack/gpu_lock.py VLLM PYTRITON PYTHON_VERSION > hack/gpu-requirements.txt
+    python3 hack/gpu_lock.py lock VLLM PYTRITON PYTHON_VERSION > hack/gpu-requirements.txt
+    python3 hack/gpu_lock.py download PYTHON_VERSION DIR REQUIREMENTS
 
 Needs a package index. The resolution is for Linux x86-64 wheels of the target Python (not this
 one): vLLM's own requirements less torch and the optional kernel packages below, resolved with
@@ -55,8 +56,13 @@ def pip(*args: str, python_version: str) -> None:
     )  # fmt: skip
 
 
-def main() -> None:
-    vllm_version, pytriton_version, python_version = sys.argv[1:4]
+def download(python_version: str, directory: str, requirements: str) -> None:
+    """The wheels of ``requirements`` (exact pins) for the target Python, without dependencies."""
+    pip("download", "--no-deps", "--disable-pip-version-check", "-d", directory,
+        "-r", requirements, python_version=python_version)  # fmt: skip
+
+
+def lock(vllm_version: str, pytriton_version: str, python_version: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         pip("download", "--no-deps", "-d", str(work), f"vllm=={vllm_version}",
@@ -91,4 +97,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    command, arguments = sys.argv[1], sys.argv[2:]
+    {"lock": lock, "download": download}[command](*arguments)

@@ -45,8 +45,6 @@ LIBPATHS="$(paste -sd: "$SERVING/libpaths")"
 export LD_LIBRARY_PATH="$LIBPATHS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}"
 export PYTHONIOENCODING=utf-8
-# The stub's own Python ignores it, but the engine processes it starts honour it.
-export PYTHONUTF8=1
 
 exec "$SERVING/bin/tritonserver" \
   --backend-directory="$BACKENDS" \

@@ -3,7 +3,7 @@
 Each request is one task on the engine's event loop. Responses are sent from one sender thread,
 and a task awaits its previous send before taking the next engine output, so while a send is in
 flight vLLM merges the newly produced tokens into that request's next output (its DELTA outputs
-aggregate). Under load streams are also paced (``stream_pace_seconds``): each streamed response
+aggregate). Under load streams are also paced (pacing.py, ``stream_pause``): each streamed response
 then carries every token produced since the previous one, and the per-response cost of the
 python backend (Python, a shared-memory message, Triton's response path) is paid once per send,
 not once per token.
