@@ -30,10 +30,17 @@ def free_ports(count: int) -> list[int]:
 class OperatorProcess:
     """`python -m triton_vllm_operator run` with a kubeconfig; logs go to a file."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path, recheck_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        log_path: Path,
+        recheck_seconds: float = 1.0,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.recheck_seconds = recheck_seconds
+        self.extra_env = dict(extra_env or {})
         self.port = free_ports(1)[0]
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -43,6 +50,7 @@ class OperatorProcess:
             "KUBECONFIG": str(self.kubeconfig),
             "TRITON_VLLM_RECHECK_SECONDS": str(self.recheck_seconds),
             "TRITON_VLLM_LIVENESS_ENDPOINT": f"http://127.0.0.1:{self.port}/healthz",
+            **self.extra_env,
         }
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(

@@ -15,6 +15,13 @@ PLURAL = "tritonvllmmodels"
 SINGULAR = "tritonvllmmodel"
 SHORT_NAME = "tvm"
 
+# metadata.name names the Service, Deployment and pod labels: a DNS-1035 label.
+OBJECT_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+OBJECT_NAME_MAX = 63
+OBJECT_NAME_RULE = (
+    f"metadata.name must be a DNS-1035 label: lowercase letters, digits and '-', starting with "
+    f"a letter, at most {OBJECT_NAME_MAX} characters, because it names the model's Service"
+)
 # Triton model names become directory names and URL path segments.
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 # A Kubernetes resource quantity such as "100Gi" or "500m", checked as the API server does.
@@ -360,9 +367,15 @@ class TritonVLLMModelStatus(ApiModel):
     tensor_parallel_size: int | None = Field(default=None, description="Resolved GPUs/replica.")
     replicas: int | None = Field(default=None, description="Desired replicas.")
     ready_replicas: int | None = Field(default=None, description="Replicas serving the model.")
+    updated_replicas: int | None = Field(
+        default=None, description="Replicas running the config of this generation."
+    )
     endpoint: str | None = Field(default=None, description="In-cluster HTTP endpoint.")
     config_hash: str | None = Field(
         default=None, description="Hash of config.pbtxt and model.json the pods run."
+    )
+    config_map: str | None = Field(
+        default=None, description="The immutable ConfigMap holding this generation's config."
     )
 
 

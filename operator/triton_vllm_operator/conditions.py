@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from .render.manifests import CONFIG_HASH_ANNOTATION
 
 ACCEPTED = "Accepted"
 SCHEDULED = "Scheduled"
@@ -43,34 +46,56 @@ def set_condition(
 
 
 def deployment_readiness(
-    deployment: dict[str, Any] | None, replicas: int, endpoint: str
-) -> tuple[Verdict, int]:
-    """Ready from the Deployment's own status and conditions; also the ready replica count."""
+    deployment: Mapping[str, Any] | None,
+    replicas: int,
+    config_hash: str,
+    endpoint: str,
+    applying: bool,
+) -> tuple[Verdict, int, int]:
+    """Ready from the live Deployment, for the config rendered now; also ready/updated counts.
+
+    True only when the Deployment runs the template rendered for this generation (its config
+    hash), has observed its own latest spec, and every replica is updated, ready and available
+    with no old pod left. `applying`: this pass is writing a new Deployment spec, so what the
+    Deployment says now is about the previous one.
+    """
     if deployment is None:
-        return Verdict(READY, "False", "Deploying", "Waiting for the Deployment to appear."), 0
+        return Verdict(READY, "False", "Deploying", "Waiting for the Deployment to appear."), 0, 0
     status = deployment.get("status") or {}
     ready = int(status.get("readyReplicas") or 0)
     updated = int(status.get("updatedReplicas") or 0)
     available = int(status.get("availableReplicas") or 0)
-    generation = deployment.get("metadata", {}).get("generation")
+    total = int(status.get("replicas") or 0)
+    template = (deployment.get("spec") or {}).get("template") or {}
+    live_hash = ((template.get("metadata") or {}).get("annotations") or {}).get(
+        CONFIG_HASH_ANNOTATION
+    )
     progressing: dict[str, Any] = next(
         (c for c in status.get("conditions") or [] if c.get("type") == "Progressing"), {}
     )
+    counts = f"{updated} of {replicas} replicas updated, {ready} ready"
+    if applying or live_hash != config_hash:
+        message = f"Applying the Deployment for this generation; {counts}."
+        return Verdict(READY, "False", "RollingOut", message), ready, 0
+    generation = (deployment.get("metadata") or {}).get("generation")
+    if generation is not None and status.get("observedGeneration") != generation:
+        message = f"The Deployment controller has not seen the new spec yet; {counts}."
+        return Verdict(READY, "False", "RollingOut", message), ready, updated
     if progressing.get("reason") == "ProgressDeadlineExceeded":
         message = progressing.get("message", "the rollout exceeded its progress deadline")
-        return Verdict(READY, "False", "RolloutFailed", f"{message}; check the pods' events"), ready
+        verdict = Verdict(READY, "False", "RolloutFailed", f"{message}; check the pods' events")
+        return verdict, ready, updated
     if replicas == 0:
-        return Verdict(READY, "False", "ScaledToZero", "spec.replicas is 0."), ready
-    if generation is not None and status.get("observedGeneration") != generation:
-        return Verdict(READY, "False", "RollingOut", "The Deployment is being updated."), ready
-    if updated < replicas:
-        message = f"{updated} of {replicas} pods run the current config; rolling out."
-        return Verdict(READY, "False", "RollingOut", message), ready
+        return Verdict(READY, "False", "ScaledToZero", "spec.replicas is 0."), ready, updated
+    if updated < replicas or total > replicas:
+        old = max(total - updated, 0)
+        message = f"Rolling out: {counts}, {old} old pod(s) still running."
+        return Verdict(READY, "False", "RollingOut", message), ready, updated
     if ready < replicas or available < replicas:
         message = (
             f"{ready} of {replicas} replicas ready; tritonserver is starting or pods are "
             "Pending (kubectl describe pods -l app.kubernetes.io/instance=<name>)."
         )
-        return Verdict(READY, "False", "PodsNotReady", message), ready
+        return Verdict(READY, "False", "PodsNotReady", message), ready, updated
     message = f"All {replicas} replicas serve the model at {endpoint}."
-    return Verdict(READY, "True", "ModelServing", message), ready
+    return Verdict(READY, "True", "ModelServing", message), ready, updated

@@ -113,6 +113,14 @@ def custom_resource_definition() -> dict[str, Any]:
                             "description": "An LLM served by NVIDIA Triton with the bundled "
                             "vLLM backend.",
                             "required": ["spec"],
+                            "x-kubernetes-validations": [
+                                {
+                                    "rule": "self.metadata.name.matches("
+                                    f"'{api.OBJECT_NAME_PATTERN}') && "
+                                    f"size(self.metadata.name) <= {api.OBJECT_NAME_MAX}",
+                                    "message": api.OBJECT_NAME_RULE,
+                                }
+                            ],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

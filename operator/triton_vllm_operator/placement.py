@@ -262,3 +262,30 @@ def _unplaceable(
         f"{largest.describe()}. Excluded: {why}. Add a node that fits, or lower "
         "spec.tensorParallelSize, or relax spec.gpu / nodeSelector / tolerations.",
     )
+
+
+def place_unseen(spec: TritonVLLMModelSpec, why: Unplaceable) -> Placement | None:
+    """A placement to render pods for before a node that fits exists, or None.
+
+    Node autoscalers (cluster-autoscaler, Karpenter) add nodes for Pending pods, so the pods must
+    exist even when no node fits yet: an explicit size is rendered as asked, and `auto` when
+    spec.gpu.minMemoryGiB and spec.modelSizeGiB say how many GPUs the weights need.
+    """
+    if spec.tensor_parallel_size != "auto":
+        return Placement(spec.tensor_parallel_size, (), 0, None, why.message)
+    memory_gib = spec.gpu.min_memory_gi_b
+    if spec.model_size_gi_b is None or not memory_gib:
+        return None
+    needed_mib = spec.model_size_gi_b * 1024 / WEIGHT_SHARE
+    tp = 1
+    while tp * memory_gib * 1024 < needed_mib:
+        tp *= 2
+    floor = math.ceil(needed_mib / tp)
+    return Placement(tp, (), 0, floor, why.message)
+
+
+def free_replica_slots(spec: TritonVLLMModelSpec, gpus: list[NodeGPUs], tp: int) -> int:
+    """How many more replicas of `tp` GPUs the eligible nodes could start right now."""
+    return sum(
+        node.free // tp for node in gpus if node.free >= tp and not _excluded_by_spec(spec, node)
+    )

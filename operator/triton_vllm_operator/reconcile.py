@@ -1,19 +1,39 @@
-"""One reconcile pass, pure: (model object, observed world) -> children to apply, status, events.
+"""One reconcile pass, pure: (model object, observed world) -> writes, deletes, status, events.
 
-The handlers feed it what the informers observed and carry out what it returns.
+Level-based: every pass compares the children it would render with the live ones and the
+readiness the live Deployment shows; the handlers feed it what the watches observed and carry
+out what it returns.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .api import TritonVLLMModel
 from .conditions import ACCEPTED, READY, SCHEDULED, Verdict, deployment_readiness, set_condition
-from .placement import Placement, Unplaceable, inventory, place
-from .render.manifests import CONFIG_HASH_ANNOTATION, endpoint, render_all
+from .drift import covers
+from .placement import (
+    NodeGPUs,
+    Placement,
+    Unplaceable,
+    free_replica_slots,
+    inventory,
+    place,
+    place_unseen,
+)
+from .render.manifests import (
+    CONFIG_HASH_ANNOTATION,
+    MODEL_LABEL,
+    PLACEMENT_ANNOTATION,
+    TEMPLATE_HASH_ANNOTATION,
+    digest,
+    endpoint,
+    placement_digest,
+    render_all,
+)
 from .settings import Settings
 from .validation import SpecError, check_model, parse_model
 
@@ -21,23 +41,40 @@ APPLIED_HASH_ANNOTATION = "tritonvllm.io/applied-hash"
 # Reasons that mean the user (or the cluster's owner) has to act: posted as Warning Events.
 WARNING_REASONS = {
     "InvalidSpec",
+    "InvalidName",
     "InvalidEngineArgs",
     "InvalidTritonConfig",
     "RejectedByAPIServer",
+    "NameConflict",
     "NoNodeFits",
     "NoGPUNodes",
+    "Unschedulable",
     "RolloutFailed",
+    "APIError",
 }
+Key = tuple[str, str]  # (kind, name) of a child
+
+
+@dataclass(frozen=True)
+class OwnPod:
+    """One of the model's pods, as far as status and config clean-up care."""
+
+    name: str
+    config_hash: str | None
+    config_map: str | None
+    scheduled: tuple[str, str, str] | None = None  # PodScheduled (status, reason, message)
+    terminating: bool = False
 
 
 @dataclass(frozen=True)
 class Observed:
-    """What the informers saw: nodes, pods holding GPUs, and the model's children."""
+    """What the watches saw: nodes, other pods holding GPUs, the model's pods and children."""
 
-    nodes: Iterable[Mapping[str, Any]]
-    pods: Iterable[Mapping[str, Any]]
-    child_hashes: Mapping[tuple[str, str], str | None]  # (kind, name) -> applied hash
-    deployment: dict[str, Any] | None
+    nodes: Sequence[Mapping[str, Any]]
+    pods: Sequence[Mapping[str, Any]]  # bound pods of everything else, holding GPUs
+    own_pods: Sequence[OwnPod] = ()
+    own_gpu_pods: Sequence[Mapping[str, Any]] = ()  # this model's bound pods, holding GPUs
+    children: Mapping[Key, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -45,32 +82,135 @@ class Plan:
     """What this pass should do."""
 
     apply: list[dict[str, Any]] = field(default_factory=list)
+    delete: list[Key] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
 
 
 def applied_hash(manifest: Mapping[str, Any]) -> str:
-    """Digest of a rendered child; equal digests mean applying again would change nothing."""
-    text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """Digest of a rendered child; an equal digest on the live object means we rendered it."""
+    return digest(manifest)
 
 
 def with_applied_hash(manifest: dict[str, Any]) -> dict[str, Any]:
     annotations = manifest["metadata"].setdefault("annotations", {})
+    annotations.pop(APPLIED_HASH_ANNOTATION, None)
     annotations[APPLIED_HASH_ANNOTATION] = applied_hash(manifest)
     return manifest
 
 
-def _own_pod(pod: Mapping[str, Any], namespace: str, name: str) -> bool:
-    meta = pod.get("metadata", {})
-    labels = meta.get("labels") or {}
-    return meta.get("namespace") == namespace and labels.get("tritonvllm.io/model") == name
+def _annotations(obj: Mapping[str, Any] | None) -> Mapping[str, str]:
+    return ((obj or {}).get("metadata") or {}).get("annotations") or {}
+
+
+def needs_apply(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> bool:
+    """Missing, rendered from another spec, or edited by hand since we applied it."""
+    if live is None:
+        return True
+    rendered = _annotations(desired).get(APPLIED_HASH_ANNOTATION)
+    return _annotations(live).get(APPLIED_HASH_ANNOTATION) != rendered or not covers(live, desired)
+
+
+def _sticky(model: TritonVLLMModel, live: Mapping[str, Any] | None) -> Placement | None:
+    """The placement the live Deployment was rendered with, while the spec stays the same."""
+    try:
+        recorded = json.loads(_annotations(live).get(PLACEMENT_ANNOTATION, ""))
+    except ValueError:
+        return None
+    if not isinstance(recorded, dict) or recorded.get("spec") != placement_digest(model):
+        return None
+    tp = recorded.get("tensorParallelSize")
+    floor = recorded.get("minMemoryMiB")
+    if not isinstance(tp, int) or tp < 1 or not (floor is None or isinstance(floor, int)):
+        return None
+    return Placement(tp, (), 0, floor, f"tensorParallelSize={tp}, kept while the spec is unchanged")
+
+
+@dataclass(frozen=True)
+class _Placed:
+    placement: Placement | None
+    fresh: Placement | Unplaceable  # what the nodes say now (for messages)
+    sticky: bool
+
+
+def _place(model: TritonVLLMModel, observed: Observed, gpus: list[NodeGPUs]) -> _Placed:
+    fresh = place(model.spec, gpus)
+    sticky = _sticky(model, observed.children.get(("Deployment", model.metadata.name)))
+    if sticky:
+        return _Placed(sticky, fresh, True)
+    if isinstance(fresh, Placement):
+        return _Placed(fresh, fresh, False)
+    return _Placed(place_unseen(model.spec, fresh), fresh, False)
+
+
+def _strategy_kept(desired: dict[str, Any], live: Mapping[str, Any] | None) -> None:
+    """While the pod template is unchanged, keep the live rollout strategy (no write for it)."""
+    if live is None:
+        return
+    same = _annotations(live).get(TEMPLATE_HASH_ANNOTATION) == _annotations(desired).get(
+        TEMPLATE_HASH_ANNOTATION
+    )
+    strategy = (live.get("spec") or {}).get("strategy")
+    if same and strategy:
+        desired["spec"]["strategy"] = {
+            "type": strategy.get("type", "RollingUpdate"),
+            "rollingUpdate": dict(strategy.get("rollingUpdate") or {}),
+        }
+
+
+def _scheduled(placed: _Placed, observed: Observed, config_hash: str, tp: int) -> Verdict:
+    """From the pods' own PodScheduled conditions; before there are pods, from the nodes."""
+    current = [p for p in observed.own_pods if not p.terminating and p.config_hash == config_hash]
+    verdicts = [p.scheduled for p in current if p.scheduled]
+    stuck = [v for v in verdicts if v[0] == "False"]
+    fresh = placed.fresh
+    hint = f" {fresh.message}" if isinstance(fresh, Unplaceable) else ""
+    if stuck:
+        _, reason, message = stuck[0]
+        text = f"{len(stuck)} of {len(current)} pods cannot be scheduled: {message}.{hint}"
+        return Verdict(SCHEDULED, "False", reason or "Unschedulable", text)
+    if current and len(verdicts) == len(current):
+        return Verdict(
+            SCHEDULED, "True", "Placed", f"tensorParallelSize={tp}; all {len(current)} pods bound."
+        )
+    if isinstance(fresh, Placement):
+        sticky = placed.sticky and fresh.tensor_parallel_size != tp
+        message = placed.placement.message if sticky and placed.placement else fresh.message
+        return Verdict(SCHEDULED, "True", "Placed", message)
+    return Verdict(
+        SCHEDULED,
+        "False",
+        fresh.reason,
+        f"{fresh.message} The pods are rendered and wait for such a node (a node "
+        "autoscaler can add one).",
+    )
+
+
+def _stale_configmaps(
+    model: TritonVLLMModel, observed: Observed, keep: str, deployment: Mapping[str, Any] | None
+) -> list[Key]:
+    """Our ConfigMaps of this model that neither the Deployment nor any pod mounts any more."""
+    used: set[Any] = {keep}
+    used |= {p.config_map for p in observed.own_pods if p.config_map}
+    template = ((deployment or {}).get("spec") or {}).get("template") or {}
+    for volume in (template.get("spec") or {}).get("volumes") or []:
+        used.add((volume.get("configMap") or {}).get("name"))
+    return sorted(
+        (kind, name)
+        for kind, name in observed.children
+        if kind == "ConfigMap"
+        and name not in used
+        and (observed.children[(kind, name)].get("metadata") or {})
+        .get("labels", {})
+        .get(MODEL_LABEL)
+        == model.metadata.name
+    )
 
 
 def _verdicts(
     body: Mapping[str, Any], observed: Observed, settings: Settings, plan: Plan
 ) -> tuple[list[Verdict], dict[str, Any]]:
-    """The three conditions and the resolved status fields; fills plan.apply on the way."""
+    """The three conditions and the resolved status fields; fills plan.apply/delete on the way."""
     try:
         model = parse_model(dict(body))
         check_model(model, settings.backend_name)
@@ -81,95 +221,140 @@ def _verdicts(
             Verdict(READY, "False", "NotAccepted", "The spec must be fixed first."),
         ], {}
     accepted = Verdict(ACCEPTED, "True", "Valid", "The spec is valid.")
-    meta = model.metadata
-    pods = [p for p in observed.pods if not _own_pod(p, meta.namespace, meta.name)]
-    placement: Placement | Unplaceable = place(
-        model.spec, inventory(model.spec, observed.nodes, pods)
-    )
-    if isinstance(placement, Unplaceable):
+    gpus = inventory(model.spec, observed.nodes, observed.pods)
+    placed = _place(model, observed, gpus)
+    name = model.metadata.name
+    live_deployment = observed.children.get(("Deployment", name))
+    fresh = placed.fresh
+    if placed.placement is None and isinstance(fresh, Unplaceable):
+        hint = (
+            " Set an integer spec.tensorParallelSize, or spec.modelSizeGiB with "
+            "spec.gpu.minMemoryGiB, to have pods rendered for a node autoscaler."
+        )
         return [
             accepted,
-            Verdict(SCHEDULED, "False", placement.reason, placement.message),
+            Verdict(SCHEDULED, "False", fresh.reason, fresh.message + hint),
             Verdict(READY, "False", "Unschedulable", "No GPU placement; see Scheduled."),
         ], {"replicas": model.spec.replicas}
-    message = placement.message
-    if placement.replicas_that_fit_now < model.spec.replicas:
-        message += (
-            f"; free GPUs for {placement.replicas_that_fit_now} of {model.spec.replicas} "
-            "replicas now, the rest wait for GPUs to free up"
-        )
-    scheduled = Verdict(SCHEDULED, "True", "Placed", message)
-    children = render_all(model, placement, settings)
-    pod_annotations = children[1]["spec"]["template"]["metadata"]["annotations"]
-    for manifest in children:
-        manifest = with_applied_hash(manifest)
-        key = (manifest["kind"], manifest["metadata"]["name"])
-        if (
-            observed.child_hashes.get(key)
-            != manifest["metadata"]["annotations"][APPLIED_HASH_ANNOTATION]
-        ):
-            plan.apply.append(manifest)
-    url = endpoint(model)
-    ready, ready_replicas = deployment_readiness(observed.deployment, model.spec.replicas, url)
+    placement = placed.placement or fresh
+    if not isinstance(placement, Placement):  # unreachable: place_unseen covers Unplaceable
+        raise TypeError(placement)
     tp = placement.tensor_parallel_size
+    in_use = inventory(model.spec, observed.nodes, [*observed.pods, *observed.own_gpu_pods])
+    surge = free_replica_slots(model.spec, in_use, tp) >= 1
+    children = [with_applied_hash(m) for m in render_all(model, placement, settings, surge)]
+    configmap, deployment = children[0], children[1]
+    _strategy_kept(deployment, live_deployment)
+    with_applied_hash(deployment)  # again: the strategy may have changed
+    for manifest in children:
+        key = (manifest["kind"], manifest["metadata"]["name"])
+        if needs_apply(manifest, observed.children.get(key)):
+            plan.apply.append(manifest)
+    current_cm = configmap["metadata"]["name"]
+    plan.delete.extend(_stale_configmaps(model, observed, current_cm, live_deployment))
+    if model.spec.replicas <= 1 and ("PodDisruptionBudget", name) in observed.children:
+        plan.delete.append(("PodDisruptionBudget", name))
+    config_hash = deployment["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION]
+    url = endpoint(model)
+    applying = any(m["kind"] == "Deployment" for m in plan.apply)
+    ready, ready_replicas, updated = deployment_readiness(
+        live_deployment, model.spec.replicas, config_hash, url, applying
+    )
+    scheduled = _scheduled(placed, observed, config_hash, tp)
     resolved = {
         "tensorParallelSize": tp,
         "replicas": model.spec.replicas,
         "readyReplicas": ready_replicas,
+        "updatedReplicas": updated,
         "endpoint": url,
-        "configHash": pod_annotations[CONFIG_HASH_ANNOTATION],
+        "configHash": config_hash,
+        "configMap": current_cm,
     }
     return [accepted, scheduled, ready], resolved
+
+
+def _with_conditions(
+    body: Mapping[str, Any], verdicts: list[Verdict], base: Mapping[str, Any], now: str
+) -> tuple[list[dict[str, Any]], list[tuple[str, str, str]]]:
+    """Conditions with the verdicts applied, and an Event for each one that changed."""
+    generation = (body.get("metadata") or {}).get("generation")
+    conditions = list(base.get("conditions") or [])
+    old = list((body.get("status") or {}).get("conditions") or [])
+    previous = {c.get("type"): (c.get("status"), c.get("reason")) for c in old}
+    events = []
+    for verdict in verdicts:
+        conditions = set_condition(conditions, verdict, generation, now)
+        if previous.get(verdict.type) != (verdict.status, verdict.reason):
+            kind = "Warning" if verdict.reason in WARNING_REASONS else "Normal"
+            events.append((kind, verdict.reason, f"{verdict.type}: {verdict.message}"))
+    return conditions, events
+
+
+STATUS_FIELDS = (
+    "tensorParallelSize",
+    "replicas",
+    "readyReplicas",
+    "updatedReplicas",
+    "endpoint",
+    "configHash",
+    "configMap",
+)
 
 
 def plan_reconcile(
     body: Mapping[str, Any], observed: Observed, settings: Settings, now: str
 ) -> Plan:
-    """Everything one pass decides; the caller applies, writes status if changed, posts events."""
+    """Everything one pass decides; the caller applies, deletes, writes status if changed."""
     plan = Plan()
     verdicts, resolved = _verdicts(body, observed, settings, plan)
     old_status = dict(body.get("status") or {})
-    generation = body.get("metadata", {}).get("generation")
-    conditions = list(old_status.get("conditions") or [])
-    previous = {c.get("type"): (c.get("status"), c.get("reason")) for c in conditions}
-    for verdict in verdicts:
-        conditions = set_condition(conditions, verdict, generation, now)
-        if previous.get(verdict.type) != (verdict.status, verdict.reason):
-            kind = "Warning" if verdict.reason in WARNING_REASONS else "Normal"
-            plan.events.append((kind, verdict.reason, f"{verdict.type}: {verdict.message}"))
+    plan.status["conditions"], plan.events = _with_conditions(body, verdicts, old_status, now)
     plan.status = {
-        "observedGeneration": generation,
-        "conditions": conditions,
-        "tensorParallelSize": None,
-        "replicas": None,
-        "readyReplicas": None,
-        "endpoint": None,
-        "configHash": None,
+        "observedGeneration": (body.get("metadata") or {}).get("generation"),
+        "conditions": plan.status["conditions"],
+        **dict.fromkeys(STATUS_FIELDS),
         **resolved,
     }
     return plan
 
 
-def rejected_by_api_server(body: Mapping[str, Any], planned: Plan, message: str, now: str) -> Plan:
-    """The API server refused a child (e.g. a toleration it finds invalid): the spec must change.
+def refused(body: Mapping[str, Any], planned: Plan, reason: str, message: str, now: str) -> Plan:
+    """The API server refused a child, or its name is taken: the spec (or the cluster) must change.
 
-    Keeps what `planned` found about placement; Accepted and Ready say what went wrong.
+    Keeps what `planned` found about placement; Accepted (or Ready, for a name conflict) and
+    Ready say what went wrong. Deterministic, so a repeated refusal writes nothing.
     """
+    if reason == "NameConflict":
+        verdicts = [Verdict(READY, "False", reason, message)]
+    else:
+        verdicts = [
+            Verdict(ACCEPTED, "False", reason, message),
+            Verdict(READY, "False", "NotAccepted", "The spec must be fixed first."),
+        ]
+    return _overridden(body, planned, verdicts, now)
+
+
+def _overridden(body: Mapping[str, Any], planned: Plan, verdicts: list[Verdict], now: str) -> Plan:
+    """`planned` with some of its conditions replaced; its other events kept."""
     plan = Plan(status=dict(planned.status))
-    generation = body.get("metadata", {}).get("generation")
-    old = list((body.get("status") or {}).get("conditions") or [])
-    previous = {c.get("type"): (c.get("status"), c.get("reason")) for c in old}
-    conditions = list(planned.status["conditions"])
-    for verdict in (
-        Verdict(ACCEPTED, "False", "RejectedByAPIServer", message),
-        Verdict(READY, "False", "NotAccepted", "The spec must be fixed first."),
-    ):
-        conditions = set_condition(conditions, verdict, generation, now)
-        if previous.get(verdict.type) != (verdict.status, verdict.reason):
-            kind = "Warning" if verdict.reason in WARNING_REASONS else "Normal"
-            plan.events.append((kind, verdict.reason, f"{verdict.type}: {verdict.message}"))
+    # Transition times of the replaced conditions continue from the model's own status.
+    types = {v.type for v in verdicts}
+    old = (body.get("status") or {}).get("conditions") or []
+    base = [c for c in planned.status["conditions"] if c.get("type") not in types]
+    base += [c for c in old if c.get("type") in types]
+    conditions, events = _with_conditions(body, verdicts, {"conditions": base}, now)
     plan.status["conditions"] = conditions
+    replaced = {f"{v.type}:" for v in verdicts}
+    kept = [e for e in planned.events if not any(e[2].startswith(r) for r in replaced)]
+    plan.events = kept + events
     return plan
+
+
+def api_failure(body: Mapping[str, Any], planned: Plan, message: str, now: str) -> Plan:
+    """The API server failed a write (not the spec's fault): said in Ready, and retried."""
+    return _overridden(
+        body, planned, [Verdict(READY, "False", "APIError", f"{message}; retrying.")], now
+    )
 
 
 def status_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Mapping
 from typing import Literal
 
@@ -36,11 +38,36 @@ class Settings(BaseModel):
         default="triton-vllm-operator",
         description="Server-side apply field manager (TRITON_VLLM_FIELD_MANAGER).",
     )
-    recheck_seconds: float = Field(
-        default=10.0,
+    leader_election: bool = Field(
+        default=False,
+        description="Elect one leader among the operator's replicas on a Lease; the others stand "
+        "by with warm watches (TRITON_VLLM_LEADER_ELECTION).",
+    )
+    lease_name: str = Field(
+        default="triton-vllm-operator",
+        description="Name of the leader election Lease (TRITON_VLLM_LEASE_NAME).",
+    )
+    lease_namespace: str = Field(
+        default="default",
+        description="Namespace of the Lease, usually the operator's own "
+        "(TRITON_VLLM_LEASE_NAMESPACE).",
+    )
+    identity: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        description="This replica's name in the Lease; the pod name in a cluster "
+        "(TRITON_VLLM_IDENTITY).",
+    )
+    lease_duration_seconds: int = Field(
+        default=15,
+        ge=2,
+        description="A leader that has not renewed for this long is replaced "
+        "(TRITON_VLLM_LEASE_DURATION_SECONDS).",
+    )
+    lease_renew_seconds: float = Field(
+        default=2.0,
         gt=0,
-        description="How often a model that is not Ready yet is re-examined "
-        "(TRITON_VLLM_RECHECK_SECONDS).",
+        description="How often the leader renews, and a standby checks, the Lease "
+        "(TRITON_VLLM_LEASE_RENEW_SECONDS).",
     )
     liveness_endpoint: str = Field(
         default="http://0.0.0.0:8080/healthz",
@@ -56,7 +83,12 @@ class Settings(BaseModel):
             "NAMESPACES": "namespaces",
             "LOG_FORMAT": "log_format",
             "FIELD_MANAGER": "field_manager",
-            "RECHECK_SECONDS": "recheck_seconds",
+            "LEADER_ELECTION": "leader_election",
+            "LEASE_NAME": "lease_name",
+            "LEASE_NAMESPACE": "lease_namespace",
+            "IDENTITY": "identity",
+            "LEASE_DURATION_SECONDS": "lease_duration_seconds",
+            "LEASE_RENEW_SECONDS": "lease_renew_seconds",
             "LIVENESS_ENDPOINT": "liveness_endpoint",
         }
         values: dict[str, object] = {}

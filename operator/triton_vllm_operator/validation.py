@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import ValidationError
 
-from .api import TritonVLLMModel
+from .api import OBJECT_NAME_MAX, OBJECT_NAME_PATTERN, OBJECT_NAME_RULE, TritonVLLMModel
 from .engine_args import EngineArgsError, validate_engine_args
 from .render import TritonConfigError, render_config_pbtxt
 
@@ -39,6 +40,10 @@ def parse_model(obj: dict[str, Any]) -> TritonVLLMModel:
 
 def check_model(model: TritonVLLMModel, backend_name: str) -> None:
     """Raise SpecError when vLLM or Triton would refuse what the spec asks for."""
+    name = model.metadata.name
+    if len(name) > OBJECT_NAME_MAX or not re.match(OBJECT_NAME_PATTERN, name):
+        # Objects made before the CRD had this rule still reach the operator.
+        raise SpecError("InvalidName", f"{OBJECT_NAME_RULE}; {name!r} is not")
     try:
         validate_engine_args(model.spec.engine_args, model.spec.tensor_parallel_size)
     except EngineArgsError as err:

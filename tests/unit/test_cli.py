@@ -92,8 +92,11 @@ def test_examples_render(example: Path, tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    kinds = [d["kind"] for d in yaml.safe_load_all(result.stdout)]
-    assert kinds == ["ConfigMap", "Deployment", "Service"]
+    docs = list(yaml.safe_load_all(result.stdout))
+    expected = ["ConfigMap", "Deployment", "Service"]
+    if yaml.safe_load(example.read_text())["spec"].get("replicas", 1) > 1:
+        expected.append("PodDisruptionBudget")
+    assert [d["kind"] for d in docs] == expected
 
 
 def test_crd_command_prints_the_crd(capsys: pytest.CaptureFixture[str]) -> None:

@@ -88,8 +88,10 @@ def test_status_declares_every_field_the_operator_writes() -> None:
         "tensorParallelSize",
         "replicas",
         "readyReplicas",
+        "updatedReplicas",
         "endpoint",
         "configHash",
+        "configMap",
     }
     condition = status["conditions"]["items"]["properties"]
     assert {"type", "status", "reason", "message", "lastTransitionTime"} <= set(condition)

@@ -12,7 +12,12 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tests.unit.builders import model, model_dict
 from triton_vllm_operator.api import TritonVLLMModel
 from triton_vllm_operator.placement import Placement
-from triton_vllm_operator.render import TritonConfigError, config_data, model_repository_files
+from triton_vllm_operator.render import (
+    TritonConfigError,
+    config_data,
+    config_hash,
+    model_repository_files,
+)
 from triton_vllm_operator.render.manifests import (
     CONFIG_HASH_ANNOTATION,
     render_all,
@@ -114,7 +119,8 @@ class TestModelJson:
 class TestConfigMap:
     def test_holds_both_files_and_is_owned(self) -> None:
         cm = render_configmap(model(), 2, SETTINGS)
-        assert cm["metadata"]["name"] == "llama-model-config"
+        assert cm["metadata"]["name"] == f"llama-config-{config_hash(cm['data'])}"
+        assert cm["immutable"] is True
         assert cm["metadata"]["namespace"] == "ml"
         assert set(cm["data"]) == {"config.pbtxt", "model.json"}
         owner = cm["metadata"]["ownerReferences"][0]
@@ -169,8 +175,9 @@ class TestDeployment:
         mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
         assert mounts == {"model-repository": "/models/chat", "dshm": "/dev/shm", "cache": "/cache"}
         volumes = {v["name"]: v for v in pod["volumes"]}
+        config_map = render_configmap(model(servedModelName="chat"), 2, SETTINGS)
         assert volumes["model-repository"]["configMap"] == {
-            "name": "llama-model-config",
+            "name": config_map["metadata"]["name"],
             "items": [
                 {"key": "config.pbtxt", "path": "config.pbtxt"},
                 {"key": "model.json", "path": "1/model.json"},

@@ -21,13 +21,15 @@ def test_environment_overrides() -> None:
             "TRITON_VLLM_IMAGE": "registry/serving:2",
             "TRITON_VLLM_NAMESPACES": "ml, serving ,",
             "TRITON_VLLM_LOG_FORMAT": "json",
-            "TRITON_VLLM_RECHECK_SECONDS": "2.5",
+            "TRITON_VLLM_LEADER_ELECTION": "true",
+            "TRITON_VLLM_LEASE_NAMESPACE": "operators",
         }
     )
     assert settings.triton_image == "registry/serving:2"
     assert settings.namespaces == ("ml", "serving")
     assert settings.log_format == "json"
-    assert settings.recheck_seconds == 2.5
+    assert settings.leader_election is True
+    assert settings.lease_namespace == "operators"
 
 
 def test_bad_values_are_rejected() -> None:

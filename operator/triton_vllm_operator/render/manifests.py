@@ -1,7 +1,9 @@
-"""Render the children of a TritonVLLMModel: ConfigMap, Deployment and Service."""
+"""Render the children of a TritonVLLMModel: ConfigMap, Deployment, Service and PDB."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from ..api import API_VERSION, KIND, TritonVLLMModel
@@ -10,13 +12,20 @@ from ..settings import Settings
 from .model_files import CONFIG_FILE, ENGINE_FILE, MODEL_VERSION, config_data, config_hash
 
 MANAGED_BY = "triton-vllm-operator"
+MODEL_LABEL = "tritonvllm.io/model"
 CONFIG_HASH_ANNOTATION = "tritonvllm.io/config-hash"
+# On the Deployment: the placement it was rendered for (kept until the spec changes), and a
+# digest of its pod template (the rollout strategy is chosen only when the template changes).
+PLACEMENT_ANNOTATION = "tritonvllm.io/placement"
+TEMPLATE_HASH_ANNOTATION = "tritonvllm.io/template-hash"
 MODEL_REPOSITORY = "/models"
 CACHE_MOUNT = "/cache"
 PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 # Model loads can take long (downloads, weight loading): allow 30 minutes before restarting.
 STARTUP_PERIOD_SECONDS = 10
 STARTUP_FAILURE_THRESHOLD = 180
+# A rollout is declared stuck only after a pod has had its whole startup allowance, and more.
+PROGRESS_DEADLINE_SECONDS = STARTUP_PERIOD_SECONDS * STARTUP_FAILURE_THRESHOLD + 600
 # The non-root user of NVIDIA's Triton images (triton-server) and of our serving image.
 SERVING_UID = 1000
 
@@ -35,7 +44,7 @@ def labels(model: TritonVLLMModel) -> dict[str, str]:
         **selector_labels(model),
         "app.kubernetes.io/component": "inference-server",
         "app.kubernetes.io/managed-by": MANAGED_BY,
-        "tritonvllm.io/model": model.metadata.name,
+        MODEL_LABEL: model.metadata.name,
     }
 
 
@@ -62,9 +71,20 @@ def _metadata(model: TritonVLLMModel, name: str) -> dict[str, Any]:
     return metadata
 
 
-def configmap_name(model_name: str) -> str:
-    """The ConfigMap holding a model's config.pbtxt and model.json."""
-    return f"{model_name}-model-config"
+def configmap_name(model_name: str, data: dict[str, str]) -> str:
+    """The ConfigMap holding one rendered config: named by its content, never changed."""
+    return f"{model_name}-config-{config_hash(data)}"
+
+
+def digest(value: Any) -> str:
+    """A short, stable digest of a JSON-able value."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def placement_digest(model: TritonVLLMModel) -> str:
+    """What a placement depends on: the whole spec but the replica count."""
+    return digest(model.spec.model_dump(by_alias=True, exclude={"replicas"}, mode="json"))
 
 
 def endpoint(model: TritonVLLMModel) -> str:
@@ -76,12 +96,15 @@ def endpoint(model: TritonVLLMModel) -> str:
 def render_configmap(
     model: TritonVLLMModel, tensor_parallel_size: int, settings: Settings
 ) -> dict[str, Any]:
-    """The ConfigMap holding config.pbtxt and model.json."""
+    """The immutable ConfigMap holding config.pbtxt and model.json, named by their digest: old
+    and new pods of a rollout each mount their own, and rolling back finds the old one again."""
+    data = config_data(model, tensor_parallel_size, settings.backend_name)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(model, configmap_name(model.metadata.name)),
-        "data": config_data(model, tensor_parallel_size, settings.backend_name),
+        "metadata": _metadata(model, configmap_name(model.metadata.name, data)),
+        "immutable": True,
+        "data": data,
     }
 
 
@@ -216,8 +239,15 @@ def _container(model: TritonVLLMModel, placement: Placement, settings: Settings)
     }
 
 
+def rollout_strategy(surge: bool) -> dict[str, Any]:
+    """Surge one pod when the GPUs for it are free (serving never dips), else replace in place."""
+    if surge:
+        return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+
+
 def render_deployment(
-    model: TritonVLLMModel, placement: Placement, settings: Settings
+    model: TritonVLLMModel, placement: Placement, settings: Settings, surge: bool = False
 ) -> dict[str, Any]:
     """The Deployment of tritonserver pods, `TP` GPUs each, rolled when the config changes."""
     data = config_data(model, placement.tensor_parallel_size, settings.backend_name)
@@ -240,7 +270,7 @@ def render_deployment(
             {
                 "name": "model-repository",
                 "configMap": {
-                    "name": configmap_name(model.metadata.name),
+                    "name": configmap_name(model.metadata.name, data),
                     "items": [
                         {"key": CONFIG_FILE, "path": CONFIG_FILE},
                         {"key": ENGINE_FILE, "path": f"{MODEL_VERSION}/{ENGINE_FILE}"},
@@ -257,32 +287,55 @@ def render_deployment(
     affinity = _affinity(model, placement)
     if affinity:
         pod_spec["affinity"] = affinity
+    template = {
+        "metadata": {"labels": labels(model), "annotations": pod_annotations},
+        "spec": pod_spec,
+    }
+    metadata = _metadata(model, model.metadata.name)
+    metadata["annotations"] = {
+        PLACEMENT_ANNOTATION: json.dumps(
+            {
+                "tensorParallelSize": placement.tensor_parallel_size,
+                "minMemoryMiB": placement.min_memory_mib,
+                "spec": placement_digest(model),
+            },
+            sort_keys=True,
+        ),
+        TEMPLATE_HASH_ANNOTATION: digest(template),
+    }
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(model, model.metadata.name),
+        "metadata": metadata,
         "spec": {
             "replicas": model.spec.replicas,
             "selector": {"matchLabels": selector_labels(model)},
-            # GPUs are the scarce resource: replace pods in place instead of surging.
-            "strategy": {
-                "type": "RollingUpdate",
-                "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
-            },
-            "template": {
-                "metadata": {"labels": labels(model), "annotations": pod_annotations},
-                "spec": pod_spec,
-            },
+            "strategy": rollout_strategy(surge),
+            "progressDeadlineSeconds": PROGRESS_DEADLINE_SECONDS,
+            "template": template,
         },
     }
 
 
+def render_pod_disruption_budget(model: TritonVLLMModel) -> dict[str, Any]:
+    """At most one replica down at a time through voluntary disruptions (drains, upgrades)."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(model, model.metadata.name),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(model)}},
+    }
+
+
 def render_all(
-    model: TritonVLLMModel, placement: Placement, settings: Settings
+    model: TritonVLLMModel, placement: Placement, settings: Settings, surge: bool = False
 ) -> list[dict[str, Any]]:
-    """Every child, in the order they should be applied."""
-    return [
+    """Every child, in the order they should be applied (the ConfigMap before its pods)."""
+    children = [
         render_configmap(model, placement.tensor_parallel_size, settings),
-        render_deployment(model, placement, settings),
+        render_deployment(model, placement, settings, surge),
         render_service(model),
     ]
+    if model.spec.replicas > 1:
+        children.append(render_pod_disruption_budget(model))
+    return children

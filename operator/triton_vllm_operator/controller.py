@@ -1,0 +1,222 @@
+"""The control loop: a work queue of models, fed by watch events, drained by workers that run one
+pure reconcile pass each and carry out its plan through the API.
+
+No timers: a model is reconciled when it, one of its children or pods, or (while its placement
+is not settled) a node changes; failed passes come back with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import datetime
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import urllib3
+from kubernetes import client
+
+from . import kube
+from .reconcile import (
+    APPLIED_HASH_ANNOTATION,
+    Plan,
+    api_failure,
+    plan_reconcile,
+    refused,
+    status_changed,
+)
+from .render.manifests import MANAGED_BY
+from .settings import Settings
+from .workqueue import WorkQueue
+from .world import ModelKey, World
+
+# The finalizer round 1 put on every model (for a timer); removed on sight, nothing needs it.
+LEGACY_FINALIZER = "tritonvllm.io/finalizer"
+WORKERS = 16
+
+log = logging.getLogger("triton_vllm_operator")
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Controller:
+    """The world as watched, the queue of models to reconcile, and the workers."""
+
+    def __init__(self, api: client.ApiClient, settings: Settings) -> None:
+        self.api = api
+        self.settings = settings
+        self.world = World()
+        self.queue: WorkQueue[ModelKey] = WorkQueue()
+        self._pool = concurrent.futures.ThreadPoolExecutor(WORKERS, "reconcile")
+        self._workers: list[asyncio.Task[None]] = []
+        # Children the API server refused, by (model, kind, name): the manifest's hash and why.
+        # The same manifest is not sent again until the spec changes what it renders.
+        self._refused: dict[tuple[ModelKey, str, str], tuple[str, str]] = {}
+        self.leading = asyncio.Event()
+
+    # --- watch events (event loop) --------------------------------------------------------
+
+    def on_model(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if event_type == "DELETED":
+            self.world.drop_model(key)
+            self._refused = {k: v for k, v in self._refused.items() if k[0] != key}
+            return
+        self.world.set_model(body)
+        self.queue.add(key)
+
+    def on_child(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        if event_type == "DELETED":
+            owner = self.world.drop_child(body)
+        else:
+            owner = self.world.set_child(body)
+        if owner:
+            self.queue.add(owner)
+
+    def on_pod(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        owner = self.world.set_pod(body, deleted=event_type == "DELETED")
+        if owner:
+            self.queue.add(owner)
+
+    def on_node(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        if self.world.set_node(body, deleted=event_type == "DELETED"):
+            for key in self.world.waiting_for_nodes():
+                self.queue.add(key)
+
+    # --- start and stop -------------------------------------------------------------------
+
+    async def sync(self) -> None:
+        """List what the watches will keep current, so no pass decides on a half-filled world
+        (a Deployment missing from it would lose the model's sticky placement)."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._pool, self._list_all)
+
+    def _paths(self, group_path: str, plural: str) -> list[str]:
+        if not self.settings.namespaces:
+            return [f"{group_path}/{plural}"]
+        return [f"{group_path}/namespaces/{ns}/{plural}" for ns in self.settings.namespaces]
+
+    def _list_all(self) -> None:
+        ours = OURS_SELECTOR
+        for group_path, plural in CHILD_COLLECTIONS:
+            for path in self._paths(group_path, plural):
+                for obj in kube.list_objects(self.api, path, label_selector=ours):
+                    self.world.set_child(obj)
+        for path in self._paths("/api/v1", "pods"):
+            for obj in kube.list_objects(self.api, path, field_selector=ACTIVE_PODS):
+                self.world.set_pod(obj)
+        for obj in kube.list_objects(self.api, "/api/v1/nodes"):
+            self.world.set_node(obj)
+
+    def start(self) -> None:
+        for _ in range(WORKERS):
+            self._workers.append(asyncio.create_task(self._work()))
+
+    async def stop(self) -> None:
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- workers --------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self.leading.wait()
+            key = await self.queue.get()
+            try:
+                body = self.world.model(key)
+                if body is None:
+                    continue
+                observed = self.world.observe(key)
+                ok = await loop.run_in_executor(self._pool, self._reconcile, key, body, observed)
+                if ok:
+                    self.queue.forget(key)
+                else:
+                    self.queue.retry(key)
+            except Exception:  # a bug must not stop the worker; the key comes back
+                log.exception("reconcile of %s/%s failed", *key)
+                self.queue.retry(key)
+            finally:
+                self.queue.done(key)
+
+    def _reconcile(self, key: ModelKey, body: dict[str, Any], observed: Any) -> bool:
+        """One pass for one model, in a worker thread. False: retry later."""
+        metadata = body["metadata"]
+        finalizers = list(metadata.get("finalizers") or [])
+        if LEGACY_FINALIZER in finalizers:
+            kube.remove_finalizer(self.api, key[0], key[1], finalizers, LEGACY_FINALIZER)
+        if metadata.get("deletionTimestamp"):
+            return True  # going away with its children (ownerReferences); nothing to converge
+        now = _now()
+        plan = plan_reconcile(body, observed, self.settings, now)
+        ok = True
+        try:
+            self._carry_out(key, body, plan, observed.children)
+        except kube.ApplyRejected as err:
+            plan = refused(body, plan, "RejectedByAPIServer", str(err), now)
+        except kube.Conflict as err:
+            plan = refused(body, plan, "NameConflict", str(err), now)
+        except client.ApiException as err:
+            plan = api_failure(body, plan, f"API error {err.status}: {err.reason}", now)
+            ok = False
+        except (urllib3.exceptions.HTTPError, OSError) as err:
+            log.warning("API server unreachable for %s/%s: %s", *key, err)
+            return False
+        try:
+            self._write_status(key, body, plan)
+        except client.ApiException as err:
+            log.warning("status of %s/%s not written: %s", *key, err)
+            return False
+        except (urllib3.exceptions.HTTPError, OSError):
+            return False
+        return ok
+
+    def _carry_out(
+        self,
+        key: ModelKey,
+        body: Mapping[str, Any],
+        plan: Plan,
+        live: Mapping[tuple[str, str], Any],
+    ) -> None:
+        uid = body["metadata"].get("uid", "")
+        for manifest in plan.apply:
+            kind, name = manifest["kind"], manifest["metadata"]["name"]
+            rendered = manifest["metadata"]["annotations"][APPLIED_HASH_ANNOTATION]
+            known = self._refused.get((key, kind, name))
+            if known and known[0] == rendered:
+                raise kube.ApplyRejected(known[1])
+            if (kind, name) not in live:
+                kube.check_not_foreign(self.api, manifest, uid)
+            try:
+                stored = kube.apply(self.api, manifest, self.settings.field_manager)
+            except kube.ApplyRejected as err:
+                self._refused[(key, kind, name)] = (rendered, str(err))
+                raise
+            self._refused.pop((key, kind, name), None)
+            self.world.set_child({"kind": kind, **stored})
+        for kind, name in plan.delete:
+            kube.delete(self.api, kind, key[0], name)
+
+    def _write_status(self, key: ModelKey, body: dict[str, Any], plan: Plan) -> None:
+        if status_changed(body.get("status"), plan.status):
+            stored = kube.patch_status(self.api, key[0], key[1], plan.status)
+            if stored:
+                self.world.set_model(stored)
+        for type_, reason, message in plan.events:
+            kube.post_event(self.api, body, type_, reason, message, self.settings.field_manager)
+
+
+CHILD_COLLECTIONS = (
+    ("/api/v1", "configmaps"),
+    ("/api/v1", "services"),
+    ("/apis/apps/v1", "deployments"),
+    ("/apis/policy/v1", "poddisruptionbudgets"),
+)
+OURS_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
+# Pods that hold resources: the field selector is applied by the API server.
+ACTIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
