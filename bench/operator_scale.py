@@ -247,9 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
     cluster.kubectl("wait", "--for=condition=Established", "crd/tritonvllmmodels.tritonvllm.io")
     args.out.mkdir(parents=True, exist_ok=True)
-    operator = OperatorProcess(
-        cluster.kubeconfig, args.out / "operator-bench.log", recheck_seconds=10
-    )
+    operator = OperatorProcess(cluster.kubeconfig, args.out / "operator-bench.log")
     operator.start()
     try:
         results = [run_size(cluster, api, operator, n, args.idle_seconds) for n in sizes]

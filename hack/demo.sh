@@ -73,16 +73,17 @@ kubectl -n "$NAMESPACE" apply -f "examples/$MODEL-cpu.yaml"
 kubectl -n "$NAMESPACE" wait --for=condition=Ready "tvm/$MODEL" --timeout=180s
 kubectl -n "$NAMESPACE" get tvm "$MODEL"
 TP="$(kubectl -n "$NAMESPACE" get tvm "$MODEL" -o jsonpath='{.status.tensorParallelSize}')"
+CONFIG_MAP="$(kubectl -n "$NAMESPACE" get tvm "$MODEL" -o jsonpath='{.status.configMap}')"
 NODE="$(kubectl -n "$NAMESPACE" get pods -l "app.kubernetes.io/instance=$MODEL" -o jsonpath='{.items[0].spec.nodeName}')"
 
 say "Laying out the rendered ConfigMap as the pod mounts it, with a tiny generated model"
 REPO="$DEMO_DIR/models"
 CACHE="$DEMO_DIR/cache"
 rm -rf "$REPO" && mkdir -p "$REPO/$MODEL/1" "$CACHE/models"
-kubectl -n "$NAMESPACE" get configmap "$MODEL-model-config" -o jsonpath='{.data.config\.pbtxt}' \
+kubectl -n "$NAMESPACE" get configmap "$CONFIG_MAP" -o jsonpath='{.data.config\.pbtxt}' \
   >"$REPO/$MODEL/config.pbtxt"
 # The pod mounts its cache volume at /cache; here that volume is $CACHE.
-kubectl -n "$NAMESPACE" get configmap "$MODEL-model-config" -o jsonpath='{.data.model\.json}' \
+kubectl -n "$NAMESPACE" get configmap "$CONFIG_MAP" -o jsonpath='{.data.model\.json}' \
   | sed "s#\"/cache/#\"$CACHE/#" >"$REPO/$MODEL/1/model.json"
 SERVING="$(hack/serving-env.sh --print)"
 [[ -d "$CACHE/models/$MODEL" ]] || "$SERVING/venv/bin/python" hack/tiny_model.py "$CACHE/models/$MODEL" >/dev/null 2>&1
@@ -108,7 +109,7 @@ TEXT="$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["text_output"])
 say "What happened"
 cat <<EOF
   TritonVLLMModel $NAMESPACE/$MODEL is Ready: tensorParallelSize=$TP, its pod on simulated GPU node $NODE.
-  The operator rendered config.pbtxt + model.json into ConfigMap $MODEL-model-config.
+  The operator rendered config.pbtxt + model.json into immutable ConfigMap $CONFIG_MAP.
   A real tritonserver loaded that config with the bundled backend and vLLM (CPU) in ${LOADED}s.
   POST /v2/models/$MODEL/generate  "$PROMPT" ->$TEXT
   (random weights, word-level tokenizer: the words are real, the sense is not)

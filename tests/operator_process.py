@@ -34,12 +34,10 @@ class OperatorProcess:
         self,
         kubeconfig: Path,
         log_path: Path,
-        recheck_seconds: float = 1.0,
         extra_env: dict[str, str] | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
-        self.recheck_seconds = recheck_seconds
         self.extra_env = dict(extra_env or {})
         self.port = free_ports(1)[0]
         self.process: subprocess.Popen[bytes] | None = None
@@ -48,7 +46,6 @@ class OperatorProcess:
         env = {
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
-            "TRITON_VLLM_RECHECK_SECONDS": str(self.recheck_seconds),
             "TRITON_VLLM_LIVENESS_ENDPOINT": f"http://127.0.0.1:{self.port}/healthz",
             **self.extra_env,
         }

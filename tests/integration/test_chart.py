@@ -123,7 +123,7 @@ def test_helm_lint_strict_passes(helm: Any) -> None:
 @pytest.mark.parametrize(
     "bad",
     [
-        "replicaCount=2",
+        "replicaCount=0",
         "image.pullPolicy=Sometimes",
         "operator.logFormat=xml",
         "operator.unknown=1",
@@ -139,7 +139,8 @@ def test_the_schema_rejects_unknown_or_malformed_values(helm: Any, bad: str) -> 
 def test_the_deployment_runs_one_hardened_non_root_operator(rendered: dict[str, str]) -> None:
     (deploy,) = [d for d in _docs(rendered["defaults"]) if d["kind"] == "Deployment"]
     spec = deploy["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
+    # Two replicas, one leader: upgrades surge a standby before the old pods stop.
+    assert spec["replicas"] == 2 and spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     pod = spec["template"]["spec"]
     assert pod["automountServiceAccountToken"] is True
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -151,12 +152,19 @@ def test_the_deployment_runs_one_hardened_non_root_operator(rendered: dict[str, 
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert container["readinessProbe"]["tcpSocket"] == {"port": "health"}
     assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
-    env = {e["name"]: e.get("value") for e in container["env"]}
+    env = {
+        e["name"]: e.get("value") or e["valueFrom"]["fieldRef"]["fieldPath"]
+        for e in container["env"]
+    }
     assert env == {
         "TRITON_VLLM_BACKEND": "tritonvllm",
         "TRITON_VLLM_NAMESPACES": "",
         "TRITON_VLLM_LOG_FORMAT": "text",
-        "TRITON_VLLM_RECHECK_SECONDS": "10",
+        "TRITON_VLLM_LEADER_ELECTION": "true",
+        "TRITON_VLLM_LEASE_NAME": f"{RELEASE}-triton-vllm-operator",
+        "TRITON_VLLM_LEASE_NAMESPACE": "metadata.namespace",
+        "TRITON_VLLM_IDENTITY": "metadata.name",
+        "TRITON_VLLM_LEASE_DURATION_SECONDS": "15",
         "TRITON_VLLM_LIVENESS_ENDPOINT": "http://0.0.0.0:8080/healthz",
     }
     assert container["resources"]["limits"] == container["resources"]["requests"]
@@ -204,10 +212,12 @@ def _rules(docs: list[dict[str, Any]], kind: str) -> dict[str, list[dict[str, An
     }
 
 
-def test_rbac_has_no_wildcards_no_secrets_and_no_destructive_verbs(
+def test_rbac_has_no_wildcards_no_secrets_and_deletes_only_what_it_must(
     rendered: dict[str, str],
 ) -> None:
-    allowed_verbs = {"list", "watch", "create", "patch"}
+    allowed_verbs = {"list", "watch", "get", "create", "patch"}
+    # Stale immutable configs and the budget of a model scaled to one replica; the Lease.
+    extra = {"configmaps": {"delete"}, "poddisruptionbudgets": {"delete"}, "leases": {"update"}}
     for variant, text in rendered.items():
         docs = _docs(text)
         for kind in ("ClusterRole", "Role"):
@@ -216,14 +226,16 @@ def test_rbac_has_no_wildcards_no_secrets_and_no_destructive_verbs(
                     fields = rule["apiGroups"] + rule["resources"] + rule["verbs"]
                     assert "*" not in fields, f"{variant} {name}: {rule}"
                     assert "secrets" not in rule["resources"], f"{variant} {name}: {rule}"
-                    assert set(rule["verbs"]) <= allowed_verbs, f"{variant} {name}: {rule}"
+                    (resource,) = rule["resources"] if len(rule["resources"]) == 1 else ("",)
+                    allowed = allowed_verbs | extra.get(resource, set())
+                    assert set(rule["verbs"]) <= allowed, f"{variant} {name}: {rule}"
 
 
 def test_watch_namespaces_gives_a_role_per_namespace_and_only_cluster_reads(
     rendered: dict[str, str],
 ) -> None:
     docs = _docs(rendered["namespaced"])
-    roles = _rules(docs, "Role")
+    roles = {k: v for k, v in _rules(docs, "Role").items() if not k.endswith("-leader-election")}
     assert set(roles) == {
         f"team-a/{RELEASE}-triton-vllm-operator",
         f"team-b/{RELEASE}-triton-vllm-operator",
@@ -235,7 +247,8 @@ def test_watch_namespaces_gives_a_role_per_namespace_and_only_cluster_reads(
     assert cluster_resources == {"nodes", "namespaces", "customresourcedefinitions"}
     assert all(set(rule["verbs"]) == {"list", "watch"} for rule in cluster_rules)
     default_docs = _docs(rendered["defaults"])
-    assert not _rules(default_docs, "Role")
+    (leases,) = _rules(default_docs, "Role").values()  # leader election, release namespace only
+    assert [r["resources"] for r in leases] == [["leases"]]
     (all_rules,) = _rules(default_docs, "ClusterRole").values()
     assert "namespaces" not in {r for rule in all_rules for r in rule["resources"]}
 
@@ -486,8 +499,13 @@ NAMESPACED_RIGHTS = {
     ("tritonvllmmodels.tritonvllm.io", "watch"),
     ("tritonvllmmodels.tritonvllm.io", "patch"),
     ("tritonvllmmodels.tritonvllm.io/status", "patch"),
-    *{(r, v) for r in ("configmaps", "services", "deployments.apps") for v in ("list", "watch")},
-    *{(r, v) for r in ("configmaps", "services", "deployments.apps") for v in ("create", "patch")},
+    *{
+        (r, v)
+        for r in ("configmaps", "services", "deployments.apps", "poddisruptionbudgets.policy")
+        for v in ("list", "watch", "get", "create", "patch")
+    },
+    ("configmaps", "delete"),
+    ("poddisruptionbudgets.policy", "delete"),
     ("pods", "list"),
     ("pods", "watch"),
     ("events", "create"),
@@ -507,7 +525,6 @@ FORBIDDEN = [
     ("create", "pods/exec"),
     ("delete", "deployments.apps"),
     ("update", "deployments.apps"),
-    ("delete", "configmaps"),
     ("delete", "services"),
     ("create", "tritonvllmmodels.tritonvllm.io"),
     ("update", "tritonvllmmodels.tritonvllm.io"),
@@ -636,7 +653,7 @@ def test_helm_install_cluster_wide_grants_exactly_what_the_operator_uses(
         assert not _can_i(cluster, user, "list", "namespaces")
 
         # What the operator really does with those rights: a server-side apply that creates a
-        # child, a second apply that changes it; and it cannot delete it.
+        # child, a second apply that changes it; and it cannot delete a Service.
         child = {
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -657,7 +674,7 @@ def test_helm_install_cluster_wide_grants_exactly_what_the_operator_uses(
             )
             assert applied.returncode == 0, applied.stderr
         denied = cluster.kubectl(
-            "delete", "configmap", "ssa-probe", "-n", namespace, f"--as={user}", check=False
+            "delete", "service", "ssa-probe", "-n", namespace, f"--as={user}", check=False
         )
         assert denied.returncode != 0 and "forbidden" in denied.stderr.lower()
         secret = cluster.kubectl("get", "secrets", "-n", namespace, f"--as={user}", check=False)

@@ -71,19 +71,23 @@ def test_explicit_tp4_lands_on_the_4_gpu_node(models: Models) -> None:
     assert models.get("a10g")["status"]["tensorParallelSize"] == 4
 
 
-def test_tp16_stays_unscheduled_until_a_16_gpu_node_joins(
+def test_tp16_waits_in_pending_pods_that_say_why_until_a_16_gpu_node_joins(
     models: Models, cluster: ClusterHandle
 ) -> None:
     models.create("big", tensorParallelSize=16)
-    cond = models.wait_condition("big", "Scheduled", "False", "NoNodeFits")
+    # The pods exist (a node autoscaler acts on Pending pods) and the scheduler says why.
+    cond = models.wait_condition("big", "Scheduled", "False", "Unschedulable")
+    assert "Insufficient nvidia.com/gpu" in cond["message"], cond
     assert "No node can run one replica with tensorParallelSize=16" in cond["message"]
     assert "The largest GPU node is gpu-h100-" in cond["message"]
-    assert models.wait_condition("big", "Ready", "False", "Unschedulable")
-    with pytest.raises(client.ApiException) as missing:
-        models.apps.read_namespaced_deployment("big", models.namespace)
-    assert missing.value.status == 404
-    warnings = [e for e in models.events("big") if e.type == "Warning"]
-    assert any(e.reason == "NoNodeFits" for e in warnings)
+    assert models.condition("big", "Ready")["status"] == "False"
+    deployment = models.apps.read_namespaced_deployment("big", models.namespace)
+    limits = deployment.spec.template.spec.containers[0].resources.limits
+    assert limits["nvidia.com/gpu"] == "16"
+    warnings = wait_for(
+        lambda: [e for e in models.events("big") if e.type == "Warning"], 30, "warnings"
+    )
+    assert {e.reason for e in warnings} & {"NoNodeFits", "Unschedulable"}
     add_gpu_node("gpu-h100x16-0", gpus=16, product=H100, memory_mib=81559)
     try:
         models.wait_condition("big", "Scheduled", "True", timeout=60)
@@ -98,9 +102,14 @@ def test_tp16_stays_unscheduled_until_a_16_gpu_node_joins(
         remove_node("gpu-h100x16-0")
 
 
+def _configmap(models: Models, name: str) -> client.V1ConfigMap:
+    """The ConfigMap the model's status names as its current config."""
+    current = models.get(name)["status"]["configMap"]
+    return models.core.read_namespaced_config_map(current, models.namespace)
+
+
 def _configmap_version(models: Models, name: str) -> str:
-    cm = models.core.read_namespaced_config_map(f"{name}-model-config", models.namespace)
-    return str(cm.metadata.resource_version)
+    return str(_configmap(models, name).metadata.resource_version)
 
 
 def test_config_change_rolls_pods_and_replicas_change_does_not_rerender(models: Models) -> None:
@@ -130,8 +139,7 @@ def test_config_change_rolls_pods_and_replicas_change_does_not_rerender(models: 
 
     wait_for(rolled, 90, "both pods to run the new config")
     assert first_pod.metadata.name not in {p.metadata.name for p in models.pods("roll")}
-    cm = models.core.read_namespaced_config_map("roll-model-config", models.namespace)
-    assert '"max_model_len": 8192' in cm.data["model.json"]
+    assert '"max_model_len": 8192' in _configmap(models, "roll").data["model.json"]
 
 
 def test_deleting_the_model_removes_its_children(models: Models) -> None:
@@ -214,5 +222,4 @@ def test_operator_killed_midway_converges_without_duplicates(
     assert sorted(d.metadata.name for d in deployments) == names
     services = models.core.list_namespaced_service(models.namespace).items
     assert sorted(s.metadata.name for s in services) == names
-    cm = models.core.read_namespaced_config_map("m0-model-config", models.namespace)
-    assert '"max_model_len": 1024' in cm.data["model.json"]
+    assert '"max_model_len": 1024' in _configmap(models, "m0").data["model.json"]

@@ -46,15 +46,12 @@ def operator(
     namespace: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    request: pytest.FixtureRequest,
 ) -> Iterator[OperatorProcess]:
     """An operator watching only `namespace` (other sessions' operators and models stay out of
     the measurements); not started. On teardown: started if down, the namespace's models deleted
-    while it runs (they carry its finalizer), then stopped."""
+    while it runs, then stopped."""
     monkeypatch.setenv("TRITON_VLLM_NAMESPACES", namespace)
-    marker = request.node.get_closest_marker("recheck_seconds")
-    recheck = marker.args[0] if marker else 1.0
-    process = OperatorProcess(kubeconfig, tmp_path / "operator.log", recheck_seconds=recheck)
+    process = OperatorProcess(kubeconfig, tmp_path / "operator.log")
     yield process
     custom = client.CustomObjectsApi(api_client)
     try:
@@ -70,7 +67,3 @@ def operator(
         )
     finally:
         process.stop()
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "recheck_seconds(s): the operator's recheck interval")

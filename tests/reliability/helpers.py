@@ -149,16 +149,19 @@ class Namespace:
             if status.get("replicas") != spec.get("replicas", 1):
                 found.append(f"{name}: status.replicas {status.get('replicas')}")
         uids = {name: m["metadata"]["uid"] for name, m in models.items()}
+        config_maps = {n: models[n].get("status", {}).get("configMap") for n in expected}
         for kind, items in self.children().items():
             names = [i.metadata.name for i in items]
-            suffix = "-model-config" if kind == "ConfigMap" else ""
-            want_names = sorted(f"{n}{suffix}" for n in expected)
+            if kind == "ConfigMap":  # one per config, named by its content; the status names it
+                want_names = sorted(str(config_maps[n]) for n in expected)
+            else:
+                want_names = sorted(expected)
             if sorted(names) != want_names:
                 extra = sorted(set(names) - set(want_names))
                 missing = sorted(set(want_names) - set(names))
                 found.append(f"{kind}s: missing {missing}, orphaned {extra}")
             for item in items:
-                model_name = item.metadata.name.removesuffix(suffix)
+                model_name = (item.metadata.labels or {}).get("tritonvllm.io/model", "")
                 owners = [o.uid for o in item.metadata.owner_references or []]
                 if model_name in uids and owners != [uids[model_name]]:
                     found.append(f"{kind} {item.metadata.name}: owners {owners}")

@@ -222,7 +222,7 @@ def _snapshot(ns: Namespace) -> dict[str, Any]:
         f"{kind}/{i.metadata.name}": i.metadata.resource_version
         for kind, items in ns.children().items()
         for i in items
-        if i.metadata.name in ("valid", "valid-model-config")
+        if (i.metadata.labels or {}).get("tritonvllm.io/model") == "valid"
     }
     pods = ns.core.list_namespaced_pod(ns.name, label_selector="app.kubernetes.io/instance=valid")
     return {

@@ -1,16 +1,22 @@
 {{/*
 The operator's RBAC rules, and only those (docs/security.md explains each). The verbs follow
 what the operator and kopf really call:
-- tritonvllmmodels: list+watch (kopf's watch), patch (kopf's finalizer and annotations);
+- tritonvllmmodels: list+watch (the watch), patch (removing round 1's finalizer once);
   tritonvllmmodels/status: patch (conditions).
-- configmaps, services, deployments: list+watch (indexes of the children), create+patch
-  (server-side apply: a PATCH that creates the object is also authorized as create).
-- pods: list+watch (GPUs already held on each node). events: create (kopf.event).
+- configmaps, services, deployments, poddisruptionbudgets: list+watch (the children's watches,
+  filtered by label on the server), create+patch (server-side apply: a PATCH that creates the
+  object is also authorized as create), get (before the first apply of a child, to refuse
+  adopting an object of that name that is not ours).
+- configmaps, poddisruptionbudgets: delete (a config no pod mounts any more; the budget of a
+  model scaled to one replica).
+- pods: list+watch (GPUs held on each node; the model's pods' PodScheduled). events: create.
+- leases, in the release namespace only: get+create+update (leader election).
 - nodes: list+watch (GPU placement). customresourcedefinitions: list+watch (kopf's resource
   discovery). namespaces: list+watch, only when watching chosen namespaces (kopf's namespace
   observer; unused cluster-wide).
-No get, update or delete anywhere (children are removed by the garbage collector through their
-ownerReferences), no Secrets (tokens reach the pods only by secretKeyRef), no wildcards.
+No update anywhere but the Lease, no delete of Deployments or Services (children go with their
+model through ownerReferences), no Secrets (tokens reach the pods only by secretKeyRef), no
+wildcards.
 */}}
 
 {{- define "tvo.rules.namespaced" -}}
@@ -21,11 +27,17 @@ ownerReferences), no Secrets (tokens reach the pods only by secretKeyRef), no wi
   resources: ["tritonvllmmodels/status"]
   verbs: ["patch"]
 - apiGroups: [""]
-  resources: ["configmaps", "services"]
-  verbs: ["list", "watch", "create", "patch"]
+  resources: ["services"]
+  verbs: ["list", "watch", "get", "create", "patch"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["list", "watch", "get", "create", "patch", "delete"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["list", "watch", "create", "patch"]
+  verbs: ["list", "watch", "get", "create", "patch"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["list", "watch", "get", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
