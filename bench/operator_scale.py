@@ -32,12 +32,19 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "docs" / "benchmarks"
 GROUP, VERSION, PLURAL = "tritonvllm.io", "v1alpha1", "tritonvllmmodels"
 BENCH_PRODUCT = "NVIDIA-H100-80GB-HBM3"
-# Writes only the operator makes here: PATCH of models (status, kopf's finalizer and
-# bookkeeping) and server-side apply of children. Events are left out: the controller-manager
-# and the scheduler post them too, and the metric does not tell who posted.
+# Writes only the operator makes here: PATCH of models (status) and server-side apply (PATCH)
+# or DELETE of children. Events are left out: the controller-manager and the scheduler post them
+# too, and the metric does not tell who posted.
 OPERATOR_WRITES = re.compile(
-    r'apiserver_request_total\{[^}]*resource="(tritonvllmmodels|configmaps|services|deployments)"'
+    r'apiserver_request_total\{[^}]*resource="'
+    r'(tritonvllmmodels|configmaps|services|deployments|poddisruptionbudgets)"'
 )
+WRITE_VERBS = ("PATCH", "DELETE")
+# Present during the idle window: models the operator refuses (a bad engine argument) and one
+# whose Deployment the API server refuses (a toleration without key must use Exists).
+INVALID_SPECS = [{"engineArgs": {"max_modle_len": 4096}}] * 4 + [
+    {"tolerations": [{"operator": "Equal", "value": "x"}]}
+]
 
 
 @dataclass
@@ -72,7 +79,7 @@ def operator_writes(cluster: ClusterHandle) -> int:
         resource = re.search(r'resource="([a-z]+)"', line)
         if not verb or not resource:
             continue
-        if verb.group(1) == "PATCH":
+        if verb.group(1) in WRITE_VERBS:
             total += float(line.rsplit(" ", 1)[1])
     return int(total)
 
@@ -106,6 +113,16 @@ def conditions_true(custom: client.CustomObjectsApi, namespace: str, type_: str)
         for item in items
         for c in item.get("status", {}).get("conditions", [])
         if c["type"] == type_ and c["status"] == "True"
+    )
+
+
+def conditions_false(custom: client.CustomObjectsApi, namespace: str, type_: str) -> int:
+    items = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
+    return sum(
+        1
+        for item in items
+        for c in item.get("status", {}).get("conditions", [])
+        if c["type"] == type_ and c["status"] == "False"
     )
 
 
@@ -159,8 +176,23 @@ def run_size(
         print(f"N={n}: {err}; reported as not reached")
         all_ready = math.nan
     writes_after = operator_writes(cluster)
+    for i, spec in enumerate(INVALID_SPECS):
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "TritonVLLMModel",
+            "metadata": {"name": f"invalid-{i}"},
+            "spec": {"model": "meta-llama/Llama-3.1-8B-Instruct", "tensorParallelSize": 1, **spec},
+        }
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    wait_for(
+        lambda: conditions_false(custom, namespace, "Accepted") >= len(INVALID_SPECS),
+        60,
+        "the invalid models to be refused",
+    )
+    time.sleep(2)  # the last status write of their passes
+    idle_start = operator_writes(cluster)
     time.sleep(idle_s)
-    idle_writes = operator_writes(cluster) - writes_after
+    idle_writes = operator_writes(cluster) - idle_start
     stop.set()
     latencies = sorted((seen[name] - created[name]) * 1000 for name in created)
     result = Result(
@@ -173,7 +205,7 @@ def run_size(
         idle_writes=idle_writes,
         peak_rss_mb=peak_rss_mb(operator.process.pid) if operator.process else math.nan,
     )
-    # Models carry the operator's finalizer: delete them while it runs, then the namespace.
+    # Delete the models, then the namespace (their children go with them).
     custom.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
 
     def models_gone() -> bool:
@@ -202,10 +234,12 @@ def write_report(results: list[Result], out_dir: Path, idle_s: float) -> None:
         "",
         f"`make bench-operator`, {time.strftime('%Y-%m-%d')}, on {machine}; local control plane",
         "(kube-apiserver, scheduler, controller-manager of Kubernetes v1.36.5) with kwok GPU",
-        "nodes, all on the same machine. Each model: TP=1, one replica.",
+        "nodes, all on the same machine. Each model: TP=1, one replica. Writes: the operator's",
+        "PATCH and DELETE requests to models and their children; the idle window has 5 refused",
+        "models beside the converged ones, and the kwok nodes keep heartbeating.",
         "",
         "| models | create->Deployment p50 (ms) | p99 (ms) | all Scheduled (s) | all Ready (s) "
-        f"| operator PATCHes / model | PATCHes in {idle_s:g} s idle | operator peak RSS (MB) |",
+        f"| operator writes / model | writes in {idle_s:g} s idle | operator peak RSS (MB) |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:

@@ -208,6 +208,8 @@ class Controller:
             if stored:
                 self.world.set_model(stored)
         for type_, reason, message in plan.events:
+            level = logging.WARNING if type_ == "Warning" else logging.INFO
+            log.log(level, "%s/%s %s: %s", key[0], key[1], reason, message)
             kube.post_event(self.api, body, type_, reason, message, self.settings.field_manager)
 
 

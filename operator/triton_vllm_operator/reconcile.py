@@ -33,6 +33,7 @@ from .render.manifests import (
     endpoint,
     placement_digest,
     render_all,
+    rollout_strategy,
 )
 from .settings import Settings
 from .validation import SpecError, check_model, parse_model
@@ -143,19 +144,21 @@ def _place(model: TritonVLLMModel, observed: Observed, gpus: list[NodeGPUs]) -> 
     return _Placed(place_unseen(model.spec, fresh), fresh, False)
 
 
-def _strategy_kept(desired: dict[str, Any], live: Mapping[str, Any] | None) -> None:
+def _strategy_kept(desired: dict[str, Any], live: Mapping[str, Any] | None) -> bool:
     """While the pod template is unchanged, keep the live rollout strategy (no write for it)."""
     if live is None:
-        return
+        return False
     same = _annotations(live).get(TEMPLATE_HASH_ANNOTATION) == _annotations(desired).get(
         TEMPLATE_HASH_ANNOTATION
     )
     strategy = (live.get("spec") or {}).get("strategy")
-    if same and strategy:
-        desired["spec"]["strategy"] = {
-            "type": strategy.get("type", "RollingUpdate"),
-            "rollingUpdate": dict(strategy.get("rollingUpdate") or {}),
-        }
+    if not (same and strategy):
+        return False
+    desired["spec"]["strategy"] = {
+        "type": strategy.get("type", "RollingUpdate"),
+        "rollingUpdate": dict(strategy.get("rollingUpdate") or {}),
+    }
+    return True
 
 
 def _scheduled(placed: _Placed, observed: Observed, config_hash: str, tp: int) -> Verdict:
@@ -240,12 +243,14 @@ def _verdicts(
     if not isinstance(placement, Placement):  # unreachable: place_unseen covers Unplaceable
         raise TypeError(placement)
     tp = placement.tensor_parallel_size
-    in_use = inventory(model.spec, observed.nodes, [*observed.pods, *observed.own_gpu_pods])
-    surge = free_replica_slots(model.spec, in_use, tp) >= 1
-    children = [with_applied_hash(m) for m in render_all(model, placement, settings, surge)]
+    children = render_all(model, placement, settings)
     configmap, deployment = children[0], children[1]
-    _strategy_kept(deployment, live_deployment)
-    with_applied_hash(deployment)  # again: the strategy may have changed
+    if not _strategy_kept(deployment, live_deployment):
+        # A new template: surge when a node has the GPUs for one more pod free now.
+        in_use = inventory(model.spec, observed.nodes, [*observed.pods, *observed.own_gpu_pods])
+        surge = free_replica_slots(model.spec, in_use, tp) >= 1
+        deployment["spec"]["strategy"] = rollout_strategy(surge)
+    children = [with_applied_hash(m) for m in children]
     for manifest in children:
         key = (manifest["kind"], manifest["metadata"]["name"])
         if needs_apply(manifest, observed.children.get(key)):

@@ -72,7 +72,7 @@ def test_hf_token_is_never_copied_out_of_its_secret(
             ),
             "operator log": operator.log_path.read_text(errors="replace"),
         }
-        assert "gated" in places["Events"] and "Creation is processed" in places["operator log"]
+        assert "gated" in places["Events"] and "gated ModelServing" in places["operator log"]
         for where, text in places.items():
             assert token not in text, f"the HF token leaked into {where}"
             assert token[3:] not in text, f"the HF token leaked into {where}"
