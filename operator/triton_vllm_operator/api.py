@@ -264,6 +264,22 @@ class StorageSpec(ApiModel):
     )
 
 
+class OpenAISpec(ApiModel):
+    """vLLM's OpenAI-compatible server, run by the backend on the same engine as Triton's API."""
+
+    enabled: bool = Field(default=True, description="Serve /v1/* and vLLM's /metrics.")
+    port: int = Field(
+        default=9000, ge=1024, le=65535, description="Container and Service port `openai`."
+    )
+    args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="vLLM's OpenAI server arguments (vllm serve's frontend flags in their Python "
+        "names, e.g. chat_template, tool_call_parser, enable_auto_tool_choice), written to "
+        "model.json's `openai` section; the backend refuses unknown names at load.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
 class TritonVLLMModelSpec(ApiModel):
     """The desired state: which model, how vLLM runs it, how many replicas."""
 
@@ -323,6 +339,9 @@ class TritonVLLMModelSpec(ApiModel):
         "smallest GPU count that fits them with room for the KV cache.",
     )
     triton: TritonSpec = Field(default_factory=TritonSpec, description="Triton settings.")
+    openai: OpenAISpec = Field(
+        default_factory=OpenAISpec, description="The OpenAI-compatible API beside Triton's."
+    )
     storage: StorageSpec = Field(default_factory=StorageSpec, description="Model cache.")
     resources: ResourceRequirements = Field(
         default_factory=ResourceRequirements,
@@ -355,6 +374,17 @@ class Condition(ApiModel):
     )
 
 
+class Endpoints(ApiModel):
+    """Where clients reach the model inside the cluster."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    triton_http: str | None = Field(default=None, description="Triton's HTTP/REST (KServe v2).")
+    triton_grpc: str | None = Field(default=None, description="Triton's gRPC (host:port).")
+    openai: str | None = Field(default=None, description="OpenAI-compatible base URL (/v1).")
+    metrics: str | None = Field(default=None, description="Prometheus metrics.")
+
+
 class TritonVLLMModelStatus(ApiModel):
     """The observed state, rebuilt from the world on every reconcile."""
 
@@ -371,6 +401,9 @@ class TritonVLLMModelStatus(ApiModel):
         default=None, description="Replicas running the config of this generation."
     )
     endpoint: str | None = Field(default=None, description="In-cluster HTTP endpoint.")
+    endpoints: Endpoints | None = Field(
+        default=None, description="In-cluster URLs of every API the pods serve."
+    )
     config_hash: str | None = Field(
         default=None, description="Hash of config.pbtxt and model.json the pods run."
     )

@@ -31,6 +31,7 @@ from .render.manifests import (
     TEMPLATE_HASH_ANNOTATION,
     digest,
     endpoint,
+    endpoints,
     placement_digest,
     render_all,
     rollout_strategy,
@@ -272,6 +273,7 @@ def _verdicts(
         "readyReplicas": ready_replicas,
         "updatedReplicas": updated,
         "endpoint": url,
+        "endpoints": endpoints(model),
         "configHash": config_hash,
         "configMap": current_cm,
     }
@@ -301,6 +303,7 @@ STATUS_FIELDS = (
     "readyReplicas",
     "updatedReplicas",
     "endpoint",
+    "endpoints",
     "configHash",
     "configMap",
 )

@@ -43,9 +43,9 @@ def test_schema_is_structural() -> None:
         assert "type" in node or node.get("x-kubernetes-int-or-string"), path
 
 
-def test_only_engine_args_and_triton_config_preserve_unknown_fields() -> None:
+def test_only_engine_args_openai_args_and_triton_config_preserve_unknown_fields() -> None:
     preserved = [p for p, n in walk(schema()) if n.get("x-kubernetes-preserve-unknown-fields")]
-    assert preserved == [".spec.engineArgs", ".spec.triton.config"]
+    assert preserved == [".spec.engineArgs", ".spec.triton.config", ".spec.openai.args"]
 
 
 def test_int_or_string_fields() -> None:
@@ -90,6 +90,7 @@ def test_status_declares_every_field_the_operator_writes() -> None:
         "readyReplicas",
         "updatedReplicas",
         "endpoint",
+        "endpoints",
         "configHash",
         "configMap",
     }

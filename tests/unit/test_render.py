@@ -157,9 +157,10 @@ class TestDeployment:
             "http": 8000,
             "grpc": 8001,
             "metrics": 8002,
+            "openai": 9000,
         }
 
-    def test_probes_use_triton_health_endpoints(self) -> None:
+    def test_probes_cover_triton_and_the_openai_server(self) -> None:
         container = self.pod(render_deployment(model(), placed(), SETTINGS))["containers"][0]
         assert container["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
         assert (
@@ -167,8 +168,32 @@ class TestDeployment:
             * container["startupProbe"]["periodSeconds"]
             >= 1800
         )
-        assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+        # vLLM's /health answers only while the engine is healthy inside a running tritonserver.
+        assert container["readinessProbe"]["httpGet"] == {"path": "/health", "port": "openai"}
         assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+        off = model(openai={"enabled": False})
+        container = self.pod(render_deployment(off, placed(), SETTINGS))["containers"][0]
+        assert container["readinessProbe"]["httpGet"] == {
+            "path": "/v2/health/ready",
+            "port": "http",
+        }
+        assert "openai" not in {p["name"] for p in container["ports"]}
+
+    def test_pods_carry_the_engine_type_endpoint_pickers_select(self) -> None:
+        labels = render_deployment(model(), placed(), SETTINGS)["spec"]["template"]["metadata"][
+            "labels"
+        ]
+        assert labels["llm-d.ai/engine-type"] == "vllm"
+        assert labels["inference.networking.k8s.io/engine-type"] == "vllm"
+
+    def test_openai_server_port_and_args_reach_the_backend(self) -> None:
+        spec = {"openai": {"port": 9100, "args": {"chat_template": "{{ messages }}"}}}
+        data = config_data(model(**spec), 1, "tritonvllm")
+        config = text_format.Parse(data["config.pbtxt"], mc.ModelConfig())
+        assert config.parameters["OPENAI_API_PORT"].string_value == "9100"
+        assert json.loads(data["model.json"])["openai"] == {"chat_template": "{{ messages }}"}
+        off = config_data(model(openai={"enabled": False}), 1, "tritonvllm")
+        assert "OPENAI_API_PORT" not in off["config.pbtxt"]
 
     def test_config_files_are_projected_into_the_model_repository(self) -> None:
         pod = self.pod(render_deployment(model(servedModelName="chat"), placed(), SETTINGS))
@@ -320,6 +345,7 @@ class TestService:
             ("http", 8000),
             ("grpc", 8001),
             ("metrics", 8002),
+            ("openai", 9000),
         ]
 
 

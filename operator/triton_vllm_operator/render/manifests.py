@@ -38,6 +38,13 @@ def selector_labels(model: TritonVLLMModel) -> dict[str, str]:
     }
 
 
+# Endpoint pickers (llm-d's router, the Gateway API Inference Extension) read the engine type.
+ENGINE_LABELS = {
+    "llm-d.ai/engine-type": "vllm",
+    "inference.networking.k8s.io/engine-type": "vllm",  # deprecated, still read
+}
+
+
 def labels(model: TritonVLLMModel) -> dict[str, str]:
     """Labels on every child."""
     return {
@@ -93,6 +100,26 @@ def endpoint(model: TritonVLLMModel) -> str:
     return f"http://{host}:{PORTS['http']}/v2/models/{model.served_name}"
 
 
+def ports(model: TritonVLLMModel) -> dict[str, int]:
+    """The pod's and Service's named ports."""
+    if not model.spec.openai.enabled:
+        return dict(PORTS)
+    return {**PORTS, "openai": model.spec.openai.port}
+
+
+def endpoints(model: TritonVLLMModel) -> dict[str, str]:
+    """Every API's in-cluster URL, for status."""
+    host = f"{model.metadata.name}.{model.metadata.namespace}.svc"
+    urls = {
+        "tritonHttp": endpoint(model),
+        "tritonGrpc": f"{host}:{PORTS['grpc']}",
+        "metrics": f"http://{host}:{PORTS['metrics']}/metrics",
+    }
+    if model.spec.openai.enabled:
+        urls["openai"] = f"http://{host}:{model.spec.openai.port}/v1"
+    return urls
+
+
 def render_configmap(
     model: TritonVLLMModel, tensor_parallel_size: int, settings: Settings
 ) -> dict[str, Any]:
@@ -119,7 +146,7 @@ def render_service(model: TritonVLLMModel) -> dict[str, Any]:
             "selector": selector_labels(model),
             "ports": [
                 {"name": name, "port": port, "targetPort": name, "protocol": "TCP"}
-                for name, port in PORTS.items()
+                for name, port in ports(model).items()
             ],
         },
     }
@@ -194,8 +221,16 @@ def _cache_volume(model: TritonVLLMModel) -> dict[str, Any]:
     return {"name": "cache", "emptyDir": empty_dir}
 
 
-def _probe(path: str, **timing: int) -> dict[str, Any]:
-    return {"httpGet": {"path": path, "port": "http"}, **timing}
+def _probe(path: str, port: str = "http", **timing: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": port}, **timing}
+
+
+def _ready_path(model: TritonVLLMModel) -> tuple[str, str]:
+    """What readiness probes: with the OpenAI server on, its /health, which answers only while
+    the engine is healthy and the backend (hence tritonserver, its parent) runs; else Triton's."""
+    if model.spec.openai.enabled:
+        return "/health", "openai"
+    return "/v2/health/ready", "http"
 
 
 def _container(model: TritonVLLMModel, placement: Placement, settings: Settings) -> dict[str, Any]:
@@ -211,7 +246,8 @@ def _container(model: TritonVLLMModel, placement: Placement, settings: Settings)
             *model.spec.triton.args,
         ],
         "ports": [
-            {"name": name, "containerPort": port, "protocol": "TCP"} for name, port in PORTS.items()
+            {"name": name, "containerPort": port, "protocol": "TCP"}
+            for name, port in ports(model).items()
         ],
         "env": _env(model),
         "resources": _resources(model, placement.tensor_parallel_size),
@@ -229,7 +265,7 @@ def _container(model: TritonVLLMModel, placement: Placement, settings: Settings)
             periodSeconds=STARTUP_PERIOD_SECONDS,
             failureThreshold=STARTUP_FAILURE_THRESHOLD,
         ),
-        "readinessProbe": _probe("/v2/health/ready", periodSeconds=5, failureThreshold=3),
+        "readinessProbe": _probe(*_ready_path(model), periodSeconds=5, failureThreshold=3),
         "livenessProbe": _probe("/v2/health/live", periodSeconds=10, failureThreshold=6),
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -288,7 +324,7 @@ def render_deployment(
     if affinity:
         pod_spec["affinity"] = affinity
     template = {
-        "metadata": {"labels": labels(model), "annotations": pod_annotations},
+        "metadata": {"labels": {**labels(model), **ENGINE_LABELS}, "annotations": pod_annotations},
         "spec": pod_spec,
     }
     metadata = _metadata(model, model.metadata.name)

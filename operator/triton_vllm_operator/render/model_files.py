@@ -45,6 +45,8 @@ def render_model_config(model: TritonVLLMModel, backend_name: str) -> mc.ModelCo
     config.instance_group.add(count=1, kind=mc.ModelInstanceGroup.KIND_MODEL)
     for key in ("REPORT_CUSTOM_METRICS", "ENABLE_VLLM_HEALTH_CHECK"):
         config.parameters[key].string_value = "true"
+    if model.spec.openai.enabled:
+        config.parameters["OPENAI_API_PORT"].string_value = str(model.spec.openai.port)
     user = _user_config(model.spec.triton.config)
     for descriptor, value in user.ListFields():
         target = getattr(config, descriptor.name)
@@ -68,11 +70,13 @@ def render_config_pbtxt(model: TritonVLLMModel, backend_name: str) -> str:
 
 def render_model_json(model: TritonVLLMModel, tensor_parallel_size: int) -> str:
     """model.json: vLLM engine arguments, plus the model and the resolved TP size."""
-    engine_args = {
+    engine_args: dict[str, Any] = {
         **model.spec.engine_args,
         "model": model.spec.model,
         "tensor_parallel_size": tensor_parallel_size,
     }
+    if model.spec.openai.enabled and model.spec.openai.args:
+        engine_args["openai"] = dict(model.spec.openai.args)
     return json.dumps(engine_args, indent=2, sort_keys=True) + "\n"
 
 
