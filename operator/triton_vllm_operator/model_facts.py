@@ -115,16 +115,18 @@ class ModelFacts:
 def status_of(facts: ModelFacts) -> ModelStatus:
     """What `status.model` reports about the facts."""
     weights = facts.weights_gib
-    return ModelStatus(
-        source=facts.source,
-        architecture=facts.architecture,
-        parameters=facts.parameters,
-        dtype=facts.dtype,
-        weights_gi_b=round(weights, 2) if weights is not None else None,
-        kv_bytes_per_token=facts.kv_bytes_per_token(),
-        max_context=facts.max_context,
-        attention_heads=facts.attention_heads,
-        kv_heads=facts.kv_heads,
+    return ModelStatus.model_validate(
+        {
+            "source": facts.source,
+            "architecture": facts.architecture,
+            "parameters": facts.parameters,
+            "dtype": facts.dtype,
+            "weightsGiB": round(weights, 2) if weights is not None else None,
+            "kvBytesPerToken": facts.kv_bytes_per_token(),
+            "maxContext": facts.max_context,
+            "attentionHeads": facts.attention_heads,
+            "kvHeads": facts.kv_heads,
+        }
     )
 
 
