@@ -302,6 +302,13 @@ def with_weights(facts: ModelFacts, weights: Weights | None) -> ModelFacts:
     return replace(facts, weights_bytes=weights.bytes, parameters=weights.parameters)
 
 
+def with_size_hint(facts: ModelFacts, size_gib: float | None) -> ModelFacts:
+    """The facts with spec.modelSizeGiB as the weights' size where the files did not give it."""
+    if facts.weights_bytes is not None or size_gib is None:
+        return facts
+    return replace(facts, weights_bytes=int(size_gib * GIB))
+
+
 def _load_json(path: Path, source: str) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
