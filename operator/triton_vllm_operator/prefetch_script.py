@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,9 @@ from typing import Any
 SMALL_FILES = (".json", ".txt", ".model", ".tiktoken", ".jinja", ".py")
 OTHER_WEIGHTS = (".bin", ".pt")
 PROGRESS_SECONDS = float(os.environ.get("PREFETCH_PROGRESS_SECONDS", "5"))
+# A partial file untouched this long belongs to an attempt that died: huggingface_hub names
+# partial files per process and never reuses them, so they only take space.
+STALE_SECONDS = float(os.environ.get("PREFETCH_STALE_SECONDS", "600"))
 TERMINATION_LOG = Path(os.environ.get("PREFETCH_TERMINATION_LOG", "/dev/termination-log"))
 
 
@@ -49,9 +53,28 @@ def wanted(files: dict[str, int], index: dict[str, Any] | None) -> list[str]:
     return sorted(set(small) | set(weights))
 
 
+def blobs_dir(cache_dir: Path, repo: str) -> Path:
+    return cache_dir / f"models--{repo.replace('/', '--')}" / "blobs"
+
+
+def remove_stale_partials(cache_dir: Path, repo: str, now: float) -> tuple[int, int]:
+    """Delete partial downloads of dead attempts; returns how many, and the bytes freed."""
+    removed = freed = 0
+    for partial in blobs_dir(cache_dir, repo).glob("*.incomplete"):
+        try:
+            stat = partial.stat()
+            if now - stat.st_mtime >= STALE_SECONDS:
+                partial.unlink()
+                removed += 1
+                freed += stat.st_size
+        except OSError:
+            continue
+    return removed, freed
+
+
 def cached_bytes(cache_dir: Path, repo: str) -> int:
     """Bytes of the repo's blobs in the cache, partial downloads included."""
-    blobs = cache_dir / f"models--{repo.replace('/', '--')}" / "blobs"
+    blobs = blobs_dir(cache_dir, repo)
     total = 0
     for blob in blobs.glob("*") if blobs.is_dir() else ():
         try:
@@ -88,9 +111,12 @@ def failure(err: BaseException) -> tuple[str, str]:
 
 def run(repo: str, revision: str, cache_dir: Path) -> int:
     from huggingface_hub import HfApi, hf_hub_download, snapshot_download
-    from huggingface_hub.errors import RemoteEntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError
 
     api = HfApi()
+    removed, freed = remove_stale_partials(cache_dir, repo, time.time())
+    if removed:
+        say("cleaned", files=removed, freed=freed)
     try:
         tree: Iterable[Any] = api.list_repo_tree(repo, revision=revision, recursive=True)
         files = {f.path: int(f.size or 0) for f in tree if hasattr(f, "size")}
@@ -99,7 +125,7 @@ def run(repo: str, revision: str, cache_dir: Path) -> int:
                 repo, "model.safetensors.index.json", revision=revision, cache_dir=cache_dir
             )
             index: dict[str, Any] | None = json.loads(Path(index_path).read_text())
-        except RemoteEntryNotFoundError:
+        except EntryNotFoundError:  # one file, or not safetensors
             index = None
         patterns = wanted(files, index)
         total = sum(files[n] for n in patterns if n in files)
