@@ -125,10 +125,6 @@ class MemoryPlan:
         return self.needed_bytes <= self.budget_bytes
 
     @property
-    def weights_fit(self) -> bool:
-        return self.weights_bytes + self.overhead_bytes < self.budget_bytes
-
-    @property
     def kv_cache_tokens(self) -> int:
         """Tokens of KV cache the GPU has room for beside the weights (0 when they do not fit)."""
         room = self.budget_bytes - self.weights_bytes - self.overhead_bytes
@@ -218,9 +214,8 @@ def kv_heads_per_gpu(facts: ModelFacts, tp: int) -> int:
 
 def _weights_bytes(facts: ModelFacts, limits: EngineLimits) -> int | None:
     """The weights in the dtype vLLM loads them in (a quantized checkpoint as it is)."""
-    if facts.quantization is None and facts.parameters and limits.dtype != "auto":
-        return facts.parameters * limits.compute_dtype_bytes(facts)
-    if facts.quantization is None and facts.parameters and facts.dtype == "float32":
+    recast = limits.dtype != "auto" or facts.dtype == "float32"
+    if facts.quantization is None and facts.parameters and recast:
         return facts.parameters * limits.compute_dtype_bytes(facts)
     return facts.weights_bytes
 
@@ -310,7 +305,7 @@ def _sized(plan: MemoryPlan, facts: ModelFacts, gpus: GPUs) -> Sized:
 _MEMORY_REASONS = ("MaxModelLenTooLong", "InsufficientGPUMemory")
 
 
-def _too_long(facts: ModelFacts, plan: MemoryPlan, largest: int, lead: str) -> Refusal:
+def _too_long(plan: MemoryPlan, largest: int, lead: str) -> Refusal:
     return Refusal(
         "MaxModelLenTooLong",
         f"{lead}: {plan.describe()}. The largest max_model_len that fits is {largest}: set "
@@ -339,14 +334,14 @@ def check_max_model_len(
     if largest == 0:
         return Refusal(
             "InsufficientGPUMemory",
-            f"{facts.name} does not fit {tp} x {_gib(gpus.memory_bytes)} at "
+            f"{facts.name} does not fit GPUs of {_gib(gpus.memory_bytes)} at "
             f"tensorParallelSize={tp}: {plan.describe()}.",
         )
     lead = (
         f"{facts.name} at tensorParallelSize={tp} on {_gib(gpus.memory_bytes)} GPUs has no room "
         f"for max_model_len {length}"
     )
-    return _too_long(facts, plan, largest, lead)
+    return _too_long(plan, largest, lead)
 
 
 def check_tensor_parallel_size(
@@ -411,7 +406,7 @@ def choose_tensor_parallel_size(
             f"{facts.name} does not fit {gpus.describe()} with max_model_len {length} at any "
             f"tensorParallelSize up to {gpus.count}; at tensorParallelSize={largest}"
         )
-        return _too_long(facts, plan, longest, lead)
+        return _too_long(plan, longest, lead)
     return Refusal(
         "ModelTooLarge",
         f"{facts.name} ({_gib(_weights_bytes(facts, limits) or 0)} of weights) does not fit "
