@@ -13,10 +13,10 @@ import yaml
 from .api import KIND
 from .crd import custom_resource_definition
 from .model_facts import ModelFactsError
-from .offline_sizing import place_with_facts
 from .placement import Placement, Unplaceable, inventory, place
 from .render.manifests import render_all
 from .settings import Settings
+from .sized_placement import place_from_snapshot
 from .validation import SpecError, check_model, parse_model
 
 
@@ -76,7 +76,7 @@ def render_documents(
         placement: Placement | Unplaceable
         if model_dir is not None:
             try:
-                placement = place_with_facts(model, model_dir, nodes)
+                placement = place_from_snapshot(model, model_dir, nodes)
             except ModelFactsError as err:
                 raise SpecError(err.reason, f"{model.metadata.name}: {err.message}") from err
         elif nodes is not None:

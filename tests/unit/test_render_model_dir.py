@@ -64,7 +64,7 @@ def test_8b_on_an_l4_needs_a_shorter_context(
 ) -> None:
     code, _, err = render(tmp_path, capsys, "Llama-3.1-8B", [gpu_node("l4-0", 1, L4)])
     assert code == 1
-    assert "error: MaxModelLenTooLong: llama: on l4-0 (1 x NVIDIA-L4, 22 GiB each" in err
+    assert "error: MaxModelLenTooLong: llama: On l4-0 (1 x NVIDIA-L4, 22 GiB each" in err
     assert "set spec.engineArgs.max_model_len to at most 26624" in err
 
     code, docs, _ = render(
