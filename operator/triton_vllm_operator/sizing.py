@@ -305,10 +305,10 @@ def _sized(plan: MemoryPlan, facts: ModelFacts, gpus: GPUs) -> Sized:
 _MEMORY_REASONS = ("MaxModelLenTooLong", "InsufficientGPUMemory")
 
 
-def _too_long(plan: MemoryPlan, largest: int, lead: str) -> Refusal:
+def _too_long(plan: MemoryPlan, largest: int, opening: str) -> Refusal:
     return Refusal(
         "MaxModelLenTooLong",
-        f"{lead}: {plan.describe()}. The largest max_model_len that fits is {largest}: set "
+        f"{opening}: {plan.describe()}. The largest max_model_len that fits is {largest}: set "
         f"spec.engineArgs.max_model_len to at most {largest}, or use more or larger GPUs.",
         largest_max_model_len=largest,
     )
@@ -337,11 +337,11 @@ def check_max_model_len(
             f"{facts.name} does not fit GPUs of {_gib(gpus.memory_bytes)} at "
             f"tensorParallelSize={tp}: {plan.describe()}.",
         )
-    lead = (
+    opening = (
         f"{facts.name} at tensorParallelSize={tp} on {_gib(gpus.memory_bytes)} GPUs has no room "
         f"for max_model_len {length}"
     )
-    return _too_long(plan, largest, lead)
+    return _too_long(plan, largest, opening)
 
 
 def check_tensor_parallel_size(
@@ -402,11 +402,11 @@ def choose_tensor_parallel_size(
     plan = plan_memory(facts, limits, gpus, largest, length, overhead_bytes)
     longest = largest_max_model_len(facts, limits, gpus, largest, overhead_bytes)
     if longest:
-        lead = (
+        opening = (
             f"{facts.name} does not fit {gpus.describe()} with max_model_len {length} at any "
             f"tensorParallelSize up to {gpus.count}; at tensorParallelSize={largest}"
         )
-        return _too_long(plan, longest, lead)
+        return _too_long(plan, longest, opening)
     return Refusal(
         "ModelTooLarge",
         f"{facts.name} ({_gib(_weights_bytes(facts, limits) or 0)} of weights) does not fit "
