@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx2
-from huggingface_hub import HfApi, hf_hub_download
+from huggingface_hub import HfApi, get_session, hf_hub_download, hf_hub_url
 from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
@@ -171,6 +171,13 @@ class _Repo:
     def api(self) -> HfApi:
         return HfApi(endpoint=self.endpoint, token=self.token or False)
 
+    def probe(self, revision: str) -> None:
+        """One request, without huggingface_hub's retries (about 25 s of backoff when the Hub is
+        down): any answer means reachable; no answer raises httpx2's TransportError."""
+        url = hf_hub_url(self.repo, CONFIG_FILE, revision=revision, endpoint=self.endpoint)
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        get_session().head(url, headers=headers, timeout=self.timeout, follow_redirects=False)
+
 
 def _weights(source: _Repo, commit: str, dtype: str | None) -> Weights | None:
     """From the index when the checkpoint is sharded, else from model.safetensors' header."""
@@ -214,6 +221,7 @@ def fetch_facts(
     wanted = revision or DEFAULT_REVISION
     source = _Repo(repo, endpoint, token, cache_dir, timeout)
     with _hub_errors(repo, wanted, endpoint, token):
+        source.probe(wanted)
         config_path = source.download(CONFIG_FILE, wanted)
         commit = Path(config_path).parent.name
         config = _load(config_path)

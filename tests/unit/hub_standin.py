@@ -263,7 +263,7 @@ def serve(hub: HubStandIn) -> Iterator[HubStandIn]:
     """Run the stand-in on a free port of 127.0.0.1 until the block ends."""
     server = _Server(hub)
     hub.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield hub
