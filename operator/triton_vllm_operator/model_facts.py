@@ -88,6 +88,9 @@ class ModelFacts:
     experts_per_token: int | None = None
     quantization: str | None = None  # quantization_config.quant_method
     commit: str | None = None  # the commit the facts were read at, when fetched from a Hub
+    # Multi-head latent attention (DeepSeek): each layer caches one latent vector of this size
+    # per token (kv_lora_rank + qk_rope_head_dim) instead of K and V per KV head.
+    kv_latent_dim: int | None = None
 
     @property
     def name(self) -> str:
@@ -107,8 +110,11 @@ class ModelFacts:
         return self.weights_bytes / GIB if self.weights_bytes is not None else None
 
     def kv_bytes_per_token(self, dtype_bytes: int | None = None) -> int:
-        """KV cache bytes per token, whole model: 2 x layers x kv_heads x head_dim x bytes."""
+        """KV cache bytes per token, whole model: 2 x layers x kv_heads x head_dim x bytes
+        (layers x latent size x bytes with latent attention)."""
         size = dtype_bytes if dtype_bytes is not None else DTYPE_BYTES.get(self.dtype or "", 2)
+        if self.kv_latent_dim:
+            return self.layers * self.kv_latent_dim * size
         return 2 * self.layers * self.kv_heads * self.head_dim * size
 
 
@@ -203,6 +209,7 @@ def parse_config(config: Mapping[str, Any], source: str) -> ModelFacts:
             f"{source}: config.json has neither head_dim nor hidden_size.",
         )
     architectures = config.get("architectures")
+    latent = _first_int(text, "kv_lora_rank")
     quantization = config.get("quantization_config") or text.get("quantization_config")
     return ModelFacts(
         source=source,
@@ -221,6 +228,7 @@ def parse_config(config: Mapping[str, Any], source: str) -> ModelFacts:
         intermediate_size=_first_int(text, "intermediate_size", "ffn_hidden_size", "n_inner"),
         experts=_first_int(text, "num_local_experts", "num_experts", "n_routed_experts"),
         experts_per_token=_first_int(text, "num_experts_per_tok", "moe_topk"),
+        kv_latent_dim=latent + (_first_int(text, "qk_rope_head_dim") or 0) if latent else None,
         quantization=str(quantization.get("quant_method"))
         if isinstance(quantization, Mapping) and quantization.get("quant_method")
         else None,

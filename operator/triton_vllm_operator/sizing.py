@@ -181,7 +181,7 @@ def split_problem(facts: ModelFacts, tp: int) -> str | None:
     if facts.attention_heads % tp:
         return f"{facts.attention_heads} attention heads do not divide by {tp}"
     kv = facts.kv_heads
-    if (kv >= tp and kv % tp) or (kv < tp and tp % kv):
+    if not facts.kv_latent_dim and ((kv >= tp and kv % tp) or (kv < tp and tp % kv)):
         return (
             f"{kv} KV heads can neither be divided by {tp} nor each replicated on a whole "
             f"number of the {tp} GPUs"
@@ -207,6 +207,13 @@ def _shape(facts: ModelFacts) -> str:
 def kv_heads_per_gpu(facts: ModelFacts, tp: int) -> int:
     """KV heads each GPU caches: split when there are at least TP of them, else one replica."""
     return max(facts.kv_heads // tp, 1)
+
+
+def kv_elements_per_token(facts: ModelFacts, tp: int) -> int:
+    """KV cache elements per token on each GPU; a latent-attention cache is whole on every GPU."""
+    if facts.kv_latent_dim:
+        return facts.layers * facts.kv_latent_dim
+    return 2 * facts.layers * kv_heads_per_gpu(facts, tp) * facts.head_dim
 
 
 # --- memory -----------------------------------------------------------------------------------
@@ -252,7 +259,7 @@ def plan_memory(
     weights = _weights_bytes(facts, limits)
     if weights is None:
         raise ValueError(f"the weights of {facts.name} are of unknown size")
-    per_token = 2 * facts.layers * kv_heads_per_gpu(facts, tp) * facts.head_dim
+    per_token = kv_elements_per_token(facts, tp)
     return MemoryPlan(
         tensor_parallel_size=tp,
         max_model_len=max_model_len,

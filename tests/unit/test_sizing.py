@@ -8,7 +8,13 @@ from typing import Any
 import pytest
 
 from tests.unit.model_dirs import snapshot
-from triton_vllm_operator.model_facts import GIB, ModelFacts, facts_from_dir, with_size_hint
+from triton_vllm_operator.model_facts import (
+    GIB,
+    ModelFacts,
+    facts_from_dir,
+    parse_config,
+    with_size_hint,
+)
 from triton_vllm_operator.sizing import (
     EngineArgError,
     EngineLimits,
@@ -164,6 +170,30 @@ def test_kv_heads_are_replicated_once_tp_exceeds_them(facts: dict[str, ModelFact
     assert [kv_heads_per_gpu(llama, tp) for tp in (1, 2, 4, 8, 16, 32)] == [8, 4, 2, 1, 1, 1]
     at16 = plan_memory(llama, EngineLimits(), H100_X8, 16, 1)
     assert at16.kv_bytes_per_token == 2 * 32 * 1 * 128 * 2
+
+
+def test_latent_attention_caches_one_latent_per_layer_on_every_gpu() -> None:
+    # DeepSeek-V3's published attention and expert dimensions; its other fields left out.
+    deepseek = parse_config(
+        {
+            "architectures": ["DeepseekV3ForCausalLM"],
+            "num_hidden_layers": 61,
+            "num_attention_heads": 128,
+            "num_key_value_heads": 128,
+            "hidden_size": 7168,
+            "kv_lora_rank": 512,
+            "qk_rope_head_dim": 64,
+            "n_routed_experts": 256,
+            "num_experts_per_tok": 8,
+            "max_position_embeddings": 163840,
+            "torch_dtype": "bfloat16",
+        },
+        "deepseek-ai/DeepSeek-V3",
+    )
+    assert deepseek.kv_bytes_per_token() == 61 * (512 + 64) * 2
+    for tp in (1, 8):
+        plan = plan_memory(with_size_hint(deepseek, 600), EngineLimits(), H200_X8, tp, 1)
+        assert plan.kv_bytes_per_token == 61 * 576 * 2  # not divided by TP
 
 
 def test_explicit_size_too_small_for_the_weights_names_the_sizes_that_fit(
