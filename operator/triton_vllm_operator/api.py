@@ -383,6 +383,7 @@ class ModelStatus(ApiModel):
     model_config = ConfigDict(extra="ignore")
 
     source: str | None = Field(default=None, description="Repo id@revision or path read.")
+    commit: str | None = Field(default=None, description="The Hub commit the facts were read at.")
     architecture: str | None = Field(default=None, description="config.json architectures[0].")
     parameters: int | None = Field(default=None, description="Number of weights.")
     dtype: str | None = Field(default=None, description="Weights dtype in config.json.")

@@ -124,6 +124,7 @@ def status_of(facts: ModelFacts) -> ModelStatus:
     return ModelStatus.model_validate(
         {
             "source": facts.source,
+            "commit": facts.commit,
             "architecture": facts.architecture,
             "parameters": facts.parameters,
             "dtype": facts.dtype,

@@ -22,7 +22,7 @@ from triton_vllm_operator.hub import (
     NeedsToken,
     fetch_facts,
 )
-from triton_vllm_operator.model_facts import ModelFactsError
+from triton_vllm_operator.model_facts import ModelFactsError, status_of
 
 TOKEN = "hf_test_token_of_the_gated_repo"
 TINY_CONFIG = {
@@ -104,6 +104,18 @@ def test_single_file_model_is_sized_from_its_header_without_downloading_weights(
     assert (facts.layers, facts.attention_heads, facts.kv_heads, facts.head_dim) == (2, 4, 2, 16)
     assert (facts.parameters, facts.weights_bytes) == (TINY_PARAMETERS, TINY_PARAMETERS * 2)
     assert facts.max_context == 2048
+    assert status_of(facts).model_dump(by_alias=True, exclude_none=True) == {
+        "source": "acme/tiny-llama@main",
+        "commit": hub.commit("acme/tiny-llama"),
+        "architecture": "LlamaForCausalLM",
+        "parameters": TINY_PARAMETERS,
+        "dtype": "bfloat16",
+        "weightsGiB": 0.0,
+        "kvBytesPerToken": 2 * 2 * 2 * 16 * 2,
+        "maxContext": 2048,
+        "attentionHeads": 4,
+        "kvHeads": 2,
+    }
     weights = [r for r in hub.requests if r.path.endswith("/model.safetensors")]
     assert weights and all(r.range == "bytes=0-100000" for r in weights)  # the header only
 
