@@ -137,6 +137,16 @@ def _hub_errors(
             f"{where} could not be reached for {repo} ({type(err).__name__}); retrying. Where "
             "the cluster has no route to the Hub, set spec.storage.endpoint to a mirror."
         ) from err
+    except httpx2.HTTPError as err:
+        raise HubUnreachable(
+            f"{where} gave no usable answer for {repo} ({err}); retrying."
+        ) from err
+    except OSError as err:  # the local cache: full, read-only, not a directory
+        raise ModelFactsError(
+            "ModelCacheUnusable",
+            f"The operator could not keep {repo}'s files in its cache ({err}).",
+            retryable=True,
+        ) from err
     except ValueError as err:  # config.json or the index is not JSON
         raise ModelFactsError(
             "ModelConfigInvalid", f"{repo}@{revision}: a model file is not JSON ({err})."

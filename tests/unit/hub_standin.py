@@ -98,6 +98,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _error(self, status: int, code: str, message: str, commit: str | None = None) -> None:
         body = json.dumps({"error": message}).encode()
+        self._record(status, 0)  # before answering: a test may look as soon as it has the answer
         self.send_response(status)
         self.send_header("X-Error-Code", code)
         self.send_header("X-Error-Message", message)
@@ -108,16 +109,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
-        self._record(status, 0)
 
     def _json(self, payload: Any) -> None:
         body = json.dumps(payload).encode()
+        self._record(200, len(body))
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-        self._record(200, len(body))
 
     def _token(self) -> str | None:
         header = self.headers.get("Authorization") or ""
@@ -218,6 +218,19 @@ class _Handler(BaseHTTPRequestHandler):
             start = int(first) if first else 0
             end = min(int(last) + 1, len(data)) if last else len(data)
             status = 206
+        body = data[start:end]
+        fault = ""
+        if self.command == "HEAD":
+            sent = 0
+        elif not ranged and name in hub.cut_after:
+            sent = hub.cut_after.pop(name)
+            fault = "cut"
+        elif not ranged and name in hub.stall_after:
+            sent = hub.stall_after.pop(name)
+            fault = "stall"
+        else:
+            sent = len(body)
+        self._record(status, sent)
         self.send_response(status)
         self.send_header("X-Repo-Commit", commit)
         self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
@@ -227,27 +240,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
         self.end_headers()
         if self.command == "HEAD":
-            self._record(status, 0)
             return
-        body = data[start:end]
-        if not ranged and name in hub.cut_after:
-            cut = hub.cut_after.pop(name)
-            self.wfile.write(body[:cut])
-            self.wfile.flush()
-            self._record(status, cut)
+        self.wfile.write(body[:sent])
+        self.wfile.flush()
+        if fault == "cut":
             self.close_connection = True
             self.connection.shutdown(2)
-            return
-        if not ranged and name in hub.stall_after:
-            stall = hub.stall_after.pop(name)
-            self.wfile.write(body[:stall])
-            self.wfile.flush()
-            self._record(status, stall)
+        elif fault == "stall":
             hub.release.wait(timeout=60)
             self.close_connection = True
-            return
-        self.wfile.write(body)
-        self._record(status, len(body))
 
 
 class _Server(ThreadingHTTPServer):

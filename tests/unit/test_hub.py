@@ -243,3 +243,12 @@ def test_failures_are_not_cached(hub: HubStandIn, tmp_path: Path) -> None:
         cache.facts("acme/tiny-gated", endpoint=hub.url)
     hub.gated.clear()  # the license was accepted, say
     assert cache.facts("acme/tiny-gated", endpoint=hub.url).parameters == TINY_PARAMETERS
+
+
+def test_unusable_local_cache_is_a_reasoned_error(hub: HubStandIn, tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "cache"
+    not_a_dir.write_text("a file where the cache should be")
+    with pytest.raises(ModelFactsError) as err:
+        fetch_facts("acme/tiny-llama", endpoint=hub.url, cache_dir=not_a_dir)
+    assert err.value.reason == "ModelCacheUnusable"
+    assert err.value.retryable
