@@ -12,9 +12,11 @@ import yaml
 
 from .api import KIND
 from .crd import custom_resource_definition
+from .model_facts import ModelFactsError
 from .placement import Placement, Unplaceable, inventory, place
 from .render.manifests import render_all
 from .settings import Settings
+from .sized_placement import place_from_snapshot
 from .validation import SpecError, check_model, parse_model
 
 
@@ -55,9 +57,16 @@ def _assume_ready(node: dict[str, Any]) -> dict[str, Any]:
 
 
 def render_documents(
-    docs: list[dict[str, Any]], nodes: list[dict[str, Any]] | None, settings: Settings
+    docs: list[dict[str, Any]],
+    nodes: list[dict[str, Any]] | None,
+    settings: Settings,
+    model_dir: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Every manifest the operator would create for the TritonVLLMModels in `docs`."""
+    """Every manifest the operator would create for the TritonVLLMModels in `docs`.
+
+    With `model_dir` (a snapshot: config.json and the safetensors index), tensor parallelism is
+    sized from the model's own facts.
+    """
     manifests: list[dict[str, Any]] = []
     for doc in docs:
         if doc.get("kind") != KIND:
@@ -65,7 +74,12 @@ def render_documents(
         model = parse_model(doc)
         check_model(model, settings.backend_name)
         placement: Placement | Unplaceable
-        if nodes is not None:
+        if model_dir is not None:
+            try:
+                placement = place_from_snapshot(model, model_dir, nodes)
+            except ModelFactsError as err:
+                raise SpecError(err.reason, f"{model.metadata.name}: {err.message}") from err
+        elif nodes is not None:
             placement = place(model.spec, inventory(model.spec, nodes, []))
         elif model.spec.tensor_parallel_size == "auto":
             raise SpecError(
@@ -86,7 +100,7 @@ def _render(args: argparse.Namespace, out: TextIO) -> int:
     settings = Settings.from_env(os.environ)
     nodes = [_assume_ready(n) for n in _items(_load_yaml(args.nodes))] if args.nodes else None
     try:
-        manifests = render_documents(_items(_load_yaml(args.file)), nodes, settings)
+        manifests = render_documents(_items(_load_yaml(args.file)), nodes, settings, args.model)
     except SpecError as err:
         print(f"error: {err.reason}: {err.message}", file=sys.stderr)
         return 1
@@ -100,6 +114,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     render = sub.add_parser("render", help="print the manifests the operator would create")
     render.add_argument("file", help="TritonVLLMModel YAML file, or - for stdin")
     render.add_argument("--nodes", help="Node manifests YAML to size tensorParallelSize=auto")
+    render.add_argument(
+        "--model",
+        metavar="DIR",
+        help="local model snapshot (config.json + safetensors index) to size from its own facts",
+    )
     sub.add_parser("crd", help="print the CustomResourceDefinition")
     sub.add_parser("run", help="run the operator against the current kubeconfig")
     args = parser.parse_args(argv)

@@ -248,6 +248,18 @@ class TritonSpec(ApiModel):
 class StorageSpec(ApiModel):
     """The model cache of each replica, mounted at /cache (HF_HOME=/cache/huggingface)."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.prefetch) || !self.prefetch || has(self.existingClaim)",
+                    "message": "storage.prefetch needs storage.existingClaim: a volume the "
+                    "download Job and the serving pods share",
+                },
+            ]
+        }
+    )
+
     existing_claim: str | None = Field(
         default=None,
         description="An existing PersistentVolumeClaim to mount (ReadWriteMany or ReadOnlyMany "
@@ -261,6 +273,23 @@ class StorageSpec(ApiModel):
         default=None,
         description="Secret key holding a Hugging Face token, passed as HF_TOKEN by "
         "secretKeyRef; never copied into a ConfigMap or status.",
+    )
+    revision: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Hub revision (branch, tag or commit) of spec.model whose config and weights "
+        "the operator reads and the cache holds; default main.",
+    )
+    endpoint: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="Hub endpoint (HF_ENDPOINT), e.g. an in-cluster mirror; default the "
+        "operator's.",
+    )
+    prefetch: bool = Field(
+        default=False,
+        description="Download the weights once into the cache volume with a Job before the "
+        "serving pods start (needs storage.existingClaim); progress in the Cached condition.",
     )
 
 
@@ -385,6 +414,29 @@ class Endpoints(ApiModel):
     metrics: str | None = Field(default=None, description="Prometheus metrics.")
 
 
+class ModelStatus(ApiModel):
+    """What the operator read from the model's config.json and weights."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    source: str | None = Field(default=None, description="Repo id@revision or path read.")
+    commit: str | None = Field(default=None, description="The Hub commit the facts were read at.")
+    architecture: str | None = Field(default=None, description="config.json architectures[0].")
+    parameters: int | None = Field(default=None, description="Number of weights.")
+    dtype: str | None = Field(default=None, description="Weights dtype in config.json.")
+    weights_gi_b: float | None = Field(
+        default=None, alias="weightsGiB", description="Size of the weights in GiB."
+    )
+    kv_bytes_per_token: int | None = Field(
+        default=None, description="KV cache bytes per token of the whole model."
+    )
+    max_context: int | None = Field(
+        default=None, description="Longest sequence the model's config allows."
+    )
+    attention_heads: int | None = Field(default=None, description="Attention heads.")
+    kv_heads: int | None = Field(default=None, description="Key/value heads.")
+
+
 class TritonVLLMModelStatus(ApiModel):
     """The observed state, rebuilt from the world on every reconcile."""
 
@@ -409,6 +461,9 @@ class TritonVLLMModelStatus(ApiModel):
     )
     config_map: str | None = Field(
         default=None, description="The immutable ConfigMap holding this generation's config."
+    )
+    model: ModelStatus | None = Field(
+        default=None, description="Facts read from the model's own files."
     )
 
 

@@ -93,6 +93,10 @@ def test_status_declares_every_field_the_operator_writes() -> None:
         "endpoints",
         "configHash",
         "configMap",
+        "model",
     }
+    assert {"parameters", "dtype", "weightsGiB", "kvBytesPerToken", "maxContext"} <= set(
+        status["model"]["properties"]
+    )
     condition = status["conditions"]["items"]["properties"]
     assert {"type", "status", "reason", "message", "lastTransitionTime"} <= set(condition)

@@ -1,0 +1,125 @@
+"""Placement from a model's own facts: sizing (sizing.py) applied to the nodes' GPUs.
+
+Pure: takes the facts and the nodes' GPUs (`placement.inventory`), talks to nothing. The
+`render --model DIR` command uses it offline; the operator can use it with facts from the Hub.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .api import TritonVLLMModel, TritonVLLMModelSpec
+from .model_facts import ModelFacts, facts_from_dir, with_size_hint
+from .placement import MEMORY_LABEL, NodeGPUs, Placement, Unplaceable, inventory
+from .sizing import (
+    EngineArgError,
+    EngineLimits,
+    GPUs,
+    Sized,
+    check_tensor_parallel_size,
+    choose_tensor_parallel_size,
+    split_problem,
+    valid_tensor_parallel_sizes,
+)
+from .validation import SpecError
+
+
+def _excluded(spec: TritonVLLMModelSpec, node: NodeGPUs) -> str | None:
+    """Why the model's pods may not use the node (or cannot be sized on it), or None."""
+    if node.unusable_reason:
+        return node.unusable_reason
+    if spec.gpu.product and node.product != spec.gpu.product:
+        return f"product {node.product or 'unlabelled'}"
+    if not node.memory_mib:
+        return f"no {MEMORY_LABEL} label to size the model on"
+    if spec.gpu.min_memory_gi_b and node.memory_mib < spec.gpu.min_memory_gi_b * 1024:
+        return f"GPU memory {node.memory_mib // 1024} GiB < {spec.gpu.min_memory_gi_b} GiB"
+    for key, value in spec.node_selector.items():
+        if node.labels.get(key) != value:
+            return f"nodeSelector {key}={value}"
+    return None
+
+
+def _size_on(
+    facts: ModelFacts, limits: EngineLimits, tp: int | str, node: NodeGPUs
+) -> Sized | Unplaceable:
+    gpus = GPUs.from_mib(node.allocatable, node.memory_mib or 0, node.product)
+    if tp == "auto":
+        result = choose_tensor_parallel_size(facts, limits, gpus)
+    else:
+        result = check_tensor_parallel_size(facts, limits, gpus, int(tp))
+    return result if isinstance(result, Sized) else Unplaceable(result.reason, result.message)
+
+
+def place_by_facts(
+    spec: TritonVLLMModelSpec, facts: ModelFacts, limits: EngineLimits, gpus: list[NodeGPUs]
+) -> Placement | Unplaceable:
+    """The smallest tensor-parallel size that fits some eligible node, and every node it fits.
+
+    An explicit spec.tensorParallelSize is checked instead of chosen. The pods are pinned to
+    GPUs at least as large as the smallest that fits (`Placement.min_memory_mib`).
+    """
+    if not gpus:
+        return Unplaceable(
+            "NoGPUNodes", f"No node has allocatable {spec.gpu.resource_name}: add GPU nodes."
+        )
+    excluded = {n.name: why for n in gpus if (why := _excluded(spec, n))}
+    candidates = [n for n in gpus if n.name not in excluded]
+    if not candidates:
+        why = "; ".join(f"{name}: {reason}" for name, reason in sorted(excluded.items()))
+        return Unplaceable("NoNodeFits", f"No node can run {facts.name}. Excluded: {why}.")
+    results = {n.name: _size_on(facts, limits, spec.tensor_parallel_size, n) for n in candidates}
+    sizes = [r.tensor_parallel_size for r in results.values() if isinstance(r, Sized)]
+    if not sizes:
+        largest = max(candidates, key=lambda n: (n.allocatable, n.memory_mib or 0))
+        refusal = results[largest.name]
+        if isinstance(refusal, Sized):  # not reached: no node fits
+            return Unplaceable("NoNodeFits", refusal.message)
+        return Unplaceable(refusal.reason, f"On {largest.describe()}: {refusal.message}")
+    chosen = min(sizes)
+    fits: dict[str, tuple[NodeGPUs, Sized]] = {}
+    for node in candidates:
+        result = _size_on(facts, limits, chosen, node)
+        if node.allocatable >= chosen and isinstance(result, Sized):
+            fits[node.name] = (node, result)
+    nodes = [node for node, _ in fits.values()]
+    return Placement(
+        chosen,
+        tuple(fits),
+        sum(n.free // chosen for n in nodes),
+        min(n.memory_mib or 0 for n in nodes),
+        next(iter(fits.values()))[1].message,
+    )
+
+
+def place_from_snapshot(
+    model: TritonVLLMModel, snapshot_dir: str, nodes: Sequence[Mapping[str, Any]] | None
+) -> Placement:
+    """`render --model DIR`: the placement from a local snapshot's facts; SpecError if none."""
+    name = model.metadata.name
+    spec = model.spec
+    try:
+        facts = with_size_hint(facts_from_dir(snapshot_dir), spec.model_size_gi_b)
+        limits = EngineLimits.from_engine_args(spec.engine_args)
+    except EngineArgError as err:
+        raise SpecError("InvalidEngineArgs", f"{name}: {err}") from err
+    tp = spec.tensor_parallel_size
+    if nodes is None:
+        if tp == "auto":
+            raise SpecError(
+                "NeedsNodes",
+                f"{name}: tensorParallelSize is auto; pass --nodes FILE to size it on them",
+            )
+        problem = split_problem(facts, tp)
+        if problem:
+            sizes = ", ".join(map(str, valid_tensor_parallel_sizes(facts)))
+            raise SpecError(
+                "TensorParallelSizeInvalid",
+                f"{name}: {facts.name} cannot be split over {tp} GPUs ({problem}); use {sizes}",
+            )
+        return Placement(tp, (), 0, None, "rendered offline without nodes")
+    placement = place_by_facts(spec, facts, limits, inventory(spec, nodes, []))
+    if isinstance(placement, Unplaceable):
+        raise SpecError(placement.reason, f"{name}: {placement.message}")
+    return placement

@@ -1,0 +1,101 @@
+"""Placement from a model's own facts over a pool of GPU nodes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.unit.builders import A10G, H100, L4, gpu_node, model
+from tests.unit.model_dirs import snapshot
+from triton_vllm_operator.model_facts import ModelFacts, facts_from_dir
+from triton_vllm_operator.placement import Placement, Unplaceable, inventory
+from triton_vllm_operator.sized_placement import place_by_facts
+from triton_vllm_operator.sizing import EngineLimits
+
+POOL = [
+    gpu_node("gpu-h100-0", 8, H100),
+    gpu_node("gpu-h100-1", 8, H100),
+    gpu_node("gpu-a10g-0", 4, A10G),
+    gpu_node("gpu-l4-0", 1, L4),
+    gpu_node("gpu-unlabelled-0", 8, None),
+    gpu_node("cpu-0", 0, None),
+]
+
+
+@pytest.fixture(scope="module")
+def facts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModelFacts]:
+    into: Path = tmp_path_factory.mktemp("models")
+    names = ["Llama-3.1-8B", "Llama-3.1-70B-Instruct", "Qwen2.5-0.5B-Instruct"]
+    return {name: facts_from_dir(snapshot(name, into)) for name in names}
+
+
+def place(facts: ModelFacts, nodes: list[dict[str, Any]] = POOL, **spec: Any) -> Any:
+    m = model(**spec)
+    limits = EngineLimits.from_engine_args(m.spec.engine_args)
+    return place_by_facts(m.spec, facts, limits, inventory(m.spec, nodes, []))
+
+
+@pytest.mark.parametrize(
+    ("name", "spec", "tp", "nodes", "floor"),
+    [
+        (
+            "Qwen2.5-0.5B-Instruct",
+            {},
+            1,
+            ("gpu-a10g-0", "gpu-h100-0", "gpu-h100-1", "gpu-l4-0"),
+            23028,
+        ),
+        ("Llama-3.1-8B", {}, 1, ("gpu-h100-0", "gpu-h100-1"), 81559),
+        (
+            "Llama-3.1-8B",
+            {"engineArgs": {"max_model_len": 16384}},
+            1,
+            ("gpu-a10g-0", "gpu-h100-0", "gpu-h100-1", "gpu-l4-0"),
+            23028,
+        ),
+        ("Llama-3.1-8B", {"gpu": {"product": "NVIDIA-A10G"}}, 2, ("gpu-a10g-0",), 23028),
+        ("Llama-3.1-70B-Instruct", {}, 4, ("gpu-h100-0", "gpu-h100-1"), 81559),
+    ],
+    ids=["0.5b-anywhere", "8b-128k-on-h100", "8b-16k-anywhere", "8b-on-a10g-pair", "70b"],
+)
+def test_smallest_size_that_fits_and_where(
+    facts: dict[str, ModelFacts],
+    name: str,
+    spec: dict[str, Any],
+    tp: int,
+    nodes: tuple[str, ...],
+    floor: int,
+) -> None:
+    result = place(facts[name], **spec)
+    assert isinstance(result, Placement), result
+    assert (result.tensor_parallel_size, result.nodes, result.min_memory_mib) == (tp, nodes, floor)
+
+
+def test_explicit_size_the_model_cannot_split_into(facts: dict[str, ModelFacts]) -> None:
+    result = place(facts["Qwen2.5-0.5B-Instruct"], tensorParallelSize=3)
+    assert isinstance(result, Unplaceable)
+    assert result.reason == "TensorParallelSizeInvalid"
+    assert "Use tensorParallelSize 1 or 2." in result.message
+
+
+def test_nothing_fits_names_the_largest_node(facts: dict[str, ModelFacts]) -> None:
+    result = place(facts["Llama-3.1-70B-Instruct"], nodes=POOL[2:4])
+    assert isinstance(result, Unplaceable)
+    assert result.reason == "ModelTooLarge"
+    assert result.message.startswith("On gpu-a10g-0 (4 x NVIDIA-A10G, 22 GiB each, 4 free):")
+
+
+def test_nodes_without_a_memory_label_are_excluded_and_said_so(
+    facts: dict[str, ModelFacts],
+) -> None:
+    result = place(facts["Llama-3.1-8B"], nodes=[POOL[4]])
+    assert isinstance(result, Unplaceable)
+    assert "gpu-unlabelled-0: no nvidia.com/gpu.memory label" in result.message
+
+
+def test_no_gpu_nodes(facts: dict[str, ModelFacts]) -> None:
+    result = place(facts["Llama-3.1-8B"], nodes=[POOL[5]])
+    assert isinstance(result, Unplaceable)
+    assert result.reason == "NoGPUNodes"
