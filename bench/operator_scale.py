@@ -32,14 +32,14 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "docs" / "benchmarks"
 GROUP, VERSION, PLURAL = "tritonvllm.io", "v1alpha1", "tritonvllmmodels"
 BENCH_PRODUCT = "NVIDIA-H100-80GB-HBM3"
-# Writes only the operator makes here: PATCH of models (status) and server-side apply (PATCH)
+# Writes only the operator makes here: PATCH of models (status) and server-side apply (APPLY)
 # or DELETE of children. Events are left out: the controller-manager and the scheduler post them
 # too, and the metric does not tell who posted.
 OPERATOR_WRITES = re.compile(
     r'apiserver_request_total\{[^}]*resource="'
     r'(tritonvllmmodels|configmaps|services|deployments|poddisruptionbudgets)"'
 )
-WRITE_VERBS = ("PATCH", "DELETE")
+WRITE_VERBS = ("APPLY", "PATCH", "DELETE")  # server-side apply counts as APPLY
 # Present during the idle window: models the operator refuses (a bad engine argument) and one
 # whose Deployment the API server refuses (a toleration without key must use Exists).
 INVALID_SPECS = [{"engineArgs": {"max_modle_len": 4096}}] * 4 + [
@@ -235,8 +235,8 @@ def write_report(results: list[Result], out_dir: Path, idle_s: float) -> None:
         f"`make bench-operator`, {time.strftime('%Y-%m-%d')}, on {machine}; local control plane",
         "(kube-apiserver, scheduler, controller-manager of Kubernetes v1.36.5) with kwok GPU",
         "nodes, all on the same machine. Each model: TP=1, one replica. Writes: the operator's",
-        "PATCH and DELETE requests to models and their children; the idle window has 5 refused",
-        "models beside the converged ones, and the kwok nodes keep heartbeating.",
+        "APPLY, PATCH and DELETE requests to models and their children; the idle window has 5",
+        "refused models beside the converged ones, and the kwok nodes keep heartbeating.",
         "",
         "| models | create->Deployment p50 (ms) | p99 (ms) | all Scheduled (s) | all Ready (s) "
         f"| operator writes / model | writes in {idle_s:g} s idle | operator peak RSS (MB) |",

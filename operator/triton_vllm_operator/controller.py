@@ -51,6 +51,8 @@ class Controller:
         self.world = World()
         self.queue: WorkQueue[ModelKey] = WorkQueue()
         self._pool = concurrent.futures.ThreadPoolExecutor(WORKERS, "reconcile")
+        # Events are best effort and said in status too: posted off the reconcile's path.
+        self._events = concurrent.futures.ThreadPoolExecutor(2, "events")
         self._workers: list[asyncio.Task[None]] = []
         # Children the API server refused, by (model, kind, name): the manifest's hash and why.
         # The same manifest is not sent again until the spec changes what it renders.
@@ -63,6 +65,7 @@ class Controller:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         if event_type == "DELETED":
             self.world.drop_model(key)
+            self.queue.drop(key)
             self._refused = {k: v for k, v in self._refused.items() if k[0] != key}
             return
         self.world.set_model(body)
@@ -120,6 +123,7 @@ class Controller:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._events.shutdown(wait=False, cancel_futures=True)
 
     # --- workers --------------------------------------------------------------------------
 
@@ -210,7 +214,13 @@ class Controller:
         for type_, reason, message in plan.events:
             level = logging.WARNING if type_ == "Warning" else logging.INFO
             log.log(level, "%s/%s %s: %s", key[0], key[1], reason, message)
+            self._events.submit(self._post_event, body, type_, reason, message)
+
+    def _post_event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        try:
             kube.post_event(self.api, body, type_, reason, message, self.settings.field_manager)
+        except (client.ApiException, urllib3.exceptions.HTTPError, OSError) as err:
+            log.warning("Event %s for %s not posted: %s", reason, body["metadata"]["name"], err)
 
 
 CHILD_COLLECTIONS = (

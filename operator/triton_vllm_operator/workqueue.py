@@ -1,9 +1,14 @@
 """A work queue of model keys, as client-go's: a key waits at most once, is never processed by two
-workers at once, and one added while it is processed runs again afterwards."""
+workers at once, and one added while it is processed runs again afterwards.
+
+Keys never reconciled yet go first: at scale, a new model's first pass (which creates its
+children) should not wait behind re-checks of models that already have theirs.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
@@ -11,15 +16,22 @@ K = TypeVar("K", bound=Hashable)
 
 
 class WorkQueue(Generic[K]):
-    """Deduplicating FIFO with per-key exponential backoff for retries."""
+    """Deduplicating FIFO, new keys first, with per-key exponential backoff for retries."""
 
     def __init__(self, base_delay: float = 0.5, max_delay: float = 60.0) -> None:
-        self._queue: asyncio.Queue[K] = asyncio.Queue()
+        self._new: deque[K] = deque()
+        self._known: deque[K] = deque()
+        self._ready = asyncio.Event()
         self._dirty: set[K] = set()
         self._processing: set[K] = set()
+        self._done_once: set[K] = set()
         self._failures: dict[K, int] = {}
         self._base_delay = base_delay
         self._max_delay = max_delay
+
+    def _push(self, key: K) -> None:
+        (self._known if key in self._done_once else self._new).append(key)
+        self._ready.set()
 
     def add(self, key: K) -> None:
         """Ask for `key` to be reconciled (again)."""
@@ -27,19 +39,28 @@ class WorkQueue(Generic[K]):
             return
         self._dirty.add(key)
         if key not in self._processing:
-            self._queue.put_nowait(key)
+            self._push(key)
 
     async def get(self) -> K:
         """The next key; the caller must call done(key) when finished with it."""
-        key = await self._queue.get()
+        while not (self._new or self._known):
+            self._ready.clear()
+            await self._ready.wait()
+        key = self._new.popleft() if self._new else self._known.popleft()
         self._processing.add(key)
         self._dirty.discard(key)
         return key
 
     def done(self, key: K) -> None:
         self._processing.discard(key)
+        self._done_once.add(key)
         if key in self._dirty:
-            self._queue.put_nowait(key)
+            self._push(key)
+
+    def drop(self, key: K) -> None:
+        """`key` is gone (its model was deleted): forget what was known of it."""
+        self._done_once.discard(key)
+        self._failures.pop(key, None)
 
     def retry(self, key: K) -> float:
         """Add `key` again after its backoff; returns the delay."""
