@@ -194,7 +194,8 @@ class Controller:
             known = self._refused.get((key, kind, name))
             if known and known[0] == rendered:
                 raise kube.ApplyRejected(known[1])
-            if (kind, name) not in live:
+            if (kind, name) not in live and kind != "ConfigMap":
+                # (A ConfigMap's name holds its content's digest: no one else's has it.)
                 kube.check_not_foreign(self.api, manifest, uid)
             try:
                 stored = kube.apply(self.api, manifest, self.settings.field_manager)
