@@ -5,7 +5,8 @@
 #  2. the chart installed (CRD, RBAC, ServiceAccount), the operator run against the cluster;
 #  3. examples/tiny-llama-cpu.yaml applied, watched until Ready with its resolved TP;
 #  4. the ConfigMap the operator rendered is laid out as the pod would mount it, and a real
-#     tritonserver with the bundled backend and vLLM (CPU) serves a generate request from it.
+#     tritonserver with the bundled backend and vLLM (CPU) serves a generate request from it,
+#     and a chat completion from the same engine on vLLM's OpenAI port.
 #
 #   hack/demo.sh        run it (make demo)
 #   hack/demo.sh down   stop the processes it started and the control plane (make demo-down)
@@ -20,6 +21,7 @@ MODEL=tiny-llama
 RELEASE=triton-vllm-operator
 OPERATOR_NS=triton-vllm-system
 HTTP_PORT="${DEMO_HTTP_PORT:-18000}"
+OPENAI_PORT=$((HTTP_PORT + 3))
 PY="$ROOT/.venv/bin/python"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
@@ -80,8 +82,18 @@ say "Laying out the rendered ConfigMap as the pod mounts it, with a tiny generat
 REPO="$DEMO_DIR/models"
 CACHE="$DEMO_DIR/cache"
 rm -rf "$REPO" && mkdir -p "$REPO/$MODEL/1" "$CACHE/models"
+# As in the pod, but on this machine's loopback and a free port: the pod's OpenAI port (the
+# Service's `openai`) listens on all its addresses.
 kubectl -n "$NAMESPACE" get configmap "$CONFIG_MAP" -o jsonpath='{.data.config\.pbtxt}' \
-  >"$REPO/$MODEL/config.pbtxt"
+  | "$PY" -c '
+import sys
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+config = text_format.Parse(sys.stdin.read(), mc.ModelConfig())
+config.parameters["OPENAI_API_PORT"].string_value = sys.argv[1]
+config.parameters["OPENAI_API_HOST"].string_value = "127.0.0.1"
+print(text_format.MessageToString(config), end="")
+' "$OPENAI_PORT" >"$REPO/$MODEL/config.pbtxt"
 # The pod mounts its cache volume at /cache; here that volume is $CACHE.
 kubectl -n "$NAMESPACE" get configmap "$CONFIG_MAP" -o jsonpath='{.data.model\.json}' \
   | sed "s#\"/cache/#\"$CACHE/#" >"$REPO/$MODEL/1/model.json"
@@ -106,12 +118,20 @@ REPLY="$(curl -sf -X POST "http://127.0.0.1:$HTTP_PORT/v2/models/$MODEL/generate
   -d "{\"text_input\": \"$PROMPT\", \"sampling_parameters\": \"{\\\"max_tokens\\\": 12, \\\"temperature\\\": 0}\", \"exclude_input_in_output\": true, \"return_num_output_tokens\": true}")"
 TEXT="$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["text_output"])' "$REPLY")"
 
+CHAT_BODY="{\"model\": \"$MODEL\", \"messages\": [{\"role\": \"user\", \"content\": \"$PROMPT\"}], \"max_tokens\": 12}"
+CHAT="$(curl -sf "http://127.0.0.1:$OPENAI_PORT/v1/chat/completions" -H 'Content-Type: application/json' -d "$CHAT_BODY")"
+ANSWER="$("$PY" -c 'import json,sys; r=json.loads(sys.argv[1]); print(r["choices"][0]["message"]["content"], "|", r["usage"]["completion_tokens"], "tokens")' "$CHAT")"
+
 say "What happened"
 cat <<EOF
   TritonVLLMModel $NAMESPACE/$MODEL is Ready: tensorParallelSize=$TP, its pod on simulated GPU node $NODE.
   The operator rendered config.pbtxt + model.json into immutable ConfigMap $CONFIG_MAP.
   A real tritonserver loaded that config with the bundled backend and vLLM (CPU) in ${LOADED}s.
   POST /v2/models/$MODEL/generate  "$PROMPT" ->$TEXT
+  The same engine speaks the OpenAI API (in the cluster: the Service's port openai, 9000):
+    curl -s localhost:$OPENAI_PORT/v1/chat/completions -H 'Content-Type: application/json' \\
+      -d '$CHAT_BODY'
+    -> $ANSWER
   (random weights, word-level tokenizer: the words are real, the sense is not)
   Explore:  eval "\$(hack/cluster.sh env)"; kubectl -n $NAMESPACE describe tvm $MODEL
   Clean up: make demo-down

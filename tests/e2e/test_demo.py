@@ -1,4 +1,5 @@
-"""`make demo` end to end: cluster, chart, operator, model Ready, a real generate request."""
+"""`make demo` end to end: cluster, chart, operator, model Ready, a real generate request and a
+chat completion from the same engine."""
 
 from __future__ import annotations
 
@@ -33,3 +34,8 @@ def test_demo_serves_a_generate_request_from_the_operators_config(cluster: Clust
     assert reply, output[-2000:]
     # Twelve greedy tokens of the word-level tokenizer: twelve words.
     assert len(reply.group(1).split()) == 12
+    # The same engine answered a chat completion on its OpenAI port, max_tokens 12.
+    chat = re.search(r"\n    -> (.+) \| (\d+) tokens", output)
+    assert chat, output[-2000:]
+    assert chat.group(1).strip() and chat.group(2) == "12"
+    assert "/v1/chat/completions" in output
