@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +20,8 @@ from typing import Any
 import openai
 import pytest
 import requests
+
+from tests.operator_process import free_ports
 
 from .clients import MODEL, http_generate, http_generate_stream
 from .conftest import ENGINE_ARGS, Server, rendered_files, with_parameters, write_repository
@@ -307,7 +310,6 @@ def test_vllm_metrics_are_served_under_the_model_name(
         "vllm:num_requests_running",
         "vllm:num_requests_waiting",
         "vllm:kv_cache_usage_perc",
-        "vllm:cache_config_info",
         "vllm:prompt_tokens_total",
         "vllm:generation_tokens_total",
         "vllm:request_success_total",
@@ -317,8 +319,9 @@ def test_vllm_metrics_are_served_under_the_model_name(
         "vllm:request_queue_time_seconds_bucket",
     ):
         assert any(labels.get("model_name") == MODEL for labels, _ in samples.get(name, [])), name
+    # vLLM labels the cache configuration by its fields and the engine (no model name).
     (cache_labels, cache_value), *_ = samples["vllm:cache_config_info"]
-    assert cache_value == 1.0 and cache_labels["block_size"]
+    assert cache_value == 1.0 and cache_labels["block_size"] and cache_labels["engine"] == "0"
 
 
 def test_triton_requests_count_in_the_same_engine_metrics(server: Server) -> None:
@@ -333,59 +336,75 @@ def test_triton_requests_count_in_the_same_engine_metrics(server: Server) -> Non
 def test_openai_and_triton_requests_run_together_on_one_engine(
     client: openai.OpenAI, server: Server
 ) -> None:
-    """Both paths at once: every answer complete, and the gauges see them running."""
-    max_tokens = 200
+    """Both paths at once: every answer complete, and the gauges see them running.
+
+    12 workers (OpenAI chat streams and completions, Triton generate and generate_stream) each
+    send requests back to back until a scrape saw several requests running and KV cache in use.
+    """
+    max_tokens = 300
     before = value(scrape(server), "vllm:generation_tokens_total")
-    stop = threading.Event()
+    seen = threading.Event()
     running: list[float] = []
     kv_usage: list[float] = []
 
     def watch() -> None:
-        while not stop.is_set():
+        deadline = time.monotonic() + 120
+        while not seen.is_set() and time.monotonic() < deadline:
             samples = scrape(server)
             running.append(value(samples, "vllm:num_requests_running"))
             kv_usage.append(value(samples, "vllm:kv_cache_usage_perc"))
-            time.sleep(0.02)
+            if max(running) >= 2 and max(kv_usage) > 0:
+                seen.set()
+            time.sleep(0.01)
+        seen.set()
 
-    def chat(_: int) -> str:
+    def chat() -> str:
         stream = client.chat.completions.create(
             model=MODEL, messages=CHAT, max_tokens=max_tokens, stream=True
         )  # type: ignore[call-overload]
         return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
 
-    def completion(_: int) -> str:
+    def completion() -> str:
         result = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=max_tokens)
         return result.choices[0].text
 
-    def triton(_: int) -> str:
+    def triton() -> str:
         return http_generate(
             server.http,
             {"text_input": PROMPT, "exclude_input_in_output": True,
              "parameters": {"max_tokens": max_tokens}},
         )["text_output"]  # fmt: skip
 
-    def triton_stream(_: int) -> str:
+    def triton_stream() -> str:
         events = http_generate_stream(
             server.http,
             {"text_input": PROMPT, "stream": True, "parameters": {"max_tokens": max_tokens}},
         )
         return "".join(event["text_output"] for event in events)
 
+    kinds = [chat, completion, triton, triton_stream]
+
+    def worker(index: int) -> list[tuple[str, str]]:
+        kind = kinds[index % len(kinds)]
+        texts = [(kind.__name__, kind())]
+        while not seen.is_set():
+            texts.append((kind.__name__, kind()))
+        return texts
+
     watcher = threading.Thread(target=watch)
     watcher.start()
-    kinds = [chat, completion, triton, triton_stream]
     try:
         with ThreadPoolExecutor(max_workers=12) as pool:
-            texts = list(pool.map(lambda i: kinds[i % 4](i), range(12)))
+            results = [text for texts in pool.map(worker, range(12)) for text in texts]
     finally:
-        stop.set()
+        seen.set()
         watcher.join()
-    assert all(len(words(text)) == max_tokens for text in texts)
-    total = wait_for_value(server, "vllm:generation_tokens_total", before + 12 * max_tokens)
-    assert total == before + 12 * max_tokens
+    assert {kind for kind, _ in results} == {kind.__name__ for kind in kinds}
+    assert all(len(words(text)) == max_tokens for _, text in results)
+    expected = before + len(results) * max_tokens
+    assert wait_for_value(server, "vllm:generation_tokens_total", expected) == expected
     assert max(running) >= 2 and max(kv_usage) > 0
-    settled = wait_until_idle(server)
-    assert settled == 0
+    assert wait_until_idle(server) == 0
 
 
 def wait_until_idle(server: Server, timeout: float = 20.0) -> float:
@@ -441,3 +460,36 @@ def test_bad_openai_settings_fail_the_load_with_a_clear_message(
     assert message in response.text + server.log.read_text()
     assert server.model_ready()
     assert requests.get(f"http://{server.openai}/health", timeout=10).status_code == 200
+
+
+def test_unloading_a_model_closes_its_openai_port(
+    server: Server, model_repository: Path, tiny_model: Path
+) -> None:
+    """A second model on its own port: served under its name, and its port freed on unload."""
+    (port,) = free_ports(1)
+    name = "tiny_second"
+    write_repository(model_repository, rendered_files(name, tiny_model, port))
+    response = load_model(server, name)
+    assert response.status_code == 200, response.text
+    try:
+        models = requests.get(f"http://127.0.0.1:{port}/v1/models", timeout=10).json()
+        assert [model["id"] for model in models["data"]] == [name]
+    finally:
+        requests.post(server.url(f"/v2/repository/models/{name}/unload"), timeout=120)
+    deadline = time.monotonic() + 120
+    while server.model_ready(name) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    wait_until_closed(port)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))  # free again
+    assert server.model_ready()
+
+
+def wait_until_closed(port: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) != 0:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"port {port} still accepts connections after the unload")

@@ -169,7 +169,7 @@ def namespace(
             ToolParserManager.import_tool_parser(args.tool_parser_plugin)
         validate_parsed_serve_args(args)
         validate_api_server_args(args)
-    except (KeyError, TypeError, ValueError, OSError, ImportError) as err:
+    except Exception as err:  # vLLM's checks raise several kinds, VLLMValidationError among them
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         raise OpenAIConfigError(f"model.json: OpenAI server arguments: {message}") from None
     return args
