@@ -91,6 +91,10 @@ bench-operator: install cluster-build ## Operator scale: N=10,100,1000 models on
 bench-backend: install serving-env ## Triton + tritonvllm vs the raw vLLM engine over a concurrency sweep -> docs/benchmarks/backend.md
 	$(PY) -m bench.backend_overhead $(BENCH_ARGS)
 
+.PHONY: bench-openai
+bench-openai: install serving-env ## The OpenAI port vs `vllm serve`, same engine, with `vllm bench serve` (BENCH_ARGS='--concurrency 1,4,16') -> docs/benchmarks/openai.md
+	$(PY) -m bench.openai_vs_vllm_serve $(BENCH_ARGS)
+
 .PHONY: bench-gpu
 bench-gpu: ## On NVIDIA GPUs: Triton + tritonvllm vs raw vLLM, 8B-shape Llama (BENCH_ARGS='--tp 2'; GPU_WHEELHOUSE=DIR offline) -> docs/benchmarks/gpu-tp<N>.md
 	env="$$(hack/gpu-env.sh --print)" && PYTHONPATH=operator:. "$$env/venv/bin/python" -m bench.gpu_bench $(BENCH_ARGS)

@@ -5,6 +5,9 @@ both bare and with the leading-space mark), so outputs are readable, prompts dec
 and token counts are predictable: "The capital of France is" is 5 words + BOS = 6 tokens.
 The lm_head rows of the special tokens and of the bare words are zeroed and the others scaled up,
 so every generation, greedy or sampled, emits spaced words and runs to max_tokens.
+Its chat template renders "User: Hi Assistant:" (roles capitalized, turns joined by spaces, BOS
+first), so a one-message chat prompt is as predictable: 4 tokens more than the message's words.
+Brackets and braces are tokens of their own, so grammar-guided decoding can write JSON.
 
 Run it with the serving environment's python (it needs torch, transformers and tokenizers):
     "$(hack/serving-env.sh --print)/venv/bin/python" hack/tiny_model.py OUT_DIR
@@ -36,12 +39,20 @@ example begin life always those both paper together got group often run importan
 side feet car mile night walk white sea began grow took river four carry state once book hear stop
 without second late miss idea enough eat face watch far really almost let above girl sometimes
 mountain cut young talk soon list song being leave family capital France Paris red blue green
-quick brown fox jumps lazy dog sun moon star model server token stream cat
+quick brown fox jumps lazy dog sun moon star model server token stream cat user assistant system
 """
 WORDS = _WORD_TEXT.split()
-PUNCTUATION = [".", ",", "!", "?", ":", ";", "'", '"', "-"]
+PUNCTUATION = [".", ",", "!", "?", ":", ";", "'", '"', "-", "{", "}", "[", "]"]
 SPACE = "\u0120"  # ByteLevel's mark for a leading space
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if not loop.first %} {% endif %}"
+    "{{ message['role'] | capitalize }}: {{ message['content'] }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %} Assistant:{% endif %}"
+)
 
 
 LLAMA_8B_VOCAB = 128256
@@ -81,6 +92,7 @@ def build_tokenizer(vocab_size: int = 0):  # type: ignore[no-untyped-def]
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token=BOS, eos_token=EOS, unk_token=UNK
     )
+    fast.chat_template = CHAT_TEMPLATE
     return fast, vocab
 
 

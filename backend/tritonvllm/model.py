@@ -3,7 +3,8 @@
 It keeps the official Triton vLLM backend's request contract (see docs/backend.md):
 ``auto_complete_config`` fills in the contract and enforces what vLLM needs, ``initialize``
 validates ``<version>/model.json`` against vLLM's AsyncEngineArgs and starts the engine on its own
-event loop thread, ``execute`` hands each request to that loop, ``finalize`` drains and stops it.
+event loop thread (with ``OPENAI_API_PORT``, vLLM's OpenAI-compatible server too, on that loop and
+engine), ``execute`` hands each request to that loop, ``finalize`` drains and stops it.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Any
 
 import triton_python_backend_utils as pb_utils
 from tritonvllm_backend.contract import plan_auto_complete
-from tritonvllm_backend.engine_config import EngineConfigError, load_engine_config
+from tritonvllm_backend.engine_config import EngineConfigError, load_model_json
 from tritonvllm_backend.engine_loop import EngineLoop
+from tritonvllm_backend.openai_config import OpenAIConfigError, listen_address
 from tritonvllm_backend.pacing import response_budget
 from tritonvllm_backend.typekinds import Kind, kind_of
 
@@ -59,6 +61,7 @@ class TritonPythonModel:
         locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
         from tritonvllm_backend.generate import RequestRunner
         from tritonvllm_backend.metrics import StatLoggerFactory
+        from tritonvllm_backend.openai_server import OpenAIServer
 
         self._log = pb_utils.Logger
         self._name = args["model_name"]
@@ -73,11 +76,20 @@ class TritonPythonModel:
             budget = response_budget(
                 parameters.get("STREAM_RESPONSES_PER_SECOND", {}).get("string_value")
             )
+            openai_address = listen_address(parameters)
         except ValueError as err:
             raise pb_utils.TritonModelException(f"{self._name}: {err}") from None
-        engine_args = self._engine_args(
+        engine_args, openai_args = self._engine_args(
             os.path.join(args["model_repository"], args["model_version"])
         )
+        self._openai: OpenAIServer | None = None
+        if openai_address is not None:
+            try:
+                self._openai = OpenAIServer.prepare(
+                    openai_address, self._name, openai_args, engine_args
+                )
+            except OpenAIConfigError as err:
+                raise pb_utils.TritonModelException(f"{self._name}: {err}") from None
 
         self._stat_loggers: StatLoggerFactory | None = None
         if (
@@ -92,16 +104,22 @@ class TritonPythonModel:
         self._runner = RequestRunner(engine, sampling_kinds(), self._log, budget)
         self._loop.submit(self._runner.watch_cancellations())
         self._log.log_info(f"{_LOG_PREFIX} {self._name}: engine ready")
+        if self._openai is not None:
+            self._start_openai(self._openai, engine)
 
-    def _engine_args(self, version_dir: str) -> Any:
-        """AsyncEngineArgs from ``<version_dir>/model.json``; a load error names what is wrong."""
+    def _engine_args(self, version_dir: str) -> tuple[Any, dict[str, Any]]:
+        """AsyncEngineArgs and the OpenAI server's arguments from ``<version_dir>/model.json``.
+
+        A load error names what is wrong.
+        """
+        from tritonvllm_backend.openai_server import frontend_arg_names
         from vllm.engine.arg_utils import AsyncEngineArgs
 
         accepted = {field.name for field in dataclasses.fields(AsyncEngineArgs)}
         try:
-            engine_config = load_engine_config(version_dir, accepted)
-            self._log.log_info(f"{_LOG_PREFIX} {self._name}: vLLM engine args {engine_config}")
-            return AsyncEngineArgs(**engine_config)
+            config = load_model_json(version_dir, accepted, frontend_arg_names())
+            self._log.log_info(f"{_LOG_PREFIX} {self._name}: vLLM engine args {config.engine}")
+            return AsyncEngineArgs(**config.engine), config.openai
         except (EngineConfigError, TypeError, ValueError) as err:
             raise pb_utils.TritonModelException(f"{self._name}: {err}") from None
 
@@ -113,9 +131,25 @@ class TritonPythonModel:
             self._loop.stop(None)
             if self._stat_loggers is not None:
                 self._stat_loggers.close()
+            if self._openai is not None:
+                self._openai.close()
             raise pb_utils.TritonModelException(
                 f"{self._name}: the vLLM engine did not start: {err}"
             ) from err
+
+    def _start_openai(self, server: Any, engine: Any) -> None:
+        """Serve vLLM's OpenAI app on the engine loop; on failure unload everything."""
+        try:
+            self._loop.call(server.start(engine), timeout=ENGINE_START_TIMEOUT_S)
+        except Exception as err:
+            self.finalize()
+            raise pb_utils.TritonModelException(
+                f"{self._name}: the OpenAI server did not start: {err}"
+            ) from err
+        self._log.log_info(
+            f"{_LOG_PREFIX} {self._name}: OpenAI API on http://{server.address} "
+            f"as model {server.args.served_model_name[0]!r}"
+        )
 
     async def _build_engine(self, engine_args: Any) -> Any:
         from vllm.v1.engine.async_llm import AsyncLLM
@@ -156,6 +190,8 @@ class TritonPythonModel:
         if loop is None:
             return
         try:
+            if self._openai is not None:
+                loop.call(self._openai.stop(DRAIN_TIMEOUT_S), timeout=DRAIN_TIMEOUT_S + 10)
             loop.call(self._runner.drain(DRAIN_TIMEOUT_S), timeout=DRAIN_TIMEOUT_S + 10)
         finally:
             loop.stop(_shutdown_engine)
@@ -164,7 +200,7 @@ class TritonPythonModel:
                 self._stat_loggers.close()
             # Drop the engine and the Triton objects now, while the stub and every module are
             # still alive, rather than at interpreter exit.
-            del self._runner, self._loop, self._stat_loggers
+            del self._runner, self._loop, self._stat_loggers, self._openai
             gc.collect()
         self._log.log_info(f"{_LOG_PREFIX} {self._name}: engine stopped")
 

@@ -1,8 +1,9 @@
 """One real tritonserver with the tritonvllm backend and a real vLLM engine, per test session.
 
 The model repository is rendered by the operator's own ``model_repository_files`` (the files a
-pod mounts), for a tiny random Llama generated into a temporary directory. The server listens on
-127.0.0.1 on free ports, in explicit model-control mode so tests can also load broken models.
+pod mounts), for a tiny random Llama generated into a temporary directory, with the backend's
+OpenAI-compatible server turned on. The server listens on 127.0.0.1 on free ports, in explicit
+model-control mode so tests can also load broken models.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import pytest
 import requests
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
 
 from tests.operator_process import free_ports
 from triton_vllm_operator.api import TritonVLLMModel
@@ -30,6 +33,7 @@ from .clients import MODEL
 ROOT = Path(__file__).resolve().parents[2]
 BROKEN_MODEL = "tiny_unknown_key"
 ENGINE_ARGS = {"dtype": "float32", "max_model_len": 8192, "seed": 0}
+SESSION_OPENAI_ARGS = {"enable_prompt_tokens_details": True}
 START_TIMEOUT_S = 300
 HERE = Path(__file__).resolve().parent
 
@@ -48,6 +52,14 @@ class Server:
     grpc: str
     metrics: str
     log: Path
+    openai: str | None = None
+
+    @property
+    def openai_base(self) -> str:
+        """The OpenAI API's base URL (``.../v1``)."""
+        if self.openai is None:
+            raise RuntimeError("this server's model has no OpenAI port")
+        return f"http://{self.openai}/v1"
 
     def url(self, path: str) -> str:
         return f"http://{self.http}{path}"
@@ -103,7 +115,8 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, serving_python: Path) -
     return out
 
 
-def rendered_files(name: str, model_dir: Path) -> dict[str, str]:
+def rendered_files(name: str, model_dir: Path, openai_port: int | None = None) -> dict[str, str]:
+    """The operator's files for ``name``; with ``openai_port``, its OpenAI server on 127.0.0.1."""
     model = TritonVLLMModel.model_validate(
         {
             "apiVersion": "tritonvllm.io/v1alpha1",
@@ -112,7 +125,21 @@ def rendered_files(name: str, model_dir: Path) -> dict[str, str]:
             "spec": {"model": str(model_dir), "engineArgs": ENGINE_ARGS},
         }
     )
-    return model_repository_files(model, tensor_parallel_size=1)
+    files = model_repository_files(model, tensor_parallel_size=1)
+    if openai_port is not None:
+        files[f"{name}/config.pbtxt"] = with_parameters(
+            files[f"{name}/config.pbtxt"],
+            {"OPENAI_API_PORT": str(openai_port), "OPENAI_API_HOST": "127.0.0.1"},
+        )
+    return files
+
+
+def with_parameters(config_pbtxt: str, parameters: dict[str, str]) -> str:
+    """config.pbtxt with these string parameters set."""
+    config = text_format.Parse(config_pbtxt, mc.ModelConfig())
+    for key, value in parameters.items():
+        config.parameters[key].string_value = value
+    return text_format.MessageToString(config)
 
 
 def write_repository(root: Path, files: dict[str, str]) -> Path:
@@ -124,11 +151,25 @@ def write_repository(root: Path, files: dict[str, str]) -> Path:
 
 
 @pytest.fixture(scope="session")
-def model_repository(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
-    """The model repository exactly as the operator renders it for a pod."""
-    return write_repository(
-        tmp_path_factory.mktemp("model-repository"), rendered_files(MODEL, tiny_model)
+def openai_port() -> int:
+    """The session server's OpenAI port."""
+    return free_ports(1)[0]
+
+
+@pytest.fixture(scope="session")
+def model_repository(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, openai_port: int
+) -> Path:
+    """The model repository as the operator renders it for a pod, its OpenAI port on 127.0.0.1.
+
+    model.json also holds an OpenAI server setting (SESSION_OPENAI_ARGS), as a user may add.
+    """
+    files = rendered_files(MODEL, tiny_model, openai_port)
+    engine_file = f"{MODEL}/1/model.json"
+    files[engine_file] = json.dumps(
+        {**json.loads(files[engine_file]), "openai": SESSION_OPENAI_ARGS}
     )
+    return write_repository(tmp_path_factory.mktemp("model-repository"), files)
 
 
 @pytest.fixture(scope="session")
@@ -141,9 +182,12 @@ def broken_model_repository(tmp_path_factory: pytest.TempPathFactory, tiny_model
 
 
 def start_tritonserver(
-    repository: Path, log: Path, *args: str
+    repository: Path, log: Path, *args: str, openai_port: int | None = None
 ) -> tuple[subprocess.Popen[bytes], Server]:
-    """Start hack/run-tritonserver.sh on free 127.0.0.1 ports, logging to ``log``."""
+    """Start hack/run-tritonserver.sh on free 127.0.0.1 ports, logging to ``log``.
+
+    ``openai_port`` is the OpenAI port the repository's model names, if any.
+    """
     http, grpc, metrics = free_ports(3)
     env = {
         **os.environ,
@@ -157,7 +201,10 @@ def start_tritonserver(
         process = subprocess.Popen(
             command, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
         )
-    return process, Server(f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", f"127.0.0.1:{metrics}", log)
+    openai = None if openai_port is None else f"127.0.0.1:{openai_port}"
+    return process, Server(
+        f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", f"127.0.0.1:{metrics}", log, openai
+    )
 
 
 @pytest.fixture(scope="session")
@@ -168,7 +215,11 @@ def log_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def server(
-    model_repository: Path, serving_env: Path, log_dir: Path, raw_engine_reference: dict[str, str]
+    model_repository: Path,
+    openai_port: int,
+    serving_env: Path,
+    log_dir: Path,
+    raw_engine_reference: dict[str, str],
 ) -> Iterator[Server]:
     """tritonserver with the tiny model loaded (started after the raw-engine reference run)."""
     started = time.monotonic()
@@ -177,6 +228,7 @@ def server(
         log_dir / "tritonserver.log",
         "--model-control-mode=explicit",
         f"--load-model={MODEL}",
+        openai_port=openai_port,
     )
     try:
         while not (handle.ready() and handle.model_ready()):

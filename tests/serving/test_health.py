@@ -1,4 +1,6 @@
-"""ENABLE_VLLM_HEALTH_CHECK: when the engine dies, requests get UNAVAILABLE instead of hanging.
+"""When the engine dies, requests get UNAVAILABLE instead of hanging, and /health says so.
+
+ENABLE_VLLM_HEALTH_CHECK covers Triton's path; the OpenAI port's /health (vLLM's) fails too.
 
 This kills an engine, so it runs on a server of its own, started after the shared one is idle.
 """
@@ -12,9 +14,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
+
+from tests.operator_process import free_ports
 
 from .clients import GenerateError, http_generate
-from .conftest import MODEL, START_TIMEOUT_S, Server, start_tritonserver, stop_tritonserver
+from .conftest import (
+    MODEL,
+    START_TIMEOUT_S,
+    Server,
+    rendered_files,
+    start_tritonserver,
+    stop_tritonserver,
+    write_repository,
+)
 
 
 def engine_core_pids(process_group: int) -> list[int]:
@@ -36,9 +49,13 @@ def engine_core_pids(process_group: int) -> list[int]:
 
 @pytest.fixture(scope="module")
 def doomed_server(
-    model_repository: Path, log_dir: Path, server: Server
+    tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, log_dir: Path, server: Server
 ) -> Iterator[tuple[Server, int]]:
-    process, handle = start_tritonserver(model_repository, log_dir / "health.log")
+    (port,) = free_ports(1)
+    repository = write_repository(
+        tmp_path_factory.mktemp("doomed-repository"), rendered_files(MODEL, tiny_model, port)
+    )
+    process, handle = start_tritonserver(repository, log_dir / "health.log", openai_port=port)
     started = time.monotonic()
     try:
         while not (handle.ready() and handle.model_ready()):
@@ -53,6 +70,8 @@ def doomed_server(
 def test_requests_get_unavailable_once_the_engine_died(doomed_server: tuple[Server, int]) -> None:
     server, group = doomed_server
     assert http_generate(server.http, {"text_input": "The quick brown fox"}, MODEL)
+    health = f"http://{server.openai}/health"
+    assert requests.get(health, timeout=10).status_code == 200
     (engine,) = engine_core_pids(group)
     os.kill(engine, signal.SIGKILL)
 
@@ -66,3 +85,4 @@ def test_requests_get_unavailable_once_the_engine_died(doomed_server: tuple[Serv
         time.sleep(0.5)
     assert "not healthy" in message
     assert server.live()
+    assert requests.get(health, timeout=10).status_code == 503

@@ -1,22 +1,48 @@
-"""Read and validate ``model.json``: the vLLM engine arguments of one model version."""
+"""Read and validate ``model.json``: the vLLM engine arguments of one model version.
+
+Besides AsyncEngineArgs fields, model.json may hold the settings of vLLM's OpenAI-compatible
+server (its frontend arguments, such as ``chat_template`` or ``tool_call_parser``): under the
+``"openai"`` key as an object, or at the top level under their own names.
+"""
 
 from __future__ import annotations
 
 import difflib
 import json
 from collections.abc import Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 MODEL_JSON = "model.json"
+OPENAI_SECTION = "openai"
 
 
 class EngineConfigError(ValueError):
     """model.json is missing, unreadable or names arguments vLLM does not have."""
 
 
+@dataclass(frozen=True)
+class ModelJson:
+    """model.json split in two: the engine's arguments and the OpenAI server's."""
+
+    engine: dict[str, Any]
+    openai: dict[str, Any] = field(default_factory=dict)
+
+
 def load_engine_config(version_dir: str | Path, accepted: Collection[str]) -> dict[str, Any]:
     """Load ``<version_dir>/model.json`` and check every key is an accepted engine argument."""
+    return load_model_json(version_dir, accepted).engine
+
+
+def load_model_json(
+    version_dir: str | Path, accepted: Collection[str], frontend: Collection[str] = ()
+) -> ModelJson:
+    """Load ``<version_dir>/model.json``: engine arguments, and the OpenAI server's arguments.
+
+    ``frontend`` names the OpenAI server's accepted arguments; when it is empty, the
+    ``"openai"`` key is refused like any other unknown key.
+    """
     path = Path(version_dir) / MODEL_JSON
     try:
         text = path.read_text(encoding="utf-8")
@@ -30,21 +56,61 @@ def load_engine_config(version_dir: str | Path, accepted: Collection[str]) -> di
         raise EngineConfigError(f"{path} is not valid JSON: {err}") from None
     if not isinstance(config, dict):
         raise EngineConfigError(f"{path} must hold a JSON object, not {type(config).__name__}")
-    check_engine_keys(config, accepted, source=str(path))
-    if "model" not in config:
+    engine, openai = split_frontend_args(config, accepted, frontend, source=str(path))
+    check_engine_keys(engine, accepted, source=str(path), frontend=frontend)
+    if "model" not in engine:
         raise EngineConfigError(f"{path} must name the model to serve in its 'model' key")
-    return config
+    return ModelJson(engine, openai)
 
 
-def check_engine_keys(config: dict[str, Any], accepted: Collection[str], source: str) -> None:
+def split_frontend_args(
+    config: dict[str, Any], accepted: Collection[str], frontend: Collection[str], source: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(engine arguments, OpenAI server arguments); the ``"openai"`` object's keys are checked.
+
+    A top-level key that is a frontend argument and not an engine argument goes to the OpenAI
+    server; a name given both there and in the ``"openai"`` object is an error.
+    """
+    if not frontend:
+        return dict(config), {}
+    engine = {key: value for key, value in config.items() if key != OPENAI_SECTION}
+    section = config.get(OPENAI_SECTION, {})
+    if not isinstance(section, dict):
+        raise EngineConfigError(
+            f"{source}: {OPENAI_SECTION!r} must be a JSON object of vLLM's OpenAI server "
+            f"arguments, not {type(section).__name__}"
+        )
+    unknown = sorted(key for key in section if key not in frontend)
+    if unknown:
+        problems = [unknown_key_message(key, frontend) for key in unknown]
+        raise EngineConfigError(
+            f"{source}: {OPENAI_SECTION!r}: "
+            + "; ".join(problems)
+            + " (accepted keys are the arguments of vLLM's OpenAI-compatible server)"
+        )
+    openai = dict(section)
+    for key in [key for key in engine if key in frontend and key not in accepted]:
+        if key in openai:
+            raise EngineConfigError(
+                f"{source}: {key!r} is set both at the top level and under {OPENAI_SECTION!r}"
+            )
+        openai[key] = engine.pop(key)
+    return engine, openai
+
+
+def check_engine_keys(
+    config: dict[str, Any], accepted: Collection[str], source: str, frontend: Collection[str] = ()
+) -> None:
     """Raise naming each key that is not an engine argument, with the closest accepted names."""
     unknown = sorted(key for key in config if key not in accepted)
     if not unknown:
         return
-    problems = [unknown_key_message(key, accepted) for key in unknown]
-    raise EngineConfigError(
-        f"{source}: " + "; ".join(problems) + " (accepted keys are vLLM's AsyncEngineArgs fields)"
-    )
+    known = [*accepted, *frontend]
+    problems = [unknown_key_message(key, known) for key in unknown]
+    accepts = "vLLM's AsyncEngineArgs fields"
+    if frontend:
+        accepts += f", and the OpenAI server's arguments (also under {OPENAI_SECTION!r})"
+    raise EngineConfigError(f"{source}: " + "; ".join(problems) + f" (accepted keys are {accepts})")
 
 
 def unknown_key_message(key: str, accepted: Collection[str]) -> str:
