@@ -182,6 +182,8 @@ def write_repository(
             "spec": {
                 "model": str(model_dir),
                 "engineArgs": engine_args,
+                # Triton's path is measured here; bench/openai_vs_vllm_serve.py measures the other.
+                "openai": {"enabled": False},
                 "triton": {
                     "config": {
                         "parameters": {

@@ -122,7 +122,13 @@ def rendered_files(name: str, model_dir: Path, openai_port: int | None = None) -
             "apiVersion": "tritonvllm.io/v1alpha1",
             "kind": "TritonVLLMModel",
             "metadata": {"name": name},
-            "spec": {"model": str(model_dir), "engineArgs": ENGINE_ARGS},
+            "spec": {
+                "model": str(model_dir),
+                "engineArgs": ENGINE_ARGS,
+                # The operator turns the OpenAI server on (all addresses, port 9000) by default;
+                # here it listens on 127.0.0.1 on a free port, or not at all.
+                "openai": {"enabled": openai_port is not None},
+            },
         }
     )
     files = model_repository_files(model, tensor_parallel_size=1)
