@@ -13,8 +13,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .api import TritonVLLMModel
-from .conditions import ACCEPTED, READY, SCHEDULED, Verdict, deployment_readiness, set_condition
+from .conditions import (
+    ACCEPTED,
+    MODEL_FACTS,
+    READY,
+    SCHEDULED,
+    Verdict,
+    deployment_readiness,
+    set_condition,
+)
 from .drift import covers
+from .model_facts import ModelFacts, ModelFactsError, status_of, with_size_hint
 from .placement import (
     NodeGPUs,
     Placement,
@@ -23,6 +32,7 @@ from .placement import (
     inventory,
     place,
     place_unseen,
+    size_unknown,
 )
 from .render.manifests import (
     CONFIG_HASH_ANNOTATION,
@@ -37,6 +47,13 @@ from .render.manifests import (
     rollout_strategy,
 )
 from .settings import Settings
+from .sized_placement import (
+    FactsQuery,
+    check_facts,
+    facts_query,
+    place_by_facts,
+    place_unseen_by_facts,
+)
 from .validation import SpecError, check_model, parse_model
 
 APPLIED_HASH_ANNOTATION = "tritonvllm.io/applied-hash"
@@ -53,6 +70,24 @@ WARNING_REASONS = {
     "Unschedulable",
     "RolloutFailed",
     "APIError",
+    # The model's facts: a lookup that failed, or a spec they show cannot run.
+    "HubTokenRequired",
+    "HubAccessDenied",
+    "ModelNotFound",
+    "ModelConfigMissing",
+    "ModelConfigInvalid",
+    "ModelConfigUnsupported",
+    "HubUnreachable",
+    "ModelCacheUnusable",
+    "WeightsUnreadable",
+    "ModelSizeUnknown",
+    "TensorParallelSizeInvalid",
+    "NotEnoughGPUs",
+    "InsufficientGPUMemory",
+    "MaxModelLenTooLong",
+    "MaxModelLenAboveModel",
+    "MaxModelLenUnknown",
+    "ModelTooLarge",
 }
 Key = tuple[str, str]  # (kind, name) of a child
 
@@ -77,6 +112,9 @@ class Observed:
     own_pods: Sequence[OwnPod] = ()
     own_gpu_pods: Sequence[Mapping[str, Any]] = ()  # this model's bound pods, holding GPUs
     children: Mapping[Key, Mapping[str, Any]] = field(default_factory=dict)
+    # The model's facts as looked up for this pass, or why they could not be; None when no
+    # lookup was made (a path model, lookups off, or a placement kept from the live Deployment).
+    facts: ModelFacts | ModelFactsError | None = None
 
 
 @dataclass
@@ -135,14 +173,97 @@ class _Placed:
     sticky: bool
 
 
-def _place(model: TritonVLLMModel, observed: Observed, gpus: list[NodeGPUs]) -> _Placed:
-    fresh = place(model.spec, gpus)
+def needs_facts(
+    body: Mapping[str, Any], observed: Observed, settings: Settings
+) -> FactsQuery | None:
+    """The facts lookup the next pass needs: for a Hub model that must be placed afresh."""
+    try:
+        model = parse_model(dict(body))
+    except SpecError:
+        return None
+    query = facts_query(model.spec, settings)
+    live = observed.children.get(("Deployment", model.metadata.name))
+    return None if query is None or _sticky(model, live) else query
+
+
+def _no_facts_why(model: TritonVLLMModel, observed: Observed, settings: Settings) -> str:
+    if isinstance(observed.facts, ModelFactsError):
+        return observed.facts.message
+    if model.spec.model.startswith("/"):
+        return (
+            f"spec.model {model.spec.model} is a path in the cache volume: the operator does not "
+            "read its config."
+        )
+    if not settings.model_facts:
+        return "The operator does not read model facts (TRITON_VLLM_MODEL_FACTS is false)."
+    return "The size of the model is unknown."
+
+
+def _place(
+    model: TritonVLLMModel, observed: Observed, gpus: list[NodeGPUs], settings: Settings
+) -> _Placed:
+    """Placed from the model's facts when there are some, else from spec.modelSizeGiB; SpecError
+    for a spec the facts show vLLM cannot run on any node."""
+    spec = model.spec
+    facts = observed.facts if isinstance(observed.facts, ModelFacts) else None
+    unseen: Placement | None = None
+    if facts is not None:
+        facts = with_size_hint(facts, spec.model_size_gi_b)
+        limits = check_facts(spec, facts, model.metadata.name)
+    if facts is not None and facts.weights_bytes is not None:
+        fresh = place_by_facts(spec, facts, limits, gpus)
+        if isinstance(fresh, Unplaceable):
+            unseen = place_unseen_by_facts(spec, facts, limits, fresh)
+    else:
+        fresh = place(spec, gpus)
+        if isinstance(fresh, Unplaceable) and fresh.reason == "ModelSizeUnknown":
+            why = "" if facts is None else f"{facts.name} has no safetensors index or header."
+            fresh = size_unknown(spec, why or _no_facts_why(model, observed, settings))
+            if isinstance(observed.facts, ModelFactsError):
+                fresh = Unplaceable(observed.facts.reason, fresh.message)
+        if isinstance(fresh, Unplaceable):
+            unseen = place_unseen(spec, fresh)
     sticky = _sticky(model, observed.children.get(("Deployment", model.metadata.name)))
     if sticky:
         return _Placed(sticky, fresh, True)
     if isinstance(fresh, Placement):
         return _Placed(fresh, fresh, False)
-    return _Placed(place_unseen(model.spec, fresh), fresh, False)
+    return _Placed(unseen, fresh, False)
+
+
+def _facts_verdict(model: TritonVLLMModel, found: ModelFacts | ModelFactsError) -> Verdict:
+    """ModelFacts: what was read, or why nothing was and what the placement used instead."""
+    if isinstance(found, ModelFacts):
+        at = f" at commit {found.commit[:12]}" if found.commit else ""
+        weights = f"{found.weights_gib:.2f} GiB of weights" if found.weights_gib else "weights "
+        if not found.weights_gib:
+            weights += "of unknown size"
+        return Verdict(
+            MODEL_FACTS,
+            "True",
+            "Read",
+            f"Read {found.source}{at}: {found.attention_heads} attention heads, "
+            f"{found.kv_heads} KV heads, {found.dtype or 'unknown dtype'}, {weights}, "
+            f"context {found.max_context or 'unknown'}.",
+        )
+    spec = model.spec
+    if spec.model_size_gi_b is not None:
+        then = f"Placed by spec.modelSizeGiB ({spec.model_size_gi_b:g} GiB) instead."
+    elif spec.tensor_parallel_size != "auto":
+        then = (
+            f"Placed as tensorParallelSize={spec.tensor_parallel_size} without checking it "
+            "against the model's shape."
+        )
+    else:
+        then = "Not placed: set spec.modelSizeGiB or an integer spec.tensorParallelSize."
+    secret = ""
+    if found.reason == "HubTokenRequired" and spec.storage.hf_token_secret:
+        secret = (
+            " The operator has no access to Secrets, so it looks models up without "
+            "spec.storage.hfTokenSecret (the pods do use it)."
+        )
+    retry = " Retried with backoff." if found.retryable else ""
+    return Verdict(MODEL_FACTS, "False", found.reason, f"{found.message}{secret} {then}{retry}")
 
 
 def _strategy_kept(desired: dict[str, Any], live: Mapping[str, Any] | None) -> bool:
@@ -224,22 +345,47 @@ def _verdicts(
             Verdict(SCHEDULED, "Unknown", "NotAccepted", "The spec must be fixed first."),
             Verdict(READY, "False", "NotAccepted", "The spec must be fixed first."),
         ], {}
+    # Facts are reported whatever the spec makes of them; kept from the last lookup while the
+    # placement is (no lookup then).
+    extra: list[Verdict] = []
+    facts_status: dict[str, Any] = {}
+    old_model = (body.get("status") or {}).get("model")
+    if observed.facts is not None:
+        extra.append(_facts_verdict(model, observed.facts))
+    if isinstance(observed.facts, ModelFacts):
+        facts_status["model"] = status_of(observed.facts).model_dump(
+            by_alias=True, exclude_none=True
+        )
+    elif observed.facts is None and old_model and settings.model_facts:
+        facts_status["model"] = old_model
     accepted = Verdict(ACCEPTED, "True", "Valid", "The spec is valid.")
     gpus = inventory(model.spec, observed.nodes, observed.pods)
-    placed = _place(model, observed, gpus)
+    try:
+        placed = _place(model, observed, gpus, settings)
+    except SpecError as err:
+        return [
+            Verdict(ACCEPTED, "False", err.reason, err.message),
+            Verdict(SCHEDULED, "Unknown", "NotAccepted", "The spec must be fixed first."),
+            Verdict(READY, "False", "NotAccepted", "The spec must be fixed first."),
+            *extra,
+        ], facts_status
     name = model.metadata.name
     live_deployment = observed.children.get(("Deployment", name))
     fresh = placed.fresh
     if placed.placement is None and isinstance(fresh, Unplaceable):
         hint = (
-            " Set an integer spec.tensorParallelSize, or spec.modelSizeGiB with "
-            "spec.gpu.minMemoryGiB, to have pods rendered for a node autoscaler."
+            ""
+            if "spec.modelSizeGiB" in fresh.message
+            else " Set an integer spec.tensorParallelSize, or spec.gpu.minMemoryGiB (with "
+            "spec.modelSizeGiB where the model's facts are unknown), to have pods rendered for "
+            "a node autoscaler."
         )
         return [
             accepted,
             Verdict(SCHEDULED, "False", fresh.reason, fresh.message + hint),
             Verdict(READY, "False", "Unschedulable", "No GPU placement; see Scheduled."),
-        ], {"replicas": model.spec.replicas}
+            *extra,
+        ], {"replicas": model.spec.replicas, **facts_status}
     placement = placed.placement or fresh
     if not isinstance(placement, Placement):  # unreachable: place_unseen covers Unplaceable
         raise TypeError(placement)
@@ -276,8 +422,9 @@ def _verdicts(
         "endpoints": endpoints(model),
         "configHash": config_hash,
         "configMap": current_cm,
+        **facts_status,
     }
-    return [accepted, scheduled, ready], resolved
+    return [accepted, scheduled, ready, *extra], resolved
 
 
 def _with_conditions(
@@ -306,6 +453,7 @@ STATUS_FIELDS = (
     "endpoints",
     "configHash",
     "configMap",
+    "model",
 )
 
 
