@@ -393,7 +393,7 @@ class Condition(ApiModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    type: str = Field(description="Accepted, Scheduled or Ready.")
+    type: str = Field(description="Accepted, Scheduled, Ready, ModelFacts or Cached.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(description="Machine-readable reason, CamelCase.")
     message: str = Field(default="", description="What happened and what to change.")

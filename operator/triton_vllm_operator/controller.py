@@ -244,6 +244,7 @@ CHILD_COLLECTIONS = (
     ("/api/v1", "services"),
     ("/apis/apps/v1", "deployments"),
     ("/apis/policy/v1", "poddisruptionbudgets"),
+    ("/apis/batch/v1", "jobs"),  # the prefetch Job
 )
 OURS_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 # Pods that hold resources: the field selector is applied by the API server.

@@ -34,6 +34,7 @@ from .placement import (
     place_unseen,
     size_unknown,
 )
+from .prefetch_status import cached_verdict
 from .render.manifests import (
     CONFIG_HASH_ANNOTATION,
     MODEL_LABEL,
@@ -46,6 +47,7 @@ from .render.manifests import (
     render_all,
     rollout_strategy,
 )
+from .render.prefetch import render_prefetch_job
 from .settings import Settings
 from .sized_placement import (
     FactsQuery,
@@ -88,6 +90,11 @@ WARNING_REASONS = {
     "MaxModelLenAboveModel",
     "MaxModelLenUnknown",
     "ModelTooLarge",
+    # The prefetch Job's failures (Cached=False).
+    "DownloadFailed",
+    "DiskFull",
+    "PrefetchNeedsClaim",
+    "PrefetchNeedsRepo",
 }
 Key = tuple[str, str]  # (kind, name) of a child
 
@@ -362,6 +369,7 @@ def _verdicts(
     gpus = inventory(model.spec, observed.nodes, observed.pods)
     try:
         placed = _place(model, observed, gpus, settings)
+        job = render_prefetch_job(model, settings) if model.spec.storage.prefetch else None
     except SpecError as err:
         return [
             Verdict(ACCEPTED, "False", err.reason, err.message),
@@ -398,6 +406,17 @@ def _verdicts(
         surge = free_replica_slots(model.spec, in_use, tp) >= 1
         deployment["spec"]["strategy"] = rollout_strategy(surge)
     children = [with_applied_hash(m) for m in children]
+    cached = None
+    if job is not None:
+        # The Job is one download per repo and revision: created once, never changed (its pod
+        # template is immutable). The Deployment waits for it, unless it already runs.
+        live_job = observed.children.get(("Job", job["metadata"]["name"]))
+        cached = cached_verdict(model, live_job)
+        if live_job is None:
+            children.append(with_applied_hash(job))
+        if cached.status != "True" and live_deployment is None:
+            waiting = ("Deployment", "PodDisruptionBudget")
+            children = [m for m in children if m["kind"] not in waiting]
     for manifest in children:
         key = (manifest["kind"], manifest["metadata"]["name"])
         if needs_apply(manifest, observed.children.get(key)):
@@ -413,6 +432,15 @@ def _verdicts(
         live_deployment, model.spec.replicas, config_hash, url, applying
     )
     scheduled = _scheduled(placed, observed, config_hash, tp)
+    if cached is not None:
+        extra.append(cached)
+        if cached.status != "True" and live_deployment is None:
+            ready = Verdict(
+                READY,
+                "False",
+                "Caching",
+                f"The serving pods start once the weights are in the volume: {cached.message}",
+            )
     resolved = {
         "tensorParallelSize": tp,
         "replicas": model.spec.replicas,

@@ -532,7 +532,13 @@ NAMESPACED_RIGHTS = {
     ("tritonvllmmodels.tritonvllm.io/status", "patch"),
     *{
         (r, v)
-        for r in ("configmaps", "services", "deployments.apps", "poddisruptionbudgets.policy")
+        for r in (
+            "configmaps",
+            "services",
+            "deployments.apps",
+            "poddisruptionbudgets.policy",
+            "jobs.batch",
+        )
         for v in ("list", "watch", "get", "create", "patch")
     },
     ("configmaps", "delete"),

@@ -9,7 +9,7 @@ import pytest
 
 from tests.unit.builders import L4, gpu_node, model_dict
 from tests.unit.model_dirs import snapshot
-from tests.unit.test_reconcile import NOW, conditions, empty, message, world
+from tests.unit.test_reconcile import NOW, conditions, empty, message, stored, world
 from triton_vllm_operator.facts_lookup import FactsLookup
 from triton_vllm_operator.hub import ModelNotFound, NeedsToken
 from triton_vllm_operator.model_facts import ModelFacts, ModelFactsError, facts_from_dir
@@ -206,3 +206,57 @@ def test_a_failed_lookup_is_held_until_its_retry_is_due(facts: dict[str, ModelFa
     cache.fail = False
     found = lookup.lookup(key, query)
     assert found.fresh and not found.failed and found.found is facts[QWEN]
+
+
+PREFETCH = {"existingClaim": "models", "prefetch": True}
+
+
+def _job_done(job: dict[str, Any], condition: str = "Complete") -> dict[str, Any]:
+    done = stored(job)
+    done["status"] = {
+        "succeeded": 1 if condition == "Complete" else 0,
+        "conditions": [{"type": condition, "status": "True"}],
+    }
+    return done
+
+
+def test_prefetch_runs_a_job_and_renders_the_deployment_only_once_cached() -> None:
+    body = model_dict(tensorParallelSize=1, storage=PREFETCH)
+    first = plan(body, empty())
+    kinds = [m["kind"] for m in first.apply]
+    assert "Job" in kinds and "Deployment" not in kinds
+    assert conditions(first.status)["Cached"] == ("False", "Pending")
+    assert conditions(first.status)["Ready"] == ("False", "Caching")
+    (job,) = [m for m in first.apply if m["kind"] == "Job"]
+    assert job["metadata"]["ownerReferences"][0]["name"] == "llama"
+    # The Job runs: it is not applied again, and the Deployment still waits.
+    children = {(m["kind"], m["metadata"]["name"]): stored(m) for m in first.apply}
+    running = plan(body, empty(children=children))
+    assert [m["kind"] for m in running.apply] == []
+    assert conditions(running.status)["Cached"] == ("False", "Downloading")
+    # Complete: the Deployment is rendered, and Cached says so.
+    children[("Job", job["metadata"]["name"])] = _job_done(job)
+    cached = plan(body, empty(children=children))
+    assert [m["kind"] for m in cached.apply] == ["Deployment"]
+    assert conditions(cached.status)["Cached"] == ("True", "Downloaded")
+    assert conditions(cached.status)["Ready"] == ("False", "Deploying")
+
+
+def test_a_failed_prefetch_says_so_and_keeps_the_deployment_back() -> None:
+    body = model_dict(tensorParallelSize=1, storage=PREFETCH)
+    first = plan(body, empty())
+    children = {(m["kind"], m["metadata"]["name"]): stored(m) for m in first.apply}
+    (job,) = [m for m in first.apply if m["kind"] == "Job"]
+    children[("Job", job["metadata"]["name"])] = _job_done(job, "Failed")
+    failed = plan(body, empty(children=children))
+    assert conditions(failed.status)["Cached"] == ("False", "DownloadFailed")
+    assert "delete Job" in message(failed.status, "Cached")
+    assert not [m for m in failed.apply if m["kind"] == "Deployment"]
+
+
+def test_prefetch_of_a_path_model_is_not_accepted() -> None:
+    result = plan(
+        model_dict(model="/cache/models/tiny", tensorParallelSize=1, storage=PREFETCH), empty()
+    )
+    assert conditions(result.status)["Accepted"] == ("False", "PrefetchNeedsRepo")
+    assert result.apply == []
