@@ -7,7 +7,6 @@ out what it returns.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +14,6 @@ from typing import Any
 from .api import TritonVLLMModel
 from .conditions import (
     ACCEPTED,
-    MODEL_FACTS,
     READY,
     SCHEDULED,
     Verdict,
@@ -23,27 +21,22 @@ from .conditions import (
     set_condition,
 )
 from .drift import covers
-from .model_facts import ModelFacts, ModelFactsError, status_of, with_size_hint
+from .model_facts import ModelFacts, ModelFactsError, status_of
 from .placement import (
-    NodeGPUs,
     Placement,
     Unplaceable,
     free_replica_slots,
     inventory,
-    place,
-    place_unseen,
-    size_unknown,
 )
+from .placing import Placed, facts_verdict, place_model, sticky
 from .prefetch_status import cached_verdict
 from .render.manifests import (
     CONFIG_HASH_ANNOTATION,
     MODEL_LABEL,
-    PLACEMENT_ANNOTATION,
     TEMPLATE_HASH_ANNOTATION,
     digest,
     endpoint,
     endpoints,
-    placement_digest,
     render_all,
     rollout_strategy,
 )
@@ -51,10 +44,7 @@ from .render.prefetch import render_prefetch_job
 from .settings import Settings
 from .sized_placement import (
     FactsQuery,
-    check_facts,
     facts_query,
-    place_by_facts,
-    place_unseen_by_facts,
 )
 from .validation import SpecError, check_model, parse_model
 
@@ -158,119 +148,18 @@ def needs_apply(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> b
     return _annotations(live).get(APPLIED_HASH_ANNOTATION) != rendered or not covers(live, desired)
 
 
-def _sticky(model: TritonVLLMModel, live: Mapping[str, Any] | None) -> Placement | None:
-    """The placement the live Deployment was rendered with, while the spec stays the same."""
-    try:
-        recorded = json.loads(_annotations(live).get(PLACEMENT_ANNOTATION, ""))
-    except ValueError:
-        return None
-    if not isinstance(recorded, dict) or recorded.get("spec") != placement_digest(model):
-        return None
-    tp = recorded.get("tensorParallelSize")
-    floor = recorded.get("minMemoryMiB")
-    if not isinstance(tp, int) or tp < 1 or not (floor is None or isinstance(floor, int)):
-        return None
-    return Placement(tp, (), 0, floor, f"tensorParallelSize={tp}, kept while the spec is unchanged")
-
-
-@dataclass(frozen=True)
-class _Placed:
-    placement: Placement | None
-    fresh: Placement | Unplaceable  # what the nodes say now (for messages)
-    sticky: bool
-
-
 def needs_facts(
     body: Mapping[str, Any], observed: Observed, settings: Settings
 ) -> FactsQuery | None:
     """The facts lookup the next pass needs: for a Hub model that must be placed afresh."""
     try:
         model = parse_model(dict(body))
+        check_model(model, settings.backend_name)
     except SpecError:
-        return None
+        return None  # refused before any facts would be used
     query = facts_query(model.spec, settings)
     live = observed.children.get(("Deployment", model.metadata.name))
-    return None if query is None or _sticky(model, live) else query
-
-
-def _no_facts_why(model: TritonVLLMModel, observed: Observed, settings: Settings) -> str:
-    if isinstance(observed.facts, ModelFactsError):
-        return observed.facts.message
-    if model.spec.model.startswith("/"):
-        return (
-            f"spec.model {model.spec.model} is a path in the cache volume: the operator does not "
-            "read its config."
-        )
-    if not settings.model_facts:
-        return "The operator does not read model facts (TRITON_VLLM_MODEL_FACTS is false)."
-    return "The size of the model is unknown."
-
-
-def _place(
-    model: TritonVLLMModel, observed: Observed, gpus: list[NodeGPUs], settings: Settings
-) -> _Placed:
-    """Placed from the model's facts when there are some, else from spec.modelSizeGiB; SpecError
-    for a spec the facts show vLLM cannot run on any node."""
-    spec = model.spec
-    facts = observed.facts if isinstance(observed.facts, ModelFacts) else None
-    unseen: Placement | None = None
-    if facts is not None:
-        facts = with_size_hint(facts, spec.model_size_gi_b)
-        limits = check_facts(spec, facts, model.metadata.name)
-    if facts is not None and facts.weights_bytes is not None:
-        fresh = place_by_facts(spec, facts, limits, gpus)
-        if isinstance(fresh, Unplaceable):
-            unseen = place_unseen_by_facts(spec, facts, limits, fresh)
-    else:
-        fresh = place(spec, gpus)
-        if isinstance(fresh, Unplaceable) and fresh.reason == "ModelSizeUnknown":
-            why = "" if facts is None else f"{facts.name} has no safetensors index or header."
-            fresh = size_unknown(spec, why or _no_facts_why(model, observed, settings))
-            if isinstance(observed.facts, ModelFactsError):
-                fresh = Unplaceable(observed.facts.reason, fresh.message)
-        if isinstance(fresh, Unplaceable):
-            unseen = place_unseen(spec, fresh)
-    sticky = _sticky(model, observed.children.get(("Deployment", model.metadata.name)))
-    if sticky:
-        return _Placed(sticky, fresh, True)
-    if isinstance(fresh, Placement):
-        return _Placed(fresh, fresh, False)
-    return _Placed(unseen, fresh, False)
-
-
-def _facts_verdict(model: TritonVLLMModel, found: ModelFacts | ModelFactsError) -> Verdict:
-    """ModelFacts: what was read, or why nothing was and what the placement used instead."""
-    if isinstance(found, ModelFacts):
-        at = f" at commit {found.commit[:12]}" if found.commit else ""
-        weights = f"{found.weights_gib:.2f} GiB of weights" if found.weights_gib else "weights "
-        if not found.weights_gib:
-            weights += "of unknown size"
-        return Verdict(
-            MODEL_FACTS,
-            "True",
-            "Read",
-            f"Read {found.source}{at}: {found.attention_heads} attention heads, "
-            f"{found.kv_heads} KV heads, {found.dtype or 'unknown dtype'}, {weights}, "
-            f"context {found.max_context or 'unknown'}.",
-        )
-    spec = model.spec
-    if spec.model_size_gi_b is not None:
-        then = f"Placed by spec.modelSizeGiB ({spec.model_size_gi_b:g} GiB) instead."
-    elif spec.tensor_parallel_size != "auto":
-        then = (
-            f"Placed as tensorParallelSize={spec.tensor_parallel_size} without checking it "
-            "against the model's shape."
-        )
-    else:
-        then = "Not placed: set spec.modelSizeGiB or an integer spec.tensorParallelSize."
-    secret = ""
-    if found.reason == "HubTokenRequired" and spec.storage.hf_token_secret:
-        secret = (
-            " The operator has no access to Secrets, so it looks models up without "
-            "spec.storage.hfTokenSecret (the pods do use it)."
-        )
-    retry = " Retried with backoff." if found.retryable else ""
-    return Verdict(MODEL_FACTS, "False", found.reason, f"{found.message}{secret} {then}{retry}")
+    return None if query is None or sticky(model, live) else query
 
 
 def _strategy_kept(desired: dict[str, Any], live: Mapping[str, Any] | None) -> bool:
@@ -290,7 +179,7 @@ def _strategy_kept(desired: dict[str, Any], live: Mapping[str, Any] | None) -> b
     return True
 
 
-def _scheduled(placed: _Placed, observed: Observed, config_hash: str, tp: int) -> Verdict:
+def _scheduled(placed: Placed, observed: Observed, config_hash: str, tp: int) -> Verdict:
     """From the pods' own PodScheduled conditions; before there are pods, from the nodes."""
     current = [p for p in observed.own_pods if not p.terminating and p.config_hash == config_hash]
     verdicts = [p.scheduled for p in current if p.scheduled]
@@ -358,7 +247,7 @@ def _verdicts(
     facts_status: dict[str, Any] = {}
     old_model = (body.get("status") or {}).get("model")
     if observed.facts is not None:
-        extra.append(_facts_verdict(model, observed.facts))
+        extra.append(facts_verdict(model, observed.facts))
     if isinstance(observed.facts, ModelFacts):
         facts_status["model"] = status_of(observed.facts).model_dump(
             by_alias=True, exclude_none=True
@@ -367,8 +256,9 @@ def _verdicts(
         facts_status["model"] = old_model
     accepted = Verdict(ACCEPTED, "True", "Valid", "The spec is valid.")
     gpus = inventory(model.spec, observed.nodes, observed.pods)
+    live_deployment = observed.children.get(("Deployment", model.metadata.name))
     try:
-        placed = _place(model, observed, gpus, settings)
+        placed = place_model(model, observed.facts, live_deployment, gpus, settings)
         job = render_prefetch_job(model, settings) if model.spec.storage.prefetch else None
     except SpecError as err:
         return [
@@ -378,7 +268,6 @@ def _verdicts(
             *extra,
         ], facts_status
     name = model.metadata.name
-    live_deployment = observed.children.get(("Deployment", name))
     fresh = placed.fresh
     if placed.placement is None and isinstance(fresh, Unplaceable):
         hint = (
