@@ -14,6 +14,8 @@ from typing import Any
 from .api import TritonVLLMModel
 from .conditions import (
     ACCEPTED,
+    CACHED,
+    MODEL_FACTS,
     READY,
     SCHEDULED,
     Verdict,
@@ -230,30 +232,35 @@ def _stale_configmaps(
 
 def _verdicts(
     body: Mapping[str, Any], observed: Observed, settings: Settings, plan: Plan
-) -> tuple[list[Verdict], dict[str, Any]]:
-    """The three conditions and the resolved status fields; fills plan.apply/delete on the way."""
+) -> tuple[list[Verdict], dict[str, Any], set[str]]:
+    """The conditions, the resolved status fields and the condition types that no longer apply
+    (ModelFacts without lookups, Cached without prefetch); fills plan.apply/delete on the way."""
     try:
         model = parse_model(dict(body))
         check_model(model, settings.backend_name)
     except SpecError as err:
-        return [
-            Verdict(ACCEPTED, "False", err.reason, err.message),
-            Verdict(SCHEDULED, "Unknown", "NotAccepted", "The spec must be fixed first."),
-            Verdict(READY, "False", "NotAccepted", "The spec must be fixed first."),
-        ], {}
-    # Facts are reported whatever the spec makes of them; kept from the last lookup while the
-    # placement is (no lookup then).
+        return (
+            [
+                Verdict(ACCEPTED, "False", err.reason, err.message),
+                Verdict(SCHEDULED, "Unknown", "NotAccepted", "The spec must be fixed first."),
+                Verdict(READY, "False", "NotAccepted", "The spec must be fixed first."),
+            ],
+            {},
+            set(),
+        )
+    # Facts are reported whatever the spec makes of them; while the placement is kept (and no
+    # lookup made), status.model and ModelFacts stay those of the lookup that placed it.
     extra: list[Verdict] = []
     facts_status: dict[str, Any] = {}
-    old_model = (body.get("status") or {}).get("model")
+    stale = set() if facts_query(model.spec, settings) else {MODEL_FACTS}
+    if not model.spec.storage.prefetch:
+        stale.add(CACHED)
     if observed.facts is not None:
         extra.append(facts_verdict(model, observed.facts))
     if isinstance(observed.facts, ModelFacts):
         facts_status["model"] = status_of(observed.facts).model_dump(
             by_alias=True, exclude_none=True
         )
-    elif observed.facts is None and old_model and settings.model_facts:
-        facts_status["model"] = old_model
     accepted = Verdict(ACCEPTED, "True", "Valid", "The spec is valid.")
     gpus = inventory(model.spec, observed.nodes, observed.pods)
     live_deployment = observed.children.get(("Deployment", model.metadata.name))
@@ -261,28 +268,43 @@ def _verdicts(
         placed = place_model(model, observed.facts, live_deployment, gpus, settings)
         job = render_prefetch_job(model, settings) if model.spec.storage.prefetch else None
     except SpecError as err:
-        return [
-            Verdict(ACCEPTED, "False", err.reason, err.message),
-            Verdict(SCHEDULED, "Unknown", "NotAccepted", "The spec must be fixed first."),
-            Verdict(READY, "False", "NotAccepted", "The spec must be fixed first."),
-            *extra,
-        ], facts_status
+        return (
+            [
+                Verdict(ACCEPTED, "False", err.reason, err.message),
+                Verdict(SCHEDULED, "Unknown", "NotAccepted", "The spec must be fixed first."),
+                Verdict(READY, "False", "NotAccepted", "The spec must be fixed first."),
+                *extra,
+            ],
+            facts_status,
+            stale,
+        )
     name = model.metadata.name
+    old_model = (body.get("status") or {}).get("model")
+    if placed.sticky and observed.facts is None and old_model and MODEL_FACTS not in stale:
+        facts_status["model"] = old_model
     fresh = placed.fresh
     if placed.placement is None and isinstance(fresh, Unplaceable):
+        # Unless the message already says what to set (no size known at all).
+        unsized = fresh.reason == "ModelSizeUnknown" or (
+            isinstance(observed.facts, ModelFactsError) and fresh.reason == observed.facts.reason
+        )
         hint = (
             ""
-            if "spec.modelSizeGiB" in fresh.message
+            if unsized
             else " Set an integer spec.tensorParallelSize, or spec.gpu.minMemoryGiB (with "
             "spec.modelSizeGiB where the model's facts are unknown), to have pods rendered for "
             "a node autoscaler."
         )
-        return [
-            accepted,
-            Verdict(SCHEDULED, "False", fresh.reason, fresh.message + hint),
-            Verdict(READY, "False", "Unschedulable", "No GPU placement; see Scheduled."),
-            *extra,
-        ], {"replicas": model.spec.replicas, **facts_status}
+        return (
+            [
+                accepted,
+                Verdict(SCHEDULED, "False", fresh.reason, fresh.message + hint),
+                Verdict(READY, "False", "Unschedulable", "No GPU placement; see Scheduled."),
+                *extra,
+            ],
+            {"replicas": model.spec.replicas, **facts_status},
+            stale,
+        )
     placement = placed.placement or fresh
     if not isinstance(placement, Placement):  # unreachable: place_unseen covers Unplaceable
         raise TypeError(placement)
@@ -341,7 +363,7 @@ def _verdicts(
         "configMap": current_cm,
         **facts_status,
     }
-    return [accepted, scheduled, ready, *extra], resolved
+    return [accepted, scheduled, ready, *extra], resolved, stale
 
 
 def _with_conditions(
@@ -379,8 +401,11 @@ def plan_reconcile(
 ) -> Plan:
     """Everything one pass decides; the caller applies, deletes, writes status if changed."""
     plan = Plan()
-    verdicts, resolved = _verdicts(body, observed, settings, plan)
+    verdicts, resolved, stale = _verdicts(body, observed, settings, plan)
     old_status = dict(body.get("status") or {})
+    old_status["conditions"] = [
+        c for c in old_status.get("conditions") or [] if c.get("type") not in stale
+    ]
     plan.status["conditions"], plan.events = _with_conditions(body, verdicts, old_status, now)
     plan.status = {
         "observedGeneration": (body.get("metadata") or {}).get("generation"),

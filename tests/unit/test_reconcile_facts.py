@@ -260,3 +260,16 @@ def test_prefetch_of_a_path_model_is_not_accepted() -> None:
     )
     assert conditions(result.status)["Accepted"] == ("False", "PrefetchNeedsRepo")
     assert result.apply == []
+
+
+def test_facts_and_cached_go_from_status_when_the_spec_no_longer_asks_for_them(
+    facts: dict[str, ModelFacts],
+) -> None:
+    body = model_dict(model=QWEN, tensorParallelSize=1, storage=PREFETCH)
+    plan(body, empty(facts=facts[QWEN]))
+    assert {"ModelFacts", "Cached"} <= set(conditions(body["status"]))
+    body["spec"] = {"model": "/cache/models/qwen", "tensorParallelSize": 1}
+    after = plan(body, empty())
+    assert "ModelFacts" not in conditions(after.status)
+    assert "Cached" not in conditions(after.status)
+    assert after.status.get("model") is None
