@@ -8,13 +8,14 @@ an MLP of 128, bfloat16 safetensors weights.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from kubernetes import client
 
-from tests.integration.models import Models, models, wait_for
+from tests.integration.models import GROUP, PLURAL, VERSION, Models, models, wait_for
 from tests.kube import ClusterHandle
 from tests.operator_process import CRD, OperatorProcess
 from tests.unit.hub_standin import HubStandIn, serve
@@ -104,7 +105,7 @@ def test_an_explicit_size_that_does_not_divide_the_heads_is_refused_with_those_t
 
 
 def test_a_repo_the_hub_does_not_have_is_reasoned_and_the_operator_keeps_running(
-    models: Models, operator: OperatorProcess
+    models: Models, operator: OperatorProcess, hub: HubStandIn
 ) -> None:
     models.create("missing", model="acme/no-such-model")
     cond = models.wait_condition("missing", "Scheduled", "False", "ModelNotFound")
@@ -113,6 +114,23 @@ def test_a_repo_the_hub_does_not_have_is_reasoned_and_the_operator_keeps_running
     models.wait_condition("missing", "ModelFacts", "False", "ModelNotFound")
     assert _deployment(models, "missing") is None
     assert operator.alive
+
+    # Events in between do not ask the Hub again: the lookup waits for its backoff retry.
+    def asked() -> int:
+        return sum("acme/no-such-model" in path for path in hub.paths())
+
+    before = asked()
+    for i in range(20):
+        models.custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            models.namespace,
+            PLURAL,
+            "missing",
+            {"metadata": {"labels": {"n": str(i)}}},
+        )
+    time.sleep(1)
+    assert asked() - before < 20, hub.paths()[-40:]
     # With a size, the model is placed by it; the failed lookup is still said.
     models.patch_spec("missing", modelSizeGiB=1)
     models.wait_condition("missing", "Scheduled", "True", "Placed")
