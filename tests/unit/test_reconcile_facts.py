@@ -126,6 +126,7 @@ def test_a_failed_lookup_falls_back_to_model_size_and_says_so(
     assert conditions(result.status)["Scheduled"] == ("True", "Placed")
     assert conditions(result.status)["ModelFacts"] == ("False", reason)
     assert "Placed by spec.modelSizeGiB (16 GiB) instead" in message(result.status, "ModelFacts")
+    assert "Looked up again when the spec changes" in message(result.status, "ModelFacts")
     assert result.status.get("model") is None
 
 
@@ -137,6 +138,7 @@ def test_a_failed_lookup_with_auto_and_no_size_places_nothing_and_says_what_to_s
     text = message(result.status, "Scheduled")
     assert "acme/gone was not found" in text and "set spec.modelSizeGiB" in text
     assert conditions(result.status)["Ready"] == ("False", "Unschedulable")
+    assert "Retried with backoff" in message(result.status, "ModelFacts")
 
 
 def test_a_gated_model_with_a_token_secret_says_the_operator_cannot_read_it() -> None:
