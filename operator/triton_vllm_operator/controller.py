@@ -174,7 +174,27 @@ class Controller:
         lookup = self.facts.lookup(key, query) if query else None
         if lookup is not None:
             observed = dataclasses.replace(observed, facts=lookup.found)
+        pods = self._prefetch_pods(key, observed)
+        if pods:
+            observed = dataclasses.replace(observed, prefetch_pods=pods)
         return self._converge(key, body, observed), lookup
+
+    def _prefetch_pods(self, key: ModelKey, observed: Observed) -> list[dict[str, Any]]:
+        """The pods of the model's prefetch Jobs that have failed attempts, failed ones too."""
+        failed = [
+            name
+            for (kind, name), job in observed.children.items()
+            if kind == "Job" and (job.get("status") or {}).get("failed")
+        ]
+        pods: list[dict[str, Any]] = []
+        path = f"/api/v1/namespaces/{key[0]}/pods"
+        try:
+            for name in failed:
+                selector = f"batch.kubernetes.io/job-name={name}"
+                pods.extend(kube.list_objects(self.api, path, label_selector=selector))
+        except (client.ApiException, urllib3.exceptions.HTTPError, OSError) as err:
+            log.warning("pods of the prefetch Job of %s/%s not listed: %s", *key, err)
+        return pods
 
     def _converge(self, key: ModelKey, body: dict[str, Any], observed: Observed) -> bool:
         """Plan the pass and carry it out; False: retry later."""

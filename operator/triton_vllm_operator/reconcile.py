@@ -114,6 +114,9 @@ class Observed:
     # The model's facts as looked up for this pass, or why they could not be; None when no
     # lookup was made (a path model, lookups off, or a placement kept from the live Deployment).
     facts: ModelFacts | ModelFactsError | None = None
+    # Pods of the model's prefetch Jobs, failed ones too (the pod watch leaves those out), listed
+    # for a pass while a Job has failed attempts: their termination messages say why.
+    prefetch_pods: Sequence[Mapping[str, Any]] = ()
 
 
 @dataclass
@@ -322,7 +325,13 @@ def _verdicts(
         # The Job is one download per repo and revision: created once, never changed (its pod
         # template is immutable). The Deployment waits for it, unless it already runs.
         live_job = observed.children.get(("Job", job["metadata"]["name"]))
-        cached = cached_verdict(model, live_job)
+        name_label = {"batch.kubernetes.io/job-name": job["metadata"]["name"]}
+        pods = [
+            p
+            for p in observed.prefetch_pods
+            if name_label.items() <= ((p.get("metadata") or {}).get("labels") or {}).items()
+        ]
+        cached = cached_verdict(model, live_job, pods)
         if live_job is None:
             children.append(with_applied_hash(job))
         if cached.status != "True" and live_deployment is None:

@@ -275,3 +275,27 @@ def test_facts_and_cached_go_from_status_when_the_spec_no_longer_asks_for_them(
     assert "ModelFacts" not in conditions(after.status)
     assert "Cached" not in conditions(after.status)
     assert after.status.get("model") is None
+
+
+def test_a_failed_prefetch_says_why_from_the_failed_pods_termination_message() -> None:
+    body = model_dict(tensorParallelSize=1, storage=PREFETCH)
+    first = plan(body, empty())
+    children = {(m["kind"], m["metadata"]["name"]): stored(m) for m in first.apply}
+    (job,) = [m for m in first.apply if m["kind"] == "Job"]
+    name = job["metadata"]["name"]
+    children[("Job", name)] = _job_done(job, "Failed")
+    report = '{"event": "error", "reason": "HubTokenRequired", "message": "the repo is gated"}'
+    failed_pod = {
+        "metadata": {"name": f"{name}-x", "labels": {"batch.kubernetes.io/job-name": name}},
+        "status": {
+            "phase": "Failed",
+            "containerStatuses": [{"state": {"terminated": {"exitCode": 1, "message": report}}}],
+        },
+    }
+    other = {
+        **failed_pod,
+        "metadata": {"name": "o", "labels": {"batch.kubernetes.io/job-name": "o"}},
+    }
+    failed = plan(body, empty(children=children, prefetch_pods=[failed_pod, other]))
+    assert conditions(failed.status)["Cached"] == ("False", "HubTokenRequired")
+    assert "the repo is gated" in message(failed.status, "Cached")
