@@ -47,6 +47,8 @@ def sticky(model: TritonVLLMModel, live: Mapping[str, Any] | None) -> Placement 
 
 @dataclass(frozen=True)
 class Placed:
+    """The placement to render (None: render nothing), and what the nodes say now."""
+
     placement: Placement | None
     fresh: Placement | Unplaceable  # what the nodes say now (for messages)
     sticky: bool
@@ -55,6 +57,7 @@ class Placed:
 def _no_facts_why(
     model: TritonVLLMModel, found: ModelFacts | ModelFactsError | None, settings: Settings
 ) -> str:
+    """Why the model has no facts to size it by, for the message that asks for a size."""
     if isinstance(found, ModelFactsError):
         return found.message
     if model.spec.model.startswith("/"):
@@ -109,9 +112,8 @@ def facts_verdict(model: TritonVLLMModel, found: ModelFacts | ModelFactsError) -
     """ModelFacts: what was read, or why nothing was and what the placement used instead."""
     if isinstance(found, ModelFacts):
         at = f" at commit {found.commit[:12]}" if found.commit else ""
-        weights = f"{found.weights_gib:.2f} GiB of weights" if found.weights_gib else "weights "
-        if not found.weights_gib:
-            weights += "of unknown size"
+        gib = found.weights_gib
+        weights = f"{gib:.2f} GiB of weights" if gib else "weights of unknown size"
         return Verdict(
             MODEL_FACTS,
             "True",
