@@ -157,14 +157,20 @@ def needs_facts(
     body: Mapping[str, Any], observed: Observed, settings: Settings
 ) -> FactsQuery | None:
     """The facts lookup the next pass needs: for a Hub model that must be placed afresh."""
+    if not settings.model_facts:
+        return None
     try:
         model = parse_model(dict(body))
+    except SpecError:
+        return None
+    query = facts_query(model.spec, settings)
+    if query is None or sticky(model, observed.children.get(("Deployment", model.metadata.name))):
+        return None
+    try:
         check_model(model, settings.backend_name)
     except SpecError:
         return None  # refused before any facts would be used
-    query = facts_query(model.spec, settings)
-    live = observed.children.get(("Deployment", model.metadata.name))
-    return None if query is None or sticky(model, live) else query
+    return query
 
 
 def _strategy_kept(desired: dict[str, Any], live: Mapping[str, Any] | None) -> bool:
