@@ -152,3 +152,13 @@ def test_a_gated_repo_without_a_token_is_reasoned(
     facts = models.wait_condition("gated", "ModelFacts", "False", "HubTokenRequired")
     assert "no access to Secrets" in facts["message"]
     assert operator.alive
+
+
+def test_a_max_model_len_above_the_models_context_is_refused_with_what_it_takes(
+    models: Models,
+) -> None:
+    models.create("long", model="acme/tiny-llama", engineArgs={"max_model_len": 4096})
+    cond = models.wait_condition("long", "Accepted", "False", "MaxModelLenAboveModel")
+    assert "above the 2048 tokens" in cond["message"] and "at most 2048" in cond["message"]
+    models.patch_spec("long", engineArgs={"max_model_len": 2048})
+    models.wait_condition("long", "Scheduled", "True", "Placed")
