@@ -239,6 +239,15 @@ def _stale_configmaps(
     )
 
 
+def _pods_of_job(observed: Observed, job_name: str) -> list[Mapping[str, Any]]:
+    label = ("batch.kubernetes.io/job-name", job_name)
+    return [
+        p
+        for p in observed.prefetch_pods
+        if label in ((p.get("metadata") or {}).get("labels") or {}).items()
+    ]
+
+
 def _verdicts(
     body: Mapping[str, Any], observed: Observed, settings: Settings, plan: Plan
 ) -> tuple[list[Verdict], dict[str, Any], set[str]]:
@@ -288,6 +297,16 @@ def _verdicts(
             stale,
         )
     name = model.metadata.name
+    cached = None
+    if job is not None:
+        # One download per repo and revision, started as soon as the spec is accepted (also while
+        # no node fits yet): created once, never changed (a Job's pod template is immutable).
+        job_name = job["metadata"]["name"]
+        live_job = observed.children.get(("Job", job_name))
+        cached = cached_verdict(model, live_job, _pods_of_job(observed, job_name))
+        extra.append(cached)
+        if live_job is None:
+            plan.apply.append(with_applied_hash(job))
     old_model = (body.get("status") or {}).get("model")
     if placed.sticky and observed.facts is None and old_model and MODEL_FACTS not in stale:
         facts_status["model"] = old_model
@@ -326,23 +345,10 @@ def _verdicts(
         surge = free_replica_slots(model.spec, in_use, tp) >= 1
         deployment["spec"]["strategy"] = rollout_strategy(surge)
     children = [with_applied_hash(m) for m in children]
-    cached = None
-    if job is not None:
-        # The Job is one download per repo and revision: created once, never changed (its pod
-        # template is immutable). The Deployment waits for it, unless it already runs.
-        live_job = observed.children.get(("Job", job["metadata"]["name"]))
-        name_label = {"batch.kubernetes.io/job-name": job["metadata"]["name"]}
-        pods = [
-            p
-            for p in observed.prefetch_pods
-            if name_label.items() <= ((p.get("metadata") or {}).get("labels") or {}).items()
-        ]
-        cached = cached_verdict(model, live_job, pods)
-        if live_job is None:
-            children.append(with_applied_hash(job))
-        if cached.status != "True" and live_deployment is None:
-            waiting = ("Deployment", "PodDisruptionBudget")
-            children = [m for m in children if m["kind"] not in waiting]
+    if cached is not None and cached.status != "True" and live_deployment is None:
+        # The Deployment waits for the weights, unless it already runs.
+        waiting = ("Deployment", "PodDisruptionBudget")
+        children = [m for m in children if m["kind"] not in waiting]
     for manifest in children:
         key = (manifest["kind"], manifest["metadata"]["name"])
         if needs_apply(manifest, observed.children.get(key)):
@@ -358,15 +364,13 @@ def _verdicts(
         live_deployment, model.spec.replicas, config_hash, url, applying
     )
     scheduled = _scheduled(placed, observed, config_hash, tp)
-    if cached is not None:
-        extra.append(cached)
-        if cached.status != "True" and live_deployment is None:
-            ready = Verdict(
-                READY,
-                "False",
-                "Caching",
-                f"The serving pods start once the weights are in the volume: {cached.message}",
-            )
+    if cached is not None and cached.status != "True" and live_deployment is None:
+        ready = Verdict(
+            READY,
+            "False",
+            "Caching",
+            f"The serving pods start once the weights are in the volume: {cached.message}",
+        )
     resolved = {
         "tensorParallelSize": tp,
         "replicas": model.spec.replicas,

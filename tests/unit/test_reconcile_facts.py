@@ -299,3 +299,11 @@ def test_a_failed_prefetch_says_why_from_the_failed_pods_termination_message() -
     failed = plan(body, empty(children=children, prefetch_pods=[failed_pod, other]))
     assert conditions(failed.status)["Cached"] == ("False", "HubTokenRequired")
     assert "the repo is gated" in message(failed.status, "Cached")
+
+
+def test_prefetch_starts_while_no_node_fits_yet() -> None:
+    body = model_dict(storage=PREFETCH)  # auto without a size: nothing placed
+    result = plan(body, empty(nodes=[]))
+    assert [m["kind"] for m in result.apply] == ["Job"]
+    assert conditions(result.status)["Scheduled"][0] == "False"
+    assert conditions(result.status)["Cached"] == ("False", "Pending")
