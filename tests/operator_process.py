@@ -47,6 +47,8 @@ class OperatorProcess:
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
             "TRITON_VLLM_LIVENESS_ENDPOINT": f"http://127.0.0.1:{self.port}/healthz",
+            # No Hub lookups unless a test serves one (tests/integration/test_sizing_e2e.py).
+            "TRITON_VLLM_MODEL_FACTS": "false",
             **self.extra_env,
         }
         log = self.log_path.open("ab")

@@ -364,8 +364,10 @@ class TritonVLLMModelSpec(ApiModel):
         default=None,
         alias="modelSizeGiB",
         gt=0,
-        description="Size of the weights in GiB; lets tensorParallelSize=auto pick the "
-        "smallest GPU count that fits them with room for the KV cache.",
+        description="Size of the weights in GiB, for when the model's own files do not give it "
+        "(a path in the cache volume, a gated repo, a failed lookup, no safetensors index): "
+        "tensorParallelSize=auto then picks the smallest GPU count that fits them with room for "
+        "the KV cache. With neither facts nor this, auto is not placed.",
     )
     triton: TritonSpec = Field(default_factory=TritonSpec, description="Triton settings.")
     openai: OpenAISpec = Field(
@@ -393,7 +395,7 @@ class Condition(ApiModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    type: str = Field(description="Accepted, Scheduled or Ready.")
+    type: str = Field(description="Accepted, Scheduled, Ready, ModelFacts or Cached.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(description="Machine-readable reason, CamelCase.")
     message: str = Field(default="", description="What happened and what to change.")

@@ -11,7 +11,9 @@ from .render.manifests import CONFIG_HASH_ANNOTATION
 ACCEPTED = "Accepted"
 SCHEDULED = "Scheduled"
 READY = "Ready"
-CONDITION_TYPES = (ACCEPTED, SCHEDULED, READY)
+MODEL_FACTS = "ModelFacts"  # whether the model's config.json and weights' size could be read
+CACHED = "Cached"  # whether the prefetch Job has put the weights into the cache volume
+CONDITION_TYPES = (ACCEPTED, SCHEDULED, READY, MODEL_FACTS, CACHED)
 
 Status = Literal["True", "False", "Unknown"]
 

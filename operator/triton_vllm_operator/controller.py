@@ -2,13 +2,16 @@
 pure reconcile pass each and carry out its plan through the API.
 
 No timers: a model is reconciled when it, one of its children or pods, or (while its placement
-is not settled) a node changes; failed passes come back with backoff.
+is not settled) a node changes; failed passes come back with backoff. A model to be placed afresh
+has its facts looked up on the Hub first, in the worker thread; a failed lookup comes back with
+the same backoff, and is not repeated for the events in between.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import datetime
 import logging
 from collections.abc import Mapping
@@ -18,10 +21,13 @@ import urllib3
 from kubernetes import client
 
 from . import kube
+from .facts_lookup import FactsLookup, Lookup
 from .reconcile import (
     APPLIED_HASH_ANNOTATION,
+    Observed,
     Plan,
     api_failure,
+    needs_facts,
     plan_reconcile,
     refused,
     status_changed,
@@ -45,9 +51,12 @@ def _now() -> str:
 class Controller:
     """The world as watched, the queue of models to reconcile, and the workers."""
 
-    def __init__(self, api: client.ApiClient, settings: Settings) -> None:
+    def __init__(
+        self, api: client.ApiClient, settings: Settings, facts: FactsLookup | None = None
+    ) -> None:
         self.api = api
         self.settings = settings
+        self.facts = facts or FactsLookup(settings)
         self.world = World()
         self.queue: WorkQueue[ModelKey] = WorkQueue()
         self._pool = concurrent.futures.ThreadPoolExecutor(WORKERS, "reconcile")
@@ -66,6 +75,7 @@ class Controller:
         if event_type == "DELETED":
             self.world.drop_model(key)
             self.queue.drop(key)
+            self.facts.forget(key)
             self._refused = {k: v for k, v in self._refused.items() if k[0] != key}
             return
         self.world.set_model(body)
@@ -137,25 +147,61 @@ class Controller:
                 if body is None:
                     continue
                 observed = self.world.observe(key)
-                ok = await loop.run_in_executor(self._pool, self._reconcile, key, body, observed)
-                if ok:
+                ok, lookup = await loop.run_in_executor(
+                    self._pool, self._reconcile, key, body, observed
+                )
+                looked_up_in_vain = lookup is not None and lookup.failed
+                if not ok or (looked_up_in_vain and lookup is not None and lookup.fresh):
+                    delay = self.queue.retry(key)
+                    if looked_up_in_vain:
+                        self.facts.hold(key, delay)
+                elif not looked_up_in_vain:
                     self.queue.forget(key)
-                else:
-                    self.queue.retry(key)
+                # else: the failure was held; the retry that will look it up again is due
             except Exception:  # a bug must not stop the worker; the key comes back
                 log.exception("reconcile of %s/%s failed", *key)
                 self.queue.retry(key)
             finally:
                 self.queue.done(key)
 
-    def _reconcile(self, key: ModelKey, body: dict[str, Any], observed: Any) -> bool:
+    def _reconcile(
+        self, key: ModelKey, body: dict[str, Any], observed: Observed
+    ) -> tuple[bool, Lookup | None]:
         """One pass for one model, in a worker thread. False: retry later."""
         metadata = body["metadata"]
         finalizers = list(metadata.get("finalizers") or [])
         if LEGACY_FINALIZER in finalizers:
             kube.remove_finalizer(self.api, key[0], key[1], finalizers, LEGACY_FINALIZER)
         if metadata.get("deletionTimestamp"):
-            return True  # going away with its children (ownerReferences); nothing to converge
+            return True, None  # going away with its children (ownerReferences)
+        query = needs_facts(body, observed, self.settings)
+        lookup = self.facts.lookup(key, query) if query else None
+        if lookup is not None:
+            observed = dataclasses.replace(observed, facts=lookup.found)
+        pods = self._prefetch_pods(key, observed)
+        if pods:
+            observed = dataclasses.replace(observed, prefetch_pods=pods)
+        return self._converge(key, body, observed), lookup
+
+    def _prefetch_pods(self, key: ModelKey, observed: Observed) -> list[dict[str, Any]]:
+        """The pods of the model's prefetch Jobs that have failed attempts, failed ones too."""
+        failed = [
+            name
+            for (kind, name), job in observed.children.items()
+            if kind == "Job" and (job.get("status") or {}).get("failed")
+        ]
+        pods: list[dict[str, Any]] = []
+        path = f"/api/v1/namespaces/{key[0]}/pods"
+        try:
+            for name in failed:
+                selector = f"batch.kubernetes.io/job-name={name}"
+                pods.extend(kube.list_objects(self.api, path, label_selector=selector))
+        except (client.ApiException, urllib3.exceptions.HTTPError, OSError) as err:
+            log.warning("pods of the prefetch Job of %s/%s not listed: %s", *key, err)
+        return pods
+
+    def _converge(self, key: ModelKey, body: dict[str, Any], observed: Observed) -> bool:
+        """Plan the pass and carry it out; False: retry later."""
         now = _now()
         plan = plan_reconcile(body, observed, self.settings, now)
         ok = True
@@ -229,6 +275,7 @@ CHILD_COLLECTIONS = (
     ("/api/v1", "services"),
     ("/apis/apps/v1", "deployments"),
     ("/apis/policy/v1", "poddisruptionbudgets"),
+    ("/apis/batch/v1", "jobs"),  # the prefetch Job
 )
 OURS_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 # Pods that hold resources: the field selector is applied by the API server.

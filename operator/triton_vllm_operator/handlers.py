@@ -21,12 +21,14 @@ CHILDREN = (
     ("", "v1", "services"),
     ("apps", "v1", "deployments"),
     ("policy", "v1", "poddisruptionbudgets"),
+    ("batch", "v1", "jobs"),
 )
 KINDS = {
     "configmaps": "ConfigMap",
     "services": "Service",
     "deployments": "Deployment",
     "poddisruptionbudgets": "PodDisruptionBudget",
+    "jobs": "Job",
 }
 
 

@@ -20,6 +20,7 @@ PATHS = {
     "Service": "/api/v1/namespaces/{namespace}/services/{name}",
     "Deployment": "/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
     "PodDisruptionBudget": "/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets/{name}",
+    "Job": "/apis/batch/v1/namespaces/{namespace}/jobs/{name}",
 }
 MODEL_PATH = f"/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/{PLURAL}/{{name}}"
 

@@ -172,17 +172,11 @@ def _excluded_by_spec(spec: TritonVLLMModelSpec, node: NodeGPUs) -> str | None:
     return None
 
 
-def _largest_power_of_two_at_most(n: int) -> int:
-    return 1 << (n.bit_length() - 1)
-
-
-def _auto_size(spec: TritonVLLMModelSpec, node: NodeGPUs) -> _Candidate | str:
-    """The TP `auto` picks on this node, or why the node cannot take the model."""
-    if spec.model_size_gi_b is None:
-        return _Candidate(node, _largest_power_of_two_at_most(node.allocatable))
+def _auto_size(spec: TritonVLLMModelSpec, node: NodeGPUs, size_gib: float) -> _Candidate | str:
+    """The TP `auto` picks on this node for `size_gib` of weights, or why the node cannot."""
     if not node.memory_mib:
-        return f"no {MEMORY_LABEL} label to size {spec.model_size_gi_b:g} GiB of weights"
-    needed_mib = spec.model_size_gi_b * 1024 / WEIGHT_SHARE
+        return f"no {MEMORY_LABEL} label to size {size_gib:g} GiB of weights"
+    needed_mib = size_gib * 1024 / WEIGHT_SHARE
     tp = 1
     while tp * node.memory_mib < needed_mib:
         tp *= 2
@@ -194,8 +188,18 @@ def _auto_size(spec: TritonVLLMModelSpec, node: NodeGPUs) -> _Candidate | str:
     return _Candidate(node, tp)
 
 
+def size_unknown(spec: TritonVLLMModelSpec, why: str = "") -> Unplaceable:
+    """`auto` with nothing to size the model by: no facts, no spec.modelSizeGiB."""
+    return Unplaceable(
+        "ModelSizeUnknown",
+        f"{why or 'The size of the model is unknown.'} tensorParallelSize is auto: set "
+        "spec.modelSizeGiB (the weights' size) or an integer spec.tensorParallelSize.",
+    )
+
+
 def place(spec: TritonVLLMModelSpec, gpus: list[NodeGPUs]) -> Placement | Unplaceable:
-    """Resolve tensor parallelism against the nodes (policy: see the README)."""
+    """Resolve tensor parallelism against the nodes by spec.modelSizeGiB (the README's policy
+    without the model's facts); `auto` without a size is not placed."""
     if not gpus:
         return Unplaceable(
             "NoGPUNodes",
@@ -210,7 +214,9 @@ def place(spec: TritonVLLMModelSpec, gpus: list[NodeGPUs]) -> Placement | Unplac
             excluded[node.name] = why
             continue
         if spec.tensor_parallel_size == "auto":
-            sized = _auto_size(spec, node)
+            if spec.model_size_gi_b is None:
+                return size_unknown(spec)
+            sized = _auto_size(spec, node, spec.model_size_gi_b)
         elif spec.tensor_parallel_size <= node.allocatable:
             sized = _Candidate(node, spec.tensor_parallel_size)
         else:
@@ -221,11 +227,7 @@ def place(spec: TritonVLLMModelSpec, gpus: list[NodeGPUs]) -> Placement | Unplac
             candidates.append(sized)
     if not candidates:
         return _unplaceable(spec, gpus, excluded)
-    # The smallest TP that fits anywhere; without a size hint, the biggest whole node.
-    if spec.tensor_parallel_size == "auto" and spec.model_size_gi_b is None:
-        tp = max(c.tensor_parallel_size for c in candidates)
-    else:
-        tp = min(c.tensor_parallel_size for c in candidates)
+    tp = min(c.tensor_parallel_size for c in candidates)  # the smallest TP that fits anywhere
     fitting = [c for c in candidates if c.node.allocatable >= tp]
     floor = None
     if spec.model_size_gi_b is not None:

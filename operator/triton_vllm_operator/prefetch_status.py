@@ -81,11 +81,9 @@ def cached_verdict(
         )
         commit = str(done.get("commit") or "")[:12]
         at = f"{model.spec.model}@{commit}" if commit else where
+        what = f"{_gib(done['total'])} of {at} are" if done.get("total") else f"{at} is"
         return Verdict(
-            CACHED,
-            "True",
-            "Downloaded",
-            f"{_gib(done.get('total'))} of {at} are in {claim}; the serving pods load from it.",
+            CACHED, "True", "Downloaded", f"{what} in {claim}; the serving pods load from it."
         )
     if _condition(job, "Failed"):
         reason = str((last_failure or {}).get("reason") or "DownloadFailed")

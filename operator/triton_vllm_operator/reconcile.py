@@ -7,36 +7,47 @@ out what it returns.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .api import TritonVLLMModel
-from .conditions import ACCEPTED, READY, SCHEDULED, Verdict, deployment_readiness, set_condition
+from .conditions import (
+    ACCEPTED,
+    CACHED,
+    MODEL_FACTS,
+    READY,
+    SCHEDULED,
+    Verdict,
+    deployment_readiness,
+    set_condition,
+)
 from .drift import covers
+from .model_facts import ModelFacts, ModelFactsError, status_of
 from .placement import (
-    NodeGPUs,
     Placement,
     Unplaceable,
     free_replica_slots,
     inventory,
-    place,
-    place_unseen,
 )
+from .placing import Placed, facts_verdict, place_model, sticky
+from .prefetch_status import cached_verdict
 from .render.manifests import (
     CONFIG_HASH_ANNOTATION,
     MODEL_LABEL,
-    PLACEMENT_ANNOTATION,
     TEMPLATE_HASH_ANNOTATION,
     digest,
     endpoint,
     endpoints,
-    placement_digest,
     render_all,
     rollout_strategy,
 )
+from .render.prefetch import render_prefetch_job
 from .settings import Settings
+from .sized_placement import (
+    FactsQuery,
+    facts_query,
+)
 from .validation import SpecError, check_model, parse_model
 
 APPLIED_HASH_ANNOTATION = "tritonvllm.io/applied-hash"
@@ -53,6 +64,29 @@ WARNING_REASONS = {
     "Unschedulable",
     "RolloutFailed",
     "APIError",
+    # The model's facts: a lookup that failed, or a spec they show cannot run.
+    "HubTokenRequired",
+    "HubAccessDenied",
+    "ModelNotFound",
+    "ModelConfigMissing",
+    "ModelConfigInvalid",
+    "ModelConfigUnsupported",
+    "HubUnreachable",
+    "ModelCacheUnusable",
+    "WeightsUnreadable",
+    "ModelSizeUnknown",
+    "TensorParallelSizeInvalid",
+    "NotEnoughGPUs",
+    "InsufficientGPUMemory",
+    "MaxModelLenTooLong",
+    "MaxModelLenAboveModel",
+    "MaxModelLenUnknown",
+    "ModelTooLarge",
+    # The prefetch Job's failures (Cached=False).
+    "DownloadFailed",
+    "DiskFull",
+    "PrefetchNeedsClaim",
+    "PrefetchNeedsRepo",
 }
 Key = tuple[str, str]  # (kind, name) of a child
 
@@ -77,6 +111,12 @@ class Observed:
     own_pods: Sequence[OwnPod] = ()
     own_gpu_pods: Sequence[Mapping[str, Any]] = ()  # this model's bound pods, holding GPUs
     children: Mapping[Key, Mapping[str, Any]] = field(default_factory=dict)
+    # The model's facts as looked up for this pass, or why they could not be; None when no
+    # lookup was made (a path model, lookups off, or a placement kept from the live Deployment).
+    facts: ModelFacts | ModelFactsError | None = None
+    # Pods of the model's prefetch Jobs, failed ones too (the pod watch leaves those out), listed
+    # for a pass while a Job has failed attempts: their termination messages say why.
+    prefetch_pods: Sequence[Mapping[str, Any]] = ()
 
 
 @dataclass
@@ -113,36 +153,24 @@ def needs_apply(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> b
     return _annotations(live).get(APPLIED_HASH_ANNOTATION) != rendered or not covers(live, desired)
 
 
-def _sticky(model: TritonVLLMModel, live: Mapping[str, Any] | None) -> Placement | None:
-    """The placement the live Deployment was rendered with, while the spec stays the same."""
+def needs_facts(
+    body: Mapping[str, Any], observed: Observed, settings: Settings
+) -> FactsQuery | None:
+    """The facts lookup the next pass needs: for a Hub model that must be placed afresh."""
+    if not settings.model_facts:
+        return None
     try:
-        recorded = json.loads(_annotations(live).get(PLACEMENT_ANNOTATION, ""))
-    except ValueError:
+        model = parse_model(dict(body))
+    except SpecError:
         return None
-    if not isinstance(recorded, dict) or recorded.get("spec") != placement_digest(model):
+    query = facts_query(model.spec, settings)
+    if query is None or sticky(model, observed.children.get(("Deployment", model.metadata.name))):
         return None
-    tp = recorded.get("tensorParallelSize")
-    floor = recorded.get("minMemoryMiB")
-    if not isinstance(tp, int) or tp < 1 or not (floor is None or isinstance(floor, int)):
-        return None
-    return Placement(tp, (), 0, floor, f"tensorParallelSize={tp}, kept while the spec is unchanged")
-
-
-@dataclass(frozen=True)
-class _Placed:
-    placement: Placement | None
-    fresh: Placement | Unplaceable  # what the nodes say now (for messages)
-    sticky: bool
-
-
-def _place(model: TritonVLLMModel, observed: Observed, gpus: list[NodeGPUs]) -> _Placed:
-    fresh = place(model.spec, gpus)
-    sticky = _sticky(model, observed.children.get(("Deployment", model.metadata.name)))
-    if sticky:
-        return _Placed(sticky, fresh, True)
-    if isinstance(fresh, Placement):
-        return _Placed(fresh, fresh, False)
-    return _Placed(place_unseen(model.spec, fresh), fresh, False)
+    try:
+        check_model(model, settings.backend_name)
+    except SpecError:
+        return None  # refused before any facts would be used
+    return query
 
 
 def _strategy_kept(desired: dict[str, Any], live: Mapping[str, Any] | None) -> bool:
@@ -162,7 +190,7 @@ def _strategy_kept(desired: dict[str, Any], live: Mapping[str, Any] | None) -> b
     return True
 
 
-def _scheduled(placed: _Placed, observed: Observed, config_hash: str, tp: int) -> Verdict:
+def _scheduled(placed: Placed, observed: Observed, config_hash: str, tp: int) -> Verdict:
     """From the pods' own PodScheduled conditions; before there are pods, from the nodes."""
     current = [p for p in observed.own_pods if not p.terminating and p.config_hash == config_hash]
     verdicts = [p.scheduled for p in current if p.scheduled]
@@ -211,35 +239,100 @@ def _stale_configmaps(
     )
 
 
+def _pods_of_job(observed: Observed, job_name: str) -> list[Mapping[str, Any]]:
+    label = ("batch.kubernetes.io/job-name", job_name)
+    return [
+        p
+        for p in observed.prefetch_pods
+        if label in ((p.get("metadata") or {}).get("labels") or {}).items()
+    ]
+
+
 def _verdicts(
     body: Mapping[str, Any], observed: Observed, settings: Settings, plan: Plan
-) -> tuple[list[Verdict], dict[str, Any]]:
-    """The three conditions and the resolved status fields; fills plan.apply/delete on the way."""
+) -> tuple[list[Verdict], dict[str, Any], set[str]]:
+    """The conditions, the resolved status fields and the condition types that no longer apply
+    (ModelFacts without lookups, Cached without prefetch); fills plan.apply/delete on the way."""
     try:
         model = parse_model(dict(body))
         check_model(model, settings.backend_name)
     except SpecError as err:
-        return [
-            Verdict(ACCEPTED, "False", err.reason, err.message),
-            Verdict(SCHEDULED, "Unknown", "NotAccepted", "The spec must be fixed first."),
-            Verdict(READY, "False", "NotAccepted", "The spec must be fixed first."),
-        ], {}
+        return (
+            [
+                Verdict(ACCEPTED, "False", err.reason, err.message),
+                Verdict(SCHEDULED, "Unknown", "NotAccepted", "The spec must be fixed first."),
+                Verdict(READY, "False", "NotAccepted", "The spec must be fixed first."),
+            ],
+            {},
+            set(),
+        )
+    # Facts are reported whatever the spec makes of them; while the placement is kept (and no
+    # lookup made), status.model and ModelFacts stay those of the lookup that placed it.
+    extra: list[Verdict] = []
+    facts_status: dict[str, Any] = {}
+    stale = set() if facts_query(model.spec, settings) else {MODEL_FACTS}
+    if not model.spec.storage.prefetch:
+        stale.add(CACHED)
+    if observed.facts is not None:
+        extra.append(facts_verdict(model, observed.facts))
+    if isinstance(observed.facts, ModelFacts):
+        facts_status["model"] = status_of(observed.facts).model_dump(
+            by_alias=True, exclude_none=True
+        )
     accepted = Verdict(ACCEPTED, "True", "Valid", "The spec is valid.")
     gpus = inventory(model.spec, observed.nodes, observed.pods)
-    placed = _place(model, observed, gpus)
+    live_deployment = observed.children.get(("Deployment", model.metadata.name))
+    try:
+        placed = place_model(model, observed.facts, live_deployment, gpus, settings)
+        job = render_prefetch_job(model, settings) if model.spec.storage.prefetch else None
+    except SpecError as err:
+        return (
+            [
+                Verdict(ACCEPTED, "False", err.reason, err.message),
+                Verdict(SCHEDULED, "Unknown", "NotAccepted", "The spec must be fixed first."),
+                Verdict(READY, "False", "NotAccepted", "The spec must be fixed first."),
+                *extra,
+            ],
+            facts_status,
+            stale,
+        )
     name = model.metadata.name
-    live_deployment = observed.children.get(("Deployment", name))
+    cached = None
+    if job is not None:
+        # One download per repo and revision, started as soon as the spec is accepted (also while
+        # no node fits yet): created once, never changed (a Job's pod template is immutable).
+        job_name = job["metadata"]["name"]
+        live_job = observed.children.get(("Job", job_name))
+        cached = cached_verdict(model, live_job, _pods_of_job(observed, job_name))
+        extra.append(cached)
+        if live_job is None:
+            plan.apply.append(with_applied_hash(job))
+    old_model = (body.get("status") or {}).get("model")
+    if placed.sticky and observed.facts is None and old_model and MODEL_FACTS not in stale:
+        facts_status["model"] = old_model
     fresh = placed.fresh
     if placed.placement is None and isinstance(fresh, Unplaceable):
-        hint = (
-            " Set an integer spec.tensorParallelSize, or spec.modelSizeGiB with "
-            "spec.gpu.minMemoryGiB, to have pods rendered for a node autoscaler."
+        # Unless the message already says what to set (no size known at all).
+        unsized = fresh.reason == "ModelSizeUnknown" or (
+            isinstance(observed.facts, ModelFactsError) and fresh.reason == observed.facts.reason
         )
-        return [
-            accepted,
-            Verdict(SCHEDULED, "False", fresh.reason, fresh.message + hint),
-            Verdict(READY, "False", "Unschedulable", "No GPU placement; see Scheduled."),
-        ], {"replicas": model.spec.replicas}
+        hint = (
+            ""
+            if unsized
+            else " Set an integer spec.tensorParallelSize, or spec.gpu.minMemoryGiB (with "
+            "spec.modelSizeGiB where the model's facts are unknown), to have pods rendered for "
+            "a node autoscaler."
+        )
+        return (
+            [
+                accepted,
+                Verdict(SCHEDULED, "False", fresh.reason, fresh.message + hint),
+                Verdict(READY, "False", "Unschedulable", "No GPU placement; see Scheduled."),
+                *extra,
+            ],
+            {"replicas": model.spec.replicas, **facts_status},
+            stale,
+        )
     placement = placed.placement or fresh
     if not isinstance(placement, Placement):  # unreachable: place_unseen covers Unplaceable
         raise TypeError(placement)
@@ -252,6 +345,10 @@ def _verdicts(
         surge = free_replica_slots(model.spec, in_use, tp) >= 1
         deployment["spec"]["strategy"] = rollout_strategy(surge)
     children = [with_applied_hash(m) for m in children]
+    if cached is not None and cached.status != "True" and live_deployment is None:
+        # The Deployment waits for the weights, unless it already runs.
+        waiting = ("Deployment", "PodDisruptionBudget")
+        children = [m for m in children if m["kind"] not in waiting]
     for manifest in children:
         key = (manifest["kind"], manifest["metadata"]["name"])
         if needs_apply(manifest, observed.children.get(key)):
@@ -267,6 +364,13 @@ def _verdicts(
         live_deployment, model.spec.replicas, config_hash, url, applying
     )
     scheduled = _scheduled(placed, observed, config_hash, tp)
+    if cached is not None and cached.status != "True" and live_deployment is None:
+        ready = Verdict(
+            READY,
+            "False",
+            "Caching",
+            f"The serving pods start once the weights are in the volume: {cached.message}",
+        )
     resolved = {
         "tensorParallelSize": tp,
         "replicas": model.spec.replicas,
@@ -276,8 +380,9 @@ def _verdicts(
         "endpoints": endpoints(model),
         "configHash": config_hash,
         "configMap": current_cm,
+        **facts_status,
     }
-    return [accepted, scheduled, ready], resolved
+    return [accepted, scheduled, ready, *extra], resolved, stale
 
 
 def _with_conditions(
@@ -306,6 +411,7 @@ STATUS_FIELDS = (
     "endpoints",
     "configHash",
     "configMap",
+    "model",
 )
 
 
@@ -314,8 +420,11 @@ def plan_reconcile(
 ) -> Plan:
     """Everything one pass decides; the caller applies, deletes, writes status if changed."""
     plan = Plan()
-    verdicts, resolved = _verdicts(body, observed, settings, plan)
+    verdicts, resolved, stale = _verdicts(body, observed, settings, plan)
     old_status = dict(body.get("status") or {})
+    old_status["conditions"] = [
+        c for c in old_status.get("conditions") or [] if c.get("type") not in stale
+    ]
     plan.status["conditions"], plan.events = _with_conditions(body, verdicts, old_status, now)
     plan.status = {
         "observedGeneration": (body.get("metadata") or {}).get("generation"),

@@ -69,6 +69,28 @@ class Settings(BaseModel):
         description="How often the leader renews, and a standby checks, the Lease "
         "(TRITON_VLLM_LEASE_RENEW_SECONDS).",
     )
+    model_facts: bool = Field(
+        default=True,
+        description="Read each Hub model's config.json and weights' index to size it "
+        "(TRITON_VLLM_MODEL_FACTS); false sizes from spec.modelSizeGiB alone.",
+    )
+    hf_endpoint: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="Hub endpoint for model facts when spec.storage.endpoint is empty, e.g. an "
+        "in-cluster mirror; default huggingface_hub's (TRITON_VLLM_HF_ENDPOINT).",
+    )
+    facts_cache_dir: str | None = Field(
+        default=None,
+        description="Writable directory for the model files the facts are read from; default "
+        "huggingface_hub's cache (TRITON_VLLM_FACTS_CACHE_DIR).",
+    )
+    facts_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Timeout of each request to the Hub for model facts "
+        "(TRITON_VLLM_FACTS_TIMEOUT_SECONDS).",
+    )
     liveness_endpoint: str = Field(
         default="http://0.0.0.0:8080/healthz",
         description="Where kopf serves its liveness probe (TRITON_VLLM_LIVENESS_ENDPOINT).",
@@ -90,6 +112,10 @@ class Settings(BaseModel):
             "LEASE_DURATION_SECONDS": "lease_duration_seconds",
             "LEASE_RENEW_SECONDS": "lease_renew_seconds",
             "LIVENESS_ENDPOINT": "liveness_endpoint",
+            "MODEL_FACTS": "model_facts",
+            "HF_ENDPOINT": "hf_endpoint",
+            "FACTS_CACHE_DIR": "facts_cache_dir",
+            "FACTS_TIMEOUT_SECONDS": "facts_timeout_seconds",
         }
         values: dict[str, object] = {}
         for suffix, field in names.items():

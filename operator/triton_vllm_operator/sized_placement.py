@@ -1,28 +1,96 @@
 """Placement from a model's own facts: sizing (sizing.py) applied to the nodes' GPUs.
 
 Pure: takes the facts and the nodes' GPUs (`placement.inventory`), talks to nothing. The
-`render --model DIR` command uses it offline; the operator can use it with facts from the Hub.
+`render --model DIR` command uses it offline; the reconcile uses it with facts from the Hub.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .api import TritonVLLMModel, TritonVLLMModelSpec
 from .model_facts import ModelFacts, facts_from_dir, with_size_hint
 from .placement import MEMORY_LABEL, NodeGPUs, Placement, Unplaceable, inventory
+from .settings import Settings
 from .sizing import (
     EngineArgError,
     EngineLimits,
     GPUs,
     Sized,
+    check_context,
+    check_split,
     check_tensor_parallel_size,
     choose_tensor_parallel_size,
+    plan_memory,
     split_problem,
     valid_tensor_parallel_sizes,
 )
 from .validation import SpecError
+
+MIB = 1024**2
+
+
+@dataclass(frozen=True)
+class FactsQuery:
+    """Where the control loop looks a model's facts up."""
+
+    repo: str
+    revision: str | None
+    endpoint: str | None
+
+
+def facts_query(spec: TritonVLLMModelSpec, settings: Settings) -> FactsQuery | None:
+    """The Hub lookup a spec asks for; None for a path in the cache volume or with lookups off."""
+    if not settings.model_facts or spec.model.startswith("/"):
+        return None
+    return FactsQuery(
+        spec.model, spec.storage.revision, spec.storage.endpoint or settings.hf_endpoint
+    )
+
+
+def check_facts(spec: TritonVLLMModelSpec, facts: ModelFacts, name: str) -> EngineLimits:
+    """The engine's limits, or SpecError for what no node could change: a tensorParallelSize
+    vLLM cannot split the model over, a max_model_len above the model's own context."""
+    try:
+        limits = EngineLimits.from_engine_args(spec.engine_args)
+    except EngineArgError as err:
+        raise SpecError("InvalidEngineArgs", f"{name}: {err}") from err
+    tp = spec.tensor_parallel_size
+    refusal = (check_split(facts, tp) if tp != "auto" else None) or check_context(facts, limits)
+    if refusal:
+        raise SpecError(refusal.reason, refusal.message)
+    return limits
+
+
+def min_memory_mib(facts: ModelFacts, limits: EngineLimits, tp: int) -> int | None:
+    """The smallest GPU (MiB) that holds the model at `tp` with one max_model_len sequence."""
+    length = limits.max_model_len or facts.max_context
+    if length is None or facts.weights_bytes is None:
+        return None
+    plan = plan_memory(facts, limits, GPUs(tp, 0), tp, length)
+    return math.ceil(plan.needed_bytes / limits.gpu_memory_utilization / MIB)
+
+
+def place_unseen_by_facts(
+    spec: TritonVLLMModelSpec, facts: ModelFacts, limits: EngineLimits, why: Unplaceable
+) -> Placement | None:
+    """Pods to render before a node that fits exists (for node autoscalers), pinned to GPUs
+    large enough: an explicit size as asked, `auto` on GPUs of spec.gpu.minMemoryGiB."""
+    tp = spec.tensor_parallel_size
+    if tp != "auto":
+        return Placement(tp, (), 0, min_memory_mib(facts, limits, tp), why.message)
+    memory_gib = spec.gpu.min_memory_gi_b
+    if not memory_gib:
+        return None
+    gpus = GPUs.from_mib(facts.attention_heads, memory_gib * 1024)
+    sized = choose_tensor_parallel_size(facts, limits, gpus)
+    if not isinstance(sized, Sized):
+        return None
+    size = sized.tensor_parallel_size
+    return Placement(size, (), 0, min_memory_mib(facts, limits, size), why.message)
 
 
 def _excluded(spec: TritonVLLMModelSpec, node: NodeGPUs) -> str | None:

@@ -351,6 +351,27 @@ def check_max_model_len(
     return _too_long(plan, largest, opening)
 
 
+def check_split(facts: ModelFacts, tp: int) -> Refusal | None:
+    """Whether vLLM can split the model over `tp` GPUs at all, on any node; else the sizes that
+    it can."""
+    problem = split_problem(facts, tp)
+    if problem is None:
+        return None
+    sizes = valid_tensor_parallel_sizes(facts)
+    return Refusal(
+        "TensorParallelSizeInvalid",
+        f"{facts.name} has {_shape(facts)}: vLLM cannot split it over {tp} GPUs ({problem}). "
+        f"Use tensorParallelSize {_or_list(sizes)}.",
+        valid_sizes=sizes,
+    )
+
+
+def check_context(facts: ModelFacts, limits: EngineLimits) -> Refusal | None:
+    """A max_model_len above the model's own context, which vLLM refuses on any GPU."""
+    length = _max_model_len(facts, limits)
+    return length if isinstance(length, Refusal) and length.largest_max_model_len else None
+
+
 def check_tensor_parallel_size(
     facts: ModelFacts,
     limits: EngineLimits,
@@ -359,15 +380,9 @@ def check_tensor_parallel_size(
     overhead_bytes: int = OVERHEAD_BYTES,
 ) -> Sized | Refusal:
     """An explicit tensorParallelSize: refused with the numbers and the sizes that would work."""
-    problem = split_problem(facts, tp)
-    if problem:
-        sizes = valid_tensor_parallel_sizes(facts)
-        return Refusal(
-            "TensorParallelSizeInvalid",
-            f"{facts.name} has {_shape(facts)}: vLLM cannot split it over {tp} GPUs ({problem}). "
-            f"Use tensorParallelSize {_or_list(sizes)}.",
-            valid_sizes=sizes,
-        )
+    invalid = check_split(facts, tp)
+    if invalid:
+        return invalid
     if tp > gpus.count:
         return Refusal(
             "NotEnoughGPUs",

@@ -12,7 +12,7 @@ from .reconcile import Key, Observed, OwnPod
 from .render.manifests import CONFIG_HASH_ANNOTATION, MANAGED_BY, MODEL_LABEL
 
 ModelKey = tuple[str, str]  # (namespace, name)
-CHILD_KINDS = ("ConfigMap", "Deployment", "Service", "PodDisruptionBudget")
+CHILD_KINDS = ("ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "Job")
 
 
 def _newer(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:

@@ -166,8 +166,34 @@ def test_the_deployment_runs_one_hardened_non_root_operator(rendered: dict[str, 
         "TRITON_VLLM_IDENTITY": "metadata.name",
         "TRITON_VLLM_LEASE_DURATION_SECONDS": "15",
         "TRITON_VLLM_LIVENESS_ENDPOINT": "http://0.0.0.0:8080/healthz",
+        "TRITON_VLLM_MODEL_FACTS": "true",
+        "TRITON_VLLM_FACTS_CACHE_DIR": "/var/cache/model-facts",
     }
     assert container["resources"]["limits"] == container["resources"]["requests"]
+    # The root filesystem is read-only: the facts cache is a mounted emptyDir.
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["model-facts"] == "/var/cache/model-facts"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["model-facts"]["emptyDir"] == {"sizeLimit": "32Mi"}
+
+
+def test_model_facts_settings_reach_the_operator_or_are_turned_off(helm: Any) -> None:
+    def operator_env(*values: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        docs = _docs(_template(helm, *values))
+        (deploy,) = [d for d in docs if d["kind"] == "Deployment"]
+        (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
+        container = deploy["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"]: e.get("value") for e in container["env"]}, policy
+
+    env, policy = operator_env("--set", "operator.modelFacts.hfEndpoint=http://mirror.local")
+    assert env["TRITON_VLLM_HF_ENDPOINT"] == "http://mirror.local"
+    ports = [(p["port"], p["protocol"]) for rule in policy["spec"]["egress"] for p in rule["ports"]]
+    assert (53, "UDP") in ports and (443, "TCP") in ports
+    env, policy = operator_env("--set", "operator.modelFacts.enabled=false")
+    assert env["TRITON_VLLM_MODEL_FACTS"] == "false"
+    assert "TRITON_VLLM_FACTS_CACHE_DIR" not in env
+    assert [p["port"] for p in policy["spec"]["egress"][0]["ports"]] == [443, 6443]
+    assert len(policy["spec"]["egress"]) == 1
 
 
 def test_values_reach_the_operators_environment(helm: Any) -> None:
@@ -506,7 +532,13 @@ NAMESPACED_RIGHTS = {
     ("tritonvllmmodels.tritonvllm.io/status", "patch"),
     *{
         (r, v)
-        for r in ("configmaps", "services", "deployments.apps", "poddisruptionbudgets.policy")
+        for r in (
+            "configmaps",
+            "services",
+            "deployments.apps",
+            "poddisruptionbudgets.policy",
+            "jobs.batch",
+        )
         for v in ("list", "watch", "get", "create", "patch")
     },
     ("configmaps", "delete"),

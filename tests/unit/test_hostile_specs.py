@@ -83,7 +83,7 @@ def test_every_spec_gets_reasoned_conditions(spec: dict[str, Any], name: str) ->
         "metadata": {"name": name, "namespace": "ns", "uid": "u", "generation": 3},
         "spec": spec,
     }
-    plan = plan_reconcile(body, Observed(NODES, [], {}, None), SETTINGS, "now")
+    plan = plan_reconcile(body, Observed(nodes=NODES, pods=[]), SETTINGS, "now")
     conditions = {c["type"]: c for c in plan.status["conditions"]}
     assert set(conditions) == {"Accepted", "Scheduled", "Ready"}
     for cond in conditions.values():

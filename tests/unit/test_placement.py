@@ -26,7 +26,6 @@ def resolve(nodes: list[dict[str, Any]], pods: list[dict[str, Any]] | None = Non
 @pytest.mark.parametrize(
     ("spec", "tp", "nodes"),
     [
-        pytest.param({}, 8, ("gpu-h100-0", "gpu-h100-1"), id="auto-no-size-takes-biggest-node"),
         pytest.param(
             {"modelSizeGiB": 16}, 1, ("gpu-h100-0", "gpu-h100-1"), id="auto-8b-on-one-h100"
         ),
@@ -38,9 +37,6 @@ def resolve(nodes: list[dict[str, Any]], pods: list[dict[str, Any]] | None = Non
             2,
             ("gpu-a10g-0",),
             id="auto-8b-needs-two-a10g",
-        ),
-        pytest.param(
-            {"gpu": {"product": "NVIDIA-A10G"}}, 4, ("gpu-a10g-0",), id="auto-whole-a10g-node"
         ),
         pytest.param(
             {"tensorParallelSize": 4, "gpu": {"product": "NVIDIA-A10G"}},
@@ -177,3 +173,17 @@ def test_memory_floor_pins_pods_to_big_enough_gpus() -> None:
     result = resolve(MIXED_POOL, modelSizeGiB=16)
     assert isinstance(result, Placement)
     assert result.min_memory_mib == 23406  # 16 GiB / 0.7 on one GPU
+
+
+@pytest.mark.parametrize("spec", [{}, {"gpu": {"product": "NVIDIA-A10G"}}])
+def test_auto_without_a_size_is_not_placed_and_says_what_to_set(spec: dict[str, Any]) -> None:
+    result = resolve(MIXED_POOL, **spec)
+    assert isinstance(result, Unplaceable)
+    assert result.reason == "ModelSizeUnknown"
+    assert "spec.modelSizeGiB" in result.message
+    assert "spec.tensorParallelSize" in result.message
+
+
+def test_auto_without_a_size_on_no_eligible_node_says_what_the_nodes_lack() -> None:
+    result = resolve(MIXED_POOL, gpu={"product": "NVIDIA-B200"})
+    assert isinstance(result, Unplaceable) and result.reason == "NoNodeFits"

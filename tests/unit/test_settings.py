@@ -35,3 +35,22 @@ def test_environment_overrides() -> None:
 def test_bad_values_are_rejected() -> None:
     with pytest.raises(ValidationError, match="log_format"):
         Settings.from_env({"TRITON_VLLM_LOG_FORMAT": "xml"})
+
+
+def test_model_facts_settings() -> None:
+    default = Settings.from_env({})
+    assert default.model_facts is True and default.hf_endpoint is None
+    settings = Settings.from_env(
+        {
+            "TRITON_VLLM_MODEL_FACTS": "false",
+            "TRITON_VLLM_HF_ENDPOINT": "http://mirror.example:8080",
+            "TRITON_VLLM_FACTS_CACHE_DIR": "/var/cache/model-facts",
+            "TRITON_VLLM_FACTS_TIMEOUT_SECONDS": "3",
+        }
+    )
+    assert settings.model_facts is False
+    assert settings.hf_endpoint == "http://mirror.example:8080"
+    assert settings.facts_cache_dir == "/var/cache/model-facts"
+    assert settings.facts_timeout_seconds == 3.0
+    with pytest.raises(ValidationError, match="hf_endpoint"):
+        Settings.from_env({"TRITON_VLLM_HF_ENDPOINT": "mirror.example"})

@@ -3,7 +3,8 @@ The operator's RBAC rules, and only those (docs/security.md explains each). The 
 what the operator and kopf really call:
 - tritonvllmmodels: list+watch (the watch), patch (removing round 1's finalizer once);
   tritonvllmmodels/status: patch (conditions).
-- configmaps, services, deployments, poddisruptionbudgets: list+watch (the children's watches,
+- configmaps, services, deployments, poddisruptionbudgets, jobs (the prefetch Job): list+watch
+  (the children's watches,
   filtered by label on the server), create+patch (server-side apply: a PATCH that creates the
   object is also authorized as create), get (before the first apply of a child, to refuse
   adopting an object of that name that is not ours).
@@ -38,6 +39,9 @@ wildcards.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["list", "watch", "get", "create", "patch", "delete"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["list", "watch", "get", "create", "patch"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
