@@ -98,7 +98,13 @@ print(text_format.MessageToString(config), end="")
 kubectl -n "$NAMESPACE" get configmap "$CONFIG_MAP" -o jsonpath='{.data.model\.json}' \
   | sed "s#\"/cache/#\"$CACHE/#" >"$REPO/$MODEL/1/model.json"
 SERVING="$(hack/serving-env.sh --print)"
-[[ -d "$CACHE/models/$MODEL" ]] || "$SERVING/venv/bin/python" hack/tiny_model.py "$CACHE/models/$MODEL" >/dev/null 2>&1
+# Made again whenever hack/tiny_model.py changes (e.g. its chat template).
+STAMP="$(sha256sum hack/tiny_model.py | cut -c1-12)"
+if [[ "$(cat "$CACHE/models/$MODEL/.made-by" 2>/dev/null)" != "$STAMP" ]]; then
+  rm -rf "$CACHE/models/$MODEL"
+  "$SERVING/venv/bin/python" hack/tiny_model.py "$CACHE/models/$MODEL" >/dev/null 2>&1
+  echo "$STAMP" >"$CACHE/models/$MODEL/.made-by"
+fi
 
 say "Starting tritonserver with the bundled backend and vLLM on CPU (logs: $DEMO_DIR/tritonserver.log)"
 START=$(date +%s)
