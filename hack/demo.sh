@@ -125,8 +125,9 @@ REPLY="$(curl -sf -X POST "http://127.0.0.1:$HTTP_PORT/v2/models/$MODEL/generate
 TEXT="$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["text_output"])' "$REPLY")"
 
 CHAT_BODY="{\"model\": \"$MODEL\", \"messages\": [{\"role\": \"user\", \"content\": \"$PROMPT\"}], \"max_tokens\": 12}"
-CHAT="$(curl -sf "http://127.0.0.1:$OPENAI_PORT/v1/chat/completions" -H 'Content-Type: application/json' -d "$CHAT_BODY")"
-ANSWER="$("$PY" -c 'import json,sys; r=json.loads(sys.argv[1]); print(r["choices"][0]["message"]["content"], "|", r["usage"]["completion_tokens"], "tokens")' "$CHAT")"
+CHAT="$(curl -s "http://127.0.0.1:$OPENAI_PORT/v1/chat/completions" -H 'Content-Type: application/json' -d "$CHAT_BODY")"
+ANSWER="$("$PY" -c 'import json,sys; r=json.loads(sys.argv[1]); print(r["choices"][0]["message"]["content"], "|", r["usage"]["completion_tokens"], "tokens")' "$CHAT")" \
+  || { echo "chat completion failed: $CHAT"; exit 1; }
 
 say "What happened"
 cat <<EOF
