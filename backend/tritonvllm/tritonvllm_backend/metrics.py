@@ -1,9 +1,13 @@
-"""vLLM's engine metrics exported as Triton custom metrics, under vLLM's own names.
+"""vLLM's engine metrics exported as Triton custom metrics, under the official backend's names.
 
-A vLLM stat logger receives scheduler and iteration stats on the engine's event loop after every
-engine step. Sending each value to Triton is a round trip to the server process, so ``record``
-only folds the stats into a pending batch (counters summed, gauges overwritten, histogram
-observations listed), and a flusher thread pushes each batch to Triton a few times a second.
+The names and labels are those of Triton's official vLLM backend (``vllm:time_per_output_token_
+seconds`` for the inter-token latency), plus the gauges and request histograms it lacks, under
+vLLM's own names. A vLLM stat logger receives scheduler and iteration stats on the engine's event
+loop after every engine step. Sending each value to Triton is a round trip to the server process,
+so ``record`` only folds the stats into a pending batch (counters summed, gauges overwritten,
+histogram observations listed), and a flusher thread pushes each batch to Triton a few times a
+second. ``flush`` pushes at once: the backend calls it before a request's final response, so a
+scrape right after a request completes sees it.
 """
 
 from __future__ import annotations
@@ -119,7 +123,7 @@ def histograms(max_model_len: int) -> dict[str, tuple[str, list[float]]]:
     tokens = token_buckets(max_model_len)
     return {
         "vllm:time_to_first_token_seconds": ("Time to first token in seconds.", _TTFT),
-        "vllm:inter_token_latency_seconds": ("Inter-token latency in seconds.", _ITL),
+        "vllm:time_per_output_token_seconds": ("Time per output token in seconds.", _ITL),
         "vllm:e2e_request_latency_seconds": ("End to end request latency in seconds.", _LATENCY),
         "vllm:request_queue_time_seconds": ("Time spent waiting in seconds.", _LATENCY),
         "vllm:request_inference_time_seconds": ("Time spent running in seconds.", _LATENCY),
@@ -161,6 +165,9 @@ class TritonMetrics:
         self._families["vllm:cache_config_info"].Metric(labels={**labels, **cache_info}).set(1)
         self._batch = _Batch()
         self._lock = threading.Lock()
+        # Held while a batch goes to Triton: a flush returns only once everything recorded before
+        # it was pushed, even by a flush already under way on another thread.
+        self._push_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._flush_loop, name="tritonvllm-metrics")
         self._thread.start()
@@ -180,7 +187,7 @@ class TritonMetrics:
             batch.counters["vllm:num_preemptions_total", ""] += iteration.num_preempted_reqs
             seen = batch.observations
             seen["vllm:time_to_first_token_seconds"] += iteration.time_to_first_tokens_iter
-            seen["vllm:inter_token_latency_seconds"] += iteration.inter_token_latencies_iter
+            seen["vllm:time_per_output_token_seconds"] += iteration.inter_token_latencies_iter
             seen["vllm:request_params_n"] += iteration.n_params_iter
             for done in iteration.finished_requests:
                 batch.counters["vllm:request_success_total", str(done.finish_reason)] += 1
@@ -203,20 +210,25 @@ class TritonMetrics:
         """
         self._stop.set()
         self._thread.join()
-        with self._lock:
+        with self._push_lock, self._lock:
             self._metrics.clear()
             self._families.clear()
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(FLUSH_SECONDS):
-            self._flush()
-        self._flush()
+            self.flush()
+        self.flush()
 
-    def _flush(self) -> None:
-        with self._lock:
-            batch, self._batch = self._batch, _Batch()
-            if not self._families:
-                return
+    def flush(self) -> None:
+        """Push everything recorded so far to Triton (from any thread)."""
+        with self._push_lock:
+            with self._lock:
+                batch, self._batch = self._batch, _Batch()
+                if not self._families:
+                    return
+            self._push(batch)
+
+    def _push(self, batch: _Batch) -> None:
         for (name, reason), value in batch.counters.items():
             if value:
                 self._metric(name, reason).increment(value)
@@ -275,6 +287,11 @@ class StatLoggerFactory:
         if self.metrics is None:
             self.metrics = TritonMetrics(self._labels, vllm_config)
         return TritonStatLogger(vllm_config, engine_index, self.metrics)
+
+    def flush(self) -> None:
+        """Push the pending metrics now (before a final response)."""
+        if self.metrics is not None:
+            self.metrics.flush()
 
     def close(self) -> None:
         if self.metrics is not None:
