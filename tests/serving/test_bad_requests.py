@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import requests
 import tritonclient.grpc as grpcclient
 
 from .clients import GenerateError, GrpcSession, http_generate, request_inputs
@@ -25,6 +27,11 @@ PROMPT = "The quick brown fox"
         ({"sampling_parameters": '{"temprature": 0}'}, "did you mean 'temperature'"),
         ({"sampling_parameters": '{"temperature": -1}'}, "temperature"),
         ({"sampling_parameters": '{"max_tokens": 0}'}, "max_tokens"),
+        ({"sampling_parameters": '{"stop": {"a": 1}}'}, "'stop' must be a string or a list"),
+        ({"sampling_parameters": '{"skip_clone": true}'}, "'skip_clone' is internal to vLLM"),
+        ({"sampling_parameters": '{"output_text_buffer_length": 4}'}, "internal to vLLM"),
+        ({"sampling_parameters": '{"lora_name": "pirate"}'}, "LoRA feature is not enabled."),
+        ({"sampling_parameters": '{"priority": "urgent"}'}, "'priority' must be an integer"),
         ({"text_input": ""}, "text_input is empty"),
         ({"text_input": "   "}, "text_input is empty"),
     ],
@@ -37,6 +44,32 @@ def test_bad_request_gets_an_error_and_the_server_stays_ready(
     assert message in str(err.value)
     assert server.ready() and server.model_ready()
     assert http_generate(server.http, {"text_input": PROMPT})["text_output"].startswith(PROMPT)
+
+
+@pytest.mark.parametrize(
+    "sampling",
+    [
+        {"stop": {"a": 1}},  # vLLM asserts on it: once a request that never got an answer
+        {"skip_clone": True},
+        {"bad_words": [1, 2]},
+        {"allowed_token_ids": [10**9]},
+        {"logit_bias": {"not a token": 1.0}},
+        {"structured_outputs": {"json": "{not json"}},
+        {"structured_outputs": {"json": {"type": "object", "properties": 5}}},
+        {"structured_outputs": {"regex": "(unclosed"}},
+        {"structured_outputs": {"regex": "a", "choice": ["b"]}},  # two constraints at once
+        {"guided_choice": []},
+        {"structured_outputs": {"no_such_constraint": 1}},
+    ],
+)
+def test_values_vllm_rejects_are_invalid_arg_answered_at_once(
+    server: Server, sampling: dict[str, Any]
+) -> None:
+    body = {"text_input": PROMPT, "sampling_parameters": json.dumps(sampling)}
+    response = requests.post(server.url("/v2/models/tiny/generate"), json=body, timeout=30)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]
+    assert server.ready() and server.model_ready()
 
 
 def test_prompt_longer_than_the_model_gets_an_error(server: Server) -> None:
@@ -94,4 +127,34 @@ def test_an_image_for_a_text_only_model_gets_an_error(
         session.close()
     assert result.error is not None and message in result.error
     assert result.responses == []
+    assert server.ready() and server.model_ready()
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("dynamic_batching { }", "dynamic_batching is set: vLLM schedules and batches"),
+        ("instance_group [{ count: 2, kind: KIND_CPU }]", "starts 2 vLLM engines"),
+        ("max_batch_size: 8", "max_batch_size is 8"),
+        ("model_transaction_policy { decoupled: false }", "decoupled is false"),
+    ],
+)
+def test_a_config_vllm_cannot_serve_fails_the_load_saying_why(
+    server: Server, model_repository: Path, config: str, message: str
+) -> None:
+    """Triton does not let a backend change what config.pbtxt says: the load fails instead."""
+    name = "tiny_refused"
+    model_dir = model_repository / name
+    (model_dir / "1").mkdir(parents=True, exist_ok=True)
+    (model_dir / "1" / "model.json").write_text(
+        (model_repository / "tiny/1/model.json").read_text()
+    )
+    (model_dir / "config.pbtxt").write_text(f'backend: "tritonvllm"\n{config}\n')
+    try:
+        response = requests.post(server.url(f"/v2/repository/models/{name}/load"), timeout=120)
+        assert response.status_code == 400
+        assert message in response.json()["error"]
+        assert not server.model_ready(name)
+    finally:  # a model that failed to load makes the server not ready until it is unloaded
+        requests.post(server.url(f"/v2/repository/models/{name}/unload"), timeout=60)
     assert server.ready() and server.model_ready()
