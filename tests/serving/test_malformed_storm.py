@@ -63,7 +63,7 @@ def hostile_body(rng: random.Random) -> dict[str, Any]:
     if kind == 4:
         return {
             "text_input": prompt,
-            "stream": rng.choice(["yes", 3, None, True]),
+            "stream": rng.choice(["yes", 3, None]),
             "exclude_input_in_output": rng.choice([False, True]),
         }
     if kind == 5:
