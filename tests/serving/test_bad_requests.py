@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ import requests
 import tritonclient.grpc as grpcclient
 
 from .clients import GenerateError, GrpcSession, http_generate, request_inputs
-from .conftest import Server, start_tritonserver, stop_tritonserver
+from .conftest import START_TIMEOUT_S, Server, start_tritonserver, stop_tritonserver
 
 PROMPT = "The quick brown fox"
 
@@ -130,31 +132,48 @@ def test_an_image_for_a_text_only_model_gets_an_error(
     assert server.ready() and server.model_ready()
 
 
-@pytest.mark.parametrize(
-    ("config", "message"),
-    [
-        ("dynamic_batching { }", "dynamic_batching is set: vLLM schedules and batches"),
-        ("instance_group [{ count: 2, kind: KIND_CPU }]", "starts 2 vLLM engines"),
-        ("max_batch_size: 8", "max_batch_size is 8"),
-        ("model_transaction_policy { decoupled: false }", "decoupled is false"),
-    ],
-)
+REFUSED_CONFIGS = {
+    "dynamic_batching { }": "dynamic_batching is set: vLLM schedules and batches",
+    "instance_group [{ count: 2, kind: KIND_CPU }]": "starts 2 vLLM engines",
+    "max_batch_size: 8": "max_batch_size is 8",
+    "model_transaction_policy { decoupled: false }": "decoupled is false",
+}
+
+
+@pytest.fixture(scope="module")
+def refusing_server(
+    tmp_path_factory: pytest.TempPathFactory, model_repository: Path, log_dir: Path, server: Server
+) -> Iterator[Server]:
+    """A server of its own (a model that failed to load leaves a server not ready), loading
+    nothing at start: each model's config.pbtxt has one setting vLLM cannot serve."""
+    repository = tmp_path_factory.mktemp("refused-repository")
+    engine_args = (model_repository / "tiny" / "1" / "model.json").read_text()
+    for index, config in enumerate(REFUSED_CONFIGS):
+        (repository / f"refused{index}" / "1").mkdir(parents=True)
+        (repository / f"refused{index}" / "1" / "model.json").write_text(engine_args)
+        (repository / f"refused{index}" / "config.pbtxt").write_text(
+            f'backend: "tritonvllm"\n{config}\n'
+        )
+    process, handle = start_tritonserver(
+        repository, log_dir / "refused.log", "--model-control-mode=explicit"
+    )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not handle.ready():
+            assert process.poll() is None and time.monotonic() < deadline, handle.log.read_text()
+            time.sleep(0.5)
+        yield handle
+    finally:
+        stop_tritonserver(process)
+
+
+@pytest.mark.parametrize(("index", "config"), list(enumerate(REFUSED_CONFIGS)))
 def test_a_config_vllm_cannot_serve_fails_the_load_saying_why(
-    server: Server, model_repository: Path, config: str, message: str
+    refusing_server: Server, index: int, config: str
 ) -> None:
     """Triton does not let a backend change what config.pbtxt says: the load fails instead."""
-    name = "tiny_refused"
-    model_dir = model_repository / name
-    (model_dir / "1").mkdir(parents=True, exist_ok=True)
-    (model_dir / "1" / "model.json").write_text(
-        (model_repository / "tiny/1/model.json").read_text()
-    )
-    (model_dir / "config.pbtxt").write_text(f'backend: "tritonvllm"\n{config}\n')
-    try:
-        response = requests.post(server.url(f"/v2/repository/models/{name}/load"), timeout=120)
-        assert response.status_code == 400
-        assert message in response.json()["error"]
-        assert not server.model_ready(name)
-    finally:  # a model that failed to load makes the server not ready until it is unloaded
-        requests.post(server.url(f"/v2/repository/models/{name}/unload"), timeout=60)
-    assert server.ready() and server.model_ready()
+    name = f"refused{index}"
+    response = requests.post(refusing_server.url(f"/v2/repository/models/{name}/load"), timeout=120)
+    assert response.status_code == 400
+    assert REFUSED_CONFIGS[config] in response.json()["error"]
+    assert not refusing_server.model_ready(name)
