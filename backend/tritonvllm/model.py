@@ -33,8 +33,7 @@ from tritonvllm_backend.typekinds import Kind, kind_of
 
 ENGINE_START_TIMEOUT_S = 900.0
 DRAIN_TIMEOUT_S = 30.0
-# After asking Triton to unload a model whose engine died: how long to wait for finalize before
-# concluding that the server does not unload models (model control mode none, as in the pods).
+# How long after its engine died a model may take to be unloaded before the server is stopped.
 UNLOAD_WAIT_S = 3.0
 _LOG_PREFIX = "[tritonvllm]"
 
@@ -102,6 +101,7 @@ class TritonPythonModel:
 
         self._loop: EngineLoop[Any] = EngineLoop()
         self._finalizing = threading.Event()
+        self._unload_requested = False
         engine = self._start_engine(engine_args)
         flush = self._stat_loggers.flush if self._stat_loggers is not None else None
         self._runner = RequestRunner(engine, sampling_kinds(), self._log, budget, loras, flush)
@@ -158,6 +158,7 @@ class TritonPythonModel:
         if self._runner.engine_dead:
             from tritonvllm_backend.generate import UNHEALTHY_MESSAGE
 
+            self._request_unload()
             for request in requests:
                 request.get_response_sender().send(
                     pb_utils.InferenceResponse(
@@ -172,26 +173,37 @@ class TritonPythonModel:
             self._loop.submit(self._runner.serve(request))
         return None
 
-    def _engine_died(self) -> None:
-        """Make the model stop being ready: unload it, or else stop the server (it restarts).
+    def _request_unload(self) -> None:
+        """Ask Triton to unload this model, once (as the official backend does).
 
-        Triton unloads a model on request only in explicit model control mode; in the pods
-        (mode none) the server is stopped instead, so that its readiness and liveness probes
-        fail and Kubernetes restarts the container with a fresh engine.
+        Only from the stub's main thread (``execute``): called from another thread the stub
+        crashes. Triton unloads on request only in explicit model control mode.
+        """
+        if self._unload_requested:
+            return
+        self._unload_requested = True
+        try:
+            pb_utils.unload_model(self._name)
+        except Exception as err:
+            self._log.log_warn(f"{_LOG_PREFIX} {self._name}: unload refused: {err}")
+
+    def _engine_died(self) -> None:
+        """Make the model stop being ready: unloaded, or else the server stopped (it restarts).
+
+        Runs on a thread of its own once the engine died. The next request unloads the model
+        where Triton allows it (explicit model control); if the model is not being unloaded
+        within UNLOAD_WAIT_S (model control mode none, as in the pods, or no request came), the
+        server is stopped, so that its readiness and liveness probes fail and Kubernetes
+        restarts the container with a fresh engine.
         """
         self._log.log_error(
             f"[vllm] Engine is not healthy and model will be unloaded: the vLLM engine of "
             f"{self._name} died"
         )
-        try:
-            pb_utils.unload_model(self._name)
-        except Exception as err:
-            self._log.log_warn(f"{_LOG_PREFIX} {self._name}: unload refused: {err}")
-        else:
-            if self._finalizing.wait(UNLOAD_WAIT_S):
-                return
+        if self._finalizing.wait(UNLOAD_WAIT_S):
+            return
         self._log.log_error(
-            f"{_LOG_PREFIX} {self._name}: the model cannot be unloaded; stopping the server "
+            f"{_LOG_PREFIX} {self._name}: the model is not being unloaded; stopping the server "
             "so that it is restarted"
         )
         os.kill(os.getppid(), signal.SIGTERM)
