@@ -45,7 +45,9 @@ GUIDED_ALIASES = {
 }
 STRUCTURED_KEYS = ("structured_outputs", "guided_decoding")
 # Fields whose annotation reduces to "any" but whose accepted values are known.
-_NARROWER: dict[str, Any] = {"stop": "strs"}  # str | list[str]
+_NARROWER: dict[str, Any] = {"stop": "strs", "bad_words": "strlist"}  # str | list[str], list[str]
+# vLLM serializes integers as 64-bit.
+_INT_LIMIT = 2**63
 BACKEND_KEYS = frozenset({"lora_name", "priority", *STRUCTURED_KEYS, *GUIDED_ALIASES})
 # Request parameters that Triton's frontends and clients add on their own.
 _TRANSPORT_PARAMETERS = ("triton_", "stream")
@@ -167,6 +169,13 @@ def _to_bool(value: Any) -> bool:
 
 
 def _to_int(value: Any) -> int:
+    number = _whole_number(value)
+    if not -_INT_LIMIT <= number < _INT_LIMIT:
+        raise ValueError("out of the 64-bit range")
+    return number
+
+
+def _whole_number(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError("a boolean is not an integer")
     if isinstance(value, int):
@@ -215,6 +224,13 @@ def _to_str_or_strs(value: Any) -> str | list[str]:
     raise ValueError("not a string or a list of strings")
 
 
+def _to_str_list(value: Any) -> list[str]:
+    value = _to_list(value)
+    if all(isinstance(item, str) for item in value):
+        return value
+    raise ValueError("not a list of strings")
+
+
 def _to_list(value: Any) -> list[Any]:
     if isinstance(value, str):
         value = json.loads(value)
@@ -241,6 +257,7 @@ _CONVERTERS = {
     "float": _to_float,
     "str": _to_str,
     "strs": _to_str_or_strs,
+    "strlist": _to_str_list,
     "list": _to_list,
     "dict": _to_dict,
     "any": _as_is,
@@ -251,6 +268,7 @@ _ARTICLE = {
     "float": "a number",
     "str": "a string",
     "strs": "a string or a list of strings",
+    "strlist": "a list of strings",
     "list": "a list",
     "dict": "an object",
     "any": "a value",
