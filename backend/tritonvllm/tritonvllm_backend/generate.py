@@ -295,7 +295,11 @@ class RequestRunner:
         from PIL import Image
 
         try:
-            images = [Image.open(io.BytesIO(base64.b64decode(data))) for data in parsed.images]
+            # RGB, as the official backend converts them (palette, RGBA and grey images too).
+            images = [
+                Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
+                for data in parsed.images
+            ]
         except Exception as err:
             raise RequestError(f"image must be base64-encoded image files: {err}") from None
         return {"prompt": parsed.prompt, "multi_modal_data": {"image": images}}
