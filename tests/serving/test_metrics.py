@@ -100,3 +100,23 @@ def test_a_scrape_right_after_a_request_sees_it_under_the_official_names(server:
     )
     exported = {line.split("{", 1)[0] for line in server.metric_lines()}
     assert "vllm:inter_token_latency_seconds_count" not in exported  # the official name only
+
+
+def test_the_per_token_histogram_shows_every_bucket_cumulatively(server: Server) -> None:
+    """time_per_output_token is folded in the backend (one update per bucket per flush, not one
+    per token); a scrape sees a histogram's series: cumulative buckets, +Inf equal to the count."""
+    http_generate(
+        server.http, {"text_input": "The quick brown fox", "parameters": {"max_tokens": 6}}
+    )
+    name = "vllm:time_per_output_token_seconds"
+    buckets = []
+    for line in server.metric_lines():
+        match = re.match(rf'^{re.escape(name)}_bucket\{{.*le="([^"]+)".*\}} (\S+)$', line)
+        if match:
+            buckets.append((float(match[1]), float(match[2])))
+    buckets.sort()
+    assert len(buckets) == 20 and buckets[-1][0] == float("inf")
+    counts = [count for _, count in buckets]
+    assert counts == sorted(counts)
+    assert counts[-1] == metric_value(server, f"{name}_count") >= 5
+    assert metric_value(server, f"{name}_sum") > 0

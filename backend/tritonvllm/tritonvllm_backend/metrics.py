@@ -21,7 +21,11 @@ from vllm.config import VllmConfig
 from vllm.v1.metrics.loggers import StatLoggerBase
 from vllm.v1.metrics.stats import IterationStats, SchedulerStats
 
+from .histogram import fold, le_label
+
 FLUSH_SECONDS = 0.25
+# Observed once per generated token: folded locally, exported as counters (histogram.py).
+FOLDED = "vllm:time_per_output_token_seconds"
 
 COUNTERS = {
     "vllm:prompt_tokens_total": "Number of prefill tokens processed.",
@@ -160,7 +164,15 @@ class TritonMetrics:
             self._family(name, help_text, pb_utils.MetricFamily.GAUGE)
         if self.histograms_supported:
             for name, (help_text, _) in self._histograms.items():
-                self._family(name, help_text, pb_utils.MetricFamily.HISTOGRAM)
+                if name != FOLDED:
+                    self._family(name, help_text, pb_utils.MetricFamily.HISTOGRAM)
+        folded_help, self._folded_bounds = self._histograms[FOLDED]
+        for suffix in ("_bucket", "_sum", "_count"):
+            self._family(FOLDED + suffix, folded_help, pb_utils.MetricFamily.COUNTER)
+        for bound in [*self._folded_bounds, float("inf")]:  # every bucket shows, at 0 first
+            self._labelled(FOLDED + "_bucket", {"le": le_label(bound)})
+        self._labelled(FOLDED + "_sum", {})
+        self._labelled(FOLDED + "_count", {})
         cache_info = {k: str(v) for k, v in vllm_config.cache_config.metrics_info().items()}
         self._families["vllm:cache_config_info"].Metric(labels={**labels, **cache_info}).set(1)
         self._batch = _Batch()
@@ -234,11 +246,32 @@ class TritonMetrics:
                 self._metric(name, reason).increment(value)
         for name, value in batch.gauges.items():
             self._metric(name).set(float(value))
-        if self.histograms_supported:
-            for name, values in batch.observations.items():
+        for name, values in batch.observations.items():
+            if name == FOLDED:
+                self._push_folded(values)
+            elif self.histograms_supported:
                 metric = self._metric(name)
                 for value in values:
                     metric.observe(float(value))
+
+    def _push_folded(self, values: list[float]) -> None:
+        """One increment per bucket that changed, instead of one observe() per token."""
+        folded = fold(self._folded_bounds, values)
+        if not folded.count:
+            return
+        bounds = [*self._folded_bounds, float("inf")]
+        for bound, hits in zip(bounds, folded.buckets, strict=True):
+            if hits:
+                self._labelled(FOLDED + "_bucket", {"le": le_label(bound)}).increment(hits)
+        self._labelled(FOLDED + "_sum", {}).increment(folded.total)
+        self._labelled(FOLDED + "_count", {}).increment(folded.count)
+
+    def _labelled(self, name: str, extra: dict[str, str]) -> Any:
+        key = (name, ",".join(f"{k}={v}" for k, v in extra.items()))
+        if key not in self._metrics:
+            family = self._families[name]
+            self._metrics[key] = family.Metric(labels={**self._labels, **extra})
+        return self._metrics[key]
 
     def _family(self, name: str, help_text: str, kind: Any) -> None:
         self._families[name] = pb_utils.MetricFamily(name=name, description=help_text, kind=kind)
