@@ -231,11 +231,17 @@ class TritonMetrics:
             self.flush()
         self.flush()
 
-    def flush(self) -> None:
-        """Push everything recorded so far to Triton (from any thread)."""
+    def flush(self, gauges: bool = True) -> None:
+        """Push everything recorded so far to Triton (from any thread).
+
+        ``gauges=False`` leaves the gauges to the next periodic flush: they describe the engine
+        now, not a request, and the final-response path should pay only for what it must.
+        """
         with self._push_lock:
             with self._lock:
                 batch, self._batch = self._batch, _Batch()
+                if not gauges:
+                    self._batch.gauges, batch.gauges = batch.gauges, {}
                 if not self._families:
                     return
             self._push(batch)
@@ -322,9 +328,9 @@ class StatLoggerFactory:
         return TritonStatLogger(vllm_config, engine_index, self.metrics)
 
     def flush(self) -> None:
-        """Push the pending metrics now (before a final response)."""
+        """Push the pending counters and histograms now (before a final response)."""
         if self.metrics is not None:
-            self.metrics.flush()
+            self.metrics.flush(gauges=False)
 
     def close(self) -> None:
         if self.metrics is not None:
