@@ -175,6 +175,9 @@ class TritonMetrics:
         self._labelled(FOLDED + "_count", {})
         cache_info = {k: str(v) for k, v in vllm_config.cache_config.metrics_info().items()}
         self._families["vllm:cache_config_info"].Metric(labels={**labels, **cache_info}).set(1)
+        for name in GAUGES:  # exported from the start (at 0), not from the first periodic flush
+            if name != "vllm:cache_config_info":
+                self._metric(name).set(0.0)
         self._batch = _Batch()
         self._lock = threading.Lock()
         # Held while a batch goes to Triton: a flush returns only once everything recorded before
