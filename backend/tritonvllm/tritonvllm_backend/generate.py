@@ -152,8 +152,16 @@ class RequestRunner:
                 exchange, _error("request was cancelled", pb_utils.TritonError.CANCELLED)
             )
         except ResponseNotDelivered as err:
-            # The engine request was aborted when generate() was left.
-            self._log.log_verbose(f"[tritonvllm] request {request_id}: client gone ({err})")
+            # The engine request was aborted when generate() was left. A client that went away
+            # is routine (verbose); any other refusal is worth a warning, without a traceback.
+            loop = asyncio.get_running_loop()
+            if await loop.run_in_executor(self._poll_pool, _gone, exchange):
+                self._log.log_verbose(f"[tritonvllm] request {request_id}: client gone ({err})")
+            else:
+                self._log.log_warn(f"[tritonvllm] request {request_id}: response refused: {err}")
+            await self._send_quietly(
+                exchange, _error(f"response not delivered: {err}", pb_utils.TritonError.INTERNAL)
+            )
         except Exception as err:
             await self._send_quietly(exchange, self._failure(request_id, err))
         finally:
@@ -405,6 +413,19 @@ def _reason(err: BaseException) -> str:
             f"{type(err).__name__}: {text}" if text else f"{type(err).__name__} (rejected by vLLM)"
         )
     return text
+
+
+def _gone(exchange: _Exchange) -> bool:
+    """Whether the client of a request went away (runs on the poll thread).
+
+    After a final send the sender must not be touched again: assume the client went away.
+    """
+    if exchange.closed:
+        return True
+    try:
+        return exchange.cancelled()
+    except Exception:
+        return True
 
 
 def _cancelled(watched: list[tuple[str, _Exchange]]) -> list[str]:
