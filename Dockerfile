@@ -6,9 +6,11 @@
 #
 # operator: the kopf operator on python:3.11-slim, as a non-root numeric user (the chart runs it
 #           with a read-only root filesystem).
-# serving:  NVIDIA's Triton image with vLLM, plus the bundled backend in
-#           /opt/tritonserver/backends/tritonvllm/ (the name config.pbtxt's `backend:` gives, the
-#           operator's TRITON_VLLM_BACKEND default; tests/unit/test_dockerfile.py checks both).
+# serving:  NVIDIA's Triton image with the vLLM release of versions.env (VLLM_VERSION: the release
+#           whose engine arguments the operator validates and that the CPU tests run), plus the
+#           bundled backend in /opt/tritonserver/backends/tritonvllm/ (the name config.pbtxt's
+#           `backend:` gives, the operator's TRITON_VLLM_BACKEND default). The build fails if
+#           the image's vLLM is another release. tests/unit/test_dockerfile.py checks all three.
 
 # Base images, pinned (written out, not ARGs, so that every scanner sees the tag).
 FROM python:3.11.14-slim-bookworm AS python-base
@@ -51,6 +53,11 @@ FROM nvcr.io/nvidia/tritonserver:25.12-vllm-python-py3 AS serving
 
 LABEL org.opencontainers.image.title="triton-vllm-operator serving" \
       org.opencontainers.image.description="NVIDIA Triton with vLLM and the bundled tritonvllm backend"
+# The base image ships its own vLLM; replace it with the pinned release (and its torch), then
+# refuse to build an image whose vLLM is anything else.
+ARG VLLM_VERSION=0.32.0
+RUN python3 -m pip install --no-cache-dir "vllm==${VLLM_VERSION}" \
+    && python3 -c "import sys, vllm; v = vllm.__version__; sys.exit(0 if v == sys.argv[1] else f'vLLM {v} in the image, not {sys.argv[1]}')" "${VLLM_VERSION}"
 # A python-based backend: Triton loads backends/<name>/model.py through backends/python.
 COPY backend/tritonvllm/ /opt/tritonserver/backends/tritonvllm/
 # The image's own unprivileged user (triton-server); the pods mount /cache and /models.

@@ -1,10 +1,11 @@
 """tritonvllm: a Triton python-based backend that serves LLMs with the vLLM engine.
 
 It keeps the official Triton vLLM backend's request contract (see docs/backend.md):
-``auto_complete_config`` fills in the contract and enforces what vLLM needs, ``initialize``
+``auto_complete_config`` fills in the contract and refuses what vLLM cannot serve, ``initialize``
 validates ``<version>/model.json`` against vLLM's AsyncEngineArgs and starts the engine on its own
 event loop thread (with ``OPENAI_API_PORT``, vLLM's OpenAI-compatible server too, on that loop and
 engine), ``execute`` hands each request to that loop, ``finalize`` drains and stops it.
+When the engine dies, the model is unloaded, or the server stopped, so that it is not "ready".
 """
 
 from __future__ import annotations
@@ -14,12 +15,19 @@ import gc
 import json
 import locale
 import os
+import signal
+import threading
 import typing
 from typing import Any
 
 import triton_python_backend_utils as pb_utils
-from tritonvllm_backend.contract import plan_auto_complete
-from tritonvllm_backend.engine_config import EngineConfigError, load_model_json
+from tritonvllm_backend.contract import instance_kind_error, plan_auto_complete
+from tritonvllm_backend.engine_config import (
+    EngineConfigError,
+    load_lora_repository,
+    load_model_json,
+    parallel_size,
+)
 from tritonvllm_backend.engine_loop import EngineLoop
 from tritonvllm_backend.openai_config import OpenAIConfigError, listen_address
 from tritonvllm_backend.pacing import response_budget
@@ -27,6 +35,8 @@ from tritonvllm_backend.typekinds import Kind, kind_of
 
 ENGINE_START_TIMEOUT_S = 900.0
 DRAIN_TIMEOUT_S = 30.0
+# How long after its engine died a model may take to be unloaded before the server is stopped.
+UNLOAD_WAIT_S = 3.0
 _LOG_PREFIX = "[tritonvllm]"
 
 
@@ -35,23 +45,22 @@ class TritonPythonModel:
 
     @staticmethod
     def auto_complete_config(auto_complete_model_config: Any) -> Any:
-        """Add the contract's missing tensors; enforce decoupled, max_batch_size 0, one instance."""
+        """Add the contract's missing tensors and settings; refuse what vLLM cannot serve."""
         config = auto_complete_model_config.as_dict()
         plan = plan_auto_complete(config)
+        if plan.errors:
+            raise pb_utils.TritonModelException(
+                f"{config.get('name', '?')}: config.pbtxt cannot be served by vLLM: "
+                + "; ".join(plan.errors)
+            )
         for spec in plan.add_inputs:
             auto_complete_model_config.add_input(spec)
         for spec in plan.add_outputs:
             auto_complete_model_config.add_output(spec)
-        # The setters refuse to overwrite declared values, and as_dict() is the live config:
-        # enforce by writing it directly.
-        for key, value in plan.enforce.items():
-            if value is None:
-                config.pop(key, None)
-            else:
-                config[key] = value
-        name = config.get("name", "?")
-        for change in plan.changes:
-            pb_utils.Logger.log_warn(f"{_LOG_PREFIX} {name}: config changed: {change}")
+        if plan.set_decoupled:
+            auto_complete_model_config.set_model_transaction_policy({"decoupled": True})
+        if plan.set_max_batch_size:
+            auto_complete_model_config.set_max_batch_size(0)
         return auto_complete_model_config
 
     def initialize(self, args: dict[str, str]) -> None:
@@ -71,7 +80,6 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(
                 f"{self._name}: the model transaction policy must be decoupled"
             )
-        self._health_check = _bool_parameter(parameters, "ENABLE_VLLM_HEALTH_CHECK")
         try:
             budget = response_budget(
                 parameters.get("STREAM_RESPONSES_PER_SECOND", {}).get("string_value")
@@ -79,9 +87,13 @@ class TritonPythonModel:
             openai_address = listen_address(parameters)
         except ValueError as err:
             raise pb_utils.TritonModelException(f"{self._name}: {err}") from None
-        engine_args, openai_args = self._engine_args(
-            os.path.join(args["model_repository"], args["model_version"])
-        )
+        version_dir = os.path.join(args["model_repository"], args["model_version"])
+        engine_args, openai_args = self._engine_args(version_dir)
+        self._place_instance(args, engine_args)
+        try:
+            loras = load_lora_repository(version_dir, bool(engine_args.enable_lora))
+        except EngineConfigError as err:
+            raise pb_utils.TritonModelException(f"{self._name}: {err}") from None
         self._openai: OpenAIServer | None = None
         if openai_address is not None:
             try:
@@ -100,9 +112,13 @@ class TritonPythonModel:
             self._stat_loggers = StatLoggerFactory(labels)
 
         self._loop: EngineLoop[Any] = EngineLoop()
+        self._finalizing = threading.Event()
+        self._unload_requested = False
         engine = self._start_engine(engine_args)
-        self._runner = RequestRunner(engine, sampling_kinds(), self._log, budget)
+        flush = self._stat_loggers.flush if self._stat_loggers is not None else None
+        self._runner = RequestRunner(engine, sampling_kinds(), self._log, budget, loras, flush)
         self._loop.submit(self._runner.watch_cancellations())
+        self._loop.submit(self._runner.watch_engine(self._engine_died))
         self._log.log_info(f"{_LOG_PREFIX} {self._name}: engine ready")
         if self._openai is not None:
             self._start_openai(self._openai, engine)
@@ -122,6 +138,16 @@ class TritonPythonModel:
             return AsyncEngineArgs(**config.engine), config.openai
         except (EngineConfigError, TypeError, ValueError) as err:
             raise pb_utils.TritonModelException(f"{self._name}: {err}") from None
+
+    def _place_instance(self, args: dict[str, str], engine_args: Any) -> None:
+        """A KIND_GPU instance runs a single-GPU engine on the GPU Triton gave it."""
+        kind = args.get("model_instance_kind", "")
+        error = instance_kind_error(kind, parallel_size(engine_args))
+        if error is not None:
+            raise pb_utils.TritonModelException(f"{self._name}: {error}")
+        device = int(args.get("model_instance_device_id", "-1") or -1)
+        if kind == "GPU" and device >= 0:
+            os.environ["CUDA_VISIBLE_DEVICES"] = str(device)
 
     def _start_engine(self, engine_args: Any) -> Any:
         """Build AsyncLLM on the loop thread; on failure stop everything started so far."""
@@ -158,14 +184,20 @@ class TritonPythonModel:
         return AsyncLLM.from_engine_args(engine_args, stat_loggers=loggers)
 
     def execute(self, requests: list[Any]) -> None:
-        """Hand each request to the engine loop; responses go out through their senders."""
-        if self._health_check and not self._engine_healthy():
+        """Hand each request to the engine loop; responses go out through their senders.
+
+        A dead engine is known from a flag (no round trip to the engine loop): its requests get
+        UNAVAILABLE at once, whatever ENABLE_VLLM_HEALTH_CHECK says.
+        """
+        if self._runner.engine_dead:
+            from tritonvllm_backend.generate import UNHEALTHY_MESSAGE
+
+            self._request_unload()
             for request in requests:
                 request.get_response_sender().send(
                     pb_utils.InferenceResponse(
                         error=pb_utils.TritonError(
-                            message="the vLLM engine is not healthy; the model is unavailable",
-                            code=pb_utils.TritonError.UNAVAILABLE,
+                            message=UNHEALTHY_MESSAGE, code=pb_utils.TritonError.UNAVAILABLE
                         )
                     ),
                     flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
@@ -175,17 +207,47 @@ class TritonPythonModel:
             self._loop.submit(self._runner.serve(request))
         return None
 
-    def _engine_healthy(self) -> bool:
+    def _request_unload(self) -> None:
+        """Ask Triton to unload this model, once (as the official backend does).
+
+        Only from the stub's main thread (``execute``): called from another thread the stub
+        crashes. Triton unloads on request only in explicit model control mode.
+        """
+        if self._unload_requested:
+            return
+        self._unload_requested = True
         try:
-            self._loop.call(self._loop.engine.check_health(), timeout=10.0)
+            pb_utils.unload_model(self._name)
         except Exception as err:
-            self._log.log_error(f"{_LOG_PREFIX} {self._name}: engine health check failed: {err}")
-            return False
-        return True
+            self._log.log_warn(f"{_LOG_PREFIX} {self._name}: unload refused: {err}")
+
+    def _engine_died(self) -> None:
+        """Make the model stop being ready: unloaded, or else the server stopped (it restarts).
+
+        Runs on a thread of its own once the engine died. The next request unloads the model
+        where Triton allows it (explicit model control); if the model is not being unloaded
+        within UNLOAD_WAIT_S (model control mode none, as in the pods, or no request came), the
+        server is stopped, so that its readiness and liveness probes fail and Kubernetes
+        restarts the container with a fresh engine.
+        """
+        self._log.log_error(
+            f"[vllm] Engine is not healthy and model will be unloaded: the vLLM engine of "
+            f"{self._name} died"
+        )
+        if self._finalizing.wait(UNLOAD_WAIT_S):
+            return
+        self._log.log_error(
+            f"{_LOG_PREFIX} {self._name}: the model is not being unloaded; stopping the server "
+            "so that it is restarted"
+        )
+        os.kill(os.getppid(), signal.SIGTERM)
 
     def finalize(self) -> None:
         """Let in-flight requests finish (bounded), then stop the engine and the threads."""
         self._log.log_info(f"{_LOG_PREFIX} {self._name}: finalizing")
+        finalizing = getattr(self, "_finalizing", None)
+        if finalizing is not None:
+            finalizing.set()
         loop = getattr(self, "_loop", None)
         if loop is None:
             return

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import requests
 import tritonclient.grpc as grpcclient
 
 from .clients import GenerateError, GrpcSession, http_generate, request_inputs
-from .conftest import Server, start_tritonserver, stop_tritonserver
+from .conftest import START_TIMEOUT_S, Server, start_tritonserver, stop_tritonserver
 
 PROMPT = "The quick brown fox"
 
@@ -25,6 +28,11 @@ PROMPT = "The quick brown fox"
         ({"sampling_parameters": '{"temprature": 0}'}, "did you mean 'temperature'"),
         ({"sampling_parameters": '{"temperature": -1}'}, "temperature"),
         ({"sampling_parameters": '{"max_tokens": 0}'}, "max_tokens"),
+        ({"sampling_parameters": '{"stop": {"a": 1}}'}, "'stop' must be a string or a list"),
+        ({"sampling_parameters": '{"skip_clone": true}'}, "'skip_clone' is internal to vLLM"),
+        ({"sampling_parameters": '{"output_text_buffer_length": 4}'}, "internal to vLLM"),
+        ({"sampling_parameters": '{"lora_name": "pirate"}'}, "LoRA feature is not enabled."),
+        ({"sampling_parameters": '{"priority": "urgent"}'}, "'priority' must be an integer"),
         ({"text_input": ""}, "text_input is empty"),
         ({"text_input": "   "}, "text_input is empty"),
     ],
@@ -37,6 +45,40 @@ def test_bad_request_gets_an_error_and_the_server_stays_ready(
     assert message in str(err.value)
     assert server.ready() and server.model_ready()
     assert http_generate(server.http, {"text_input": PROMPT})["text_output"].startswith(PROMPT)
+
+
+@pytest.mark.parametrize(
+    "sampling",
+    [
+        {"stop": {"a": 1}},  # vLLM asserts on it: once a request that never got an answer
+        {"skip_clone": True},
+        {"bad_words": [1, 2]},
+        {"max_tokens": 1e30},
+        {"allowed_token_ids": [10**9]},
+        {"logit_bias": {"not a token": 1.0}},
+        {"structured_outputs": {"json": "{not json"}},
+        {"structured_outputs": {"json": {"type": "object", "properties": 5}}},
+        {"structured_outputs": {"regex": "(unclosed"}},
+        {"structured_outputs": {"regex": "a", "choice": ["b"]}},  # two constraints at once
+        {"guided_choice": []},
+        {"structured_outputs": {"no_such_constraint": 1}},
+    ],
+)
+def test_values_vllm_rejects_are_invalid_arg_answered_at_once(
+    server: Server, sampling: dict[str, Any]
+) -> None:
+    """The error names the problem (an INVALID_ARG, not "generation failed" with a traceback in
+    the server's log); over gRPC streaming and HTTP alike the code itself does not reach clients."""
+    failures = server.log.read_text().count("[tritonvllm] request ")
+    session = GrpcSession(server.grpc)
+    try:
+        result = session.send(request_inputs(PROMPT, sampling))
+        answer = session.collect([result], timeout=30)[result]
+    finally:
+        session.close()
+    assert answer.error and not answer.error.startswith("generation failed"), answer
+    assert server.log.read_text().count("[tritonvllm] request ") == failures
+    assert server.ready() and server.model_ready()
 
 
 def test_prompt_longer_than_the_model_gets_an_error(server: Server) -> None:
@@ -95,3 +137,50 @@ def test_an_image_for_a_text_only_model_gets_an_error(
     assert result.error is not None and message in result.error
     assert result.responses == []
     assert server.ready() and server.model_ready()
+
+
+REFUSED_CONFIGS = {
+    "dynamic_batching { }": "dynamic_batching is set: vLLM schedules and batches",
+    "instance_group [{ count: 2, kind: KIND_CPU }]": "starts 2 vLLM engines",
+    "max_batch_size: 8": "max_batch_size is 8",
+    "model_transaction_policy { decoupled: false }": "decoupled is false",
+}
+
+
+@pytest.fixture(scope="module")
+def refusing_server(
+    tmp_path_factory: pytest.TempPathFactory, model_repository: Path, log_dir: Path, server: Server
+) -> Iterator[Server]:
+    """A server of its own (a model that failed to load leaves a server not ready), loading
+    nothing at start: each model's config.pbtxt has one setting vLLM cannot serve."""
+    repository = tmp_path_factory.mktemp("refused-repository")
+    engine_args = (model_repository / "tiny" / "1" / "model.json").read_text()
+    for index, config in enumerate(REFUSED_CONFIGS):
+        (repository / f"refused{index}" / "1").mkdir(parents=True)
+        (repository / f"refused{index}" / "1" / "model.json").write_text(engine_args)
+        (repository / f"refused{index}" / "config.pbtxt").write_text(
+            f'backend: "tritonvllm"\n{config}\n'
+        )
+    process, handle = start_tritonserver(
+        repository, log_dir / "refused.log", "--model-control-mode=explicit"
+    )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not handle.ready():
+            assert process.poll() is None and time.monotonic() < deadline, handle.log.read_text()
+            time.sleep(0.5)
+        yield handle
+    finally:
+        stop_tritonserver(process)
+
+
+@pytest.mark.parametrize(("index", "config"), list(enumerate(REFUSED_CONFIGS)))
+def test_a_config_vllm_cannot_serve_fails_the_load_saying_why(
+    refusing_server: Server, index: int, config: str
+) -> None:
+    """Triton does not let a backend change what config.pbtxt says: the load fails instead."""
+    name = f"refused{index}"
+    response = requests.post(refusing_server.url(f"/v2/repository/models/{name}/load"), timeout=120)
+    assert response.status_code == 400
+    assert REFUSED_CONFIGS[config] in response.json()["error"]
+    assert not refusing_server.model_ready(name)

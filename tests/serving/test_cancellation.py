@@ -45,6 +45,9 @@ def test_cancelled_grpc_stream_aborts_the_engine_request(server: Server) -> None
         generated.append(_tokens_of_a_cancelled_grpc_stream(server))
     assert 0 < generated[-1] < LONG, generated
     assert server.ready() and server.model_ready()
+    log = server.log.read_text()  # the official backend's log lines, which its tests look for
+    assert "[vllm] Cancelling the request" in log
+    assert "[vllm] Successfully cancelled the request" in log
 
 
 def test_server_serves_normally_after_a_cancellation(server: Server) -> None:

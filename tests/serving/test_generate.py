@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 
 import requests
 
@@ -142,3 +144,85 @@ def test_greedy_output_equals_the_raw_vllm_engine(
             "sampling_parameters": json.dumps({"temperature": 0, "max_tokens": 24}),
         }
         assert http_generate(server.http, body)["text_output"] == expected
+
+
+def test_cumulative_logprob_is_nan_without_logprobs_as_the_official_backend(
+    server: Server,
+) -> None:
+    session = GrpcSession(server.grpc)
+    try:
+        without = session.generate(request_inputs(PROMPT, GREEDY, return_cumulative_logprob=True))
+        streamed = session.generate(
+            request_inputs(PROMPT, GREEDY, stream=True, return_cumulative_logprob=True)
+        )
+        asked = session.generate(
+            request_inputs(PROMPT, {**GREEDY, "logprobs": 0}, return_cumulative_logprob=True)
+        )
+    finally:
+        session.close()
+    assert math.isnan(without.responses[0]["cumulative_logprob"][0])
+    assert all(math.isnan(r["cumulative_logprob"][0]) for r in streamed.responses)
+    assert asked.responses[0]["cumulative_logprob"][0] < 0
+
+
+def test_a_stream_asking_for_the_prompt_in_its_output_is_refused(server: Server) -> None:
+    session = GrpcSession(server.grpc)
+    try:
+        refused = session.generate(
+            request_inputs(PROMPT, GREEDY, stream=True, exclude_input_in_output=False)
+        )
+        allowed = session.generate(
+            request_inputs(PROMPT, GREEDY, stream=True, exclude_input_in_output=True)
+        )
+    finally:
+        session.close()
+    assert refused.error == (
+        "Error generating stream: When streaming, `exclude_input_in_output` = False is not allowed."
+    )
+    assert allowed.error is None and len(words(allowed.text)) == 8
+
+
+def test_streamed_n_sequences_each_add_up_to_the_non_streamed_ones(server: Server) -> None:
+    sampling = {"n": 3, "temperature": 1.0, "seed": 11, "max_tokens": 6}
+    session = GrpcSession(server.grpc)
+    try:
+        whole = session.generate(request_inputs(PROMPT, sampling, exclude_input_in_output=True))
+        streamed = session.generate(
+            request_inputs(PROMPT, sampling, stream=True, return_finish_reason=True)
+        )
+    finally:
+        session.close()
+    assert whole.error is None and streamed.error is None
+    assert all(len(r["text_output"]) == 3 for r in streamed.responses)
+    per_sequence = ["".join(r["text_output"][i] for r in streamed.responses) for i in range(3)]
+    assert per_sequence == whole.responses[0]["text_output"]
+    assert streamed.responses[-1]["finish_reason"] == ["length"] * 3
+
+
+def test_priority_is_accepted(server: Server) -> None:
+    body = {"text_input": PROMPT, "parameters": {**GREEDY, "priority": 3}}
+    assert len(words(http_generate(server.http, body)["text_output"])) == len(words(PROMPT)) + 8
+
+
+def test_structured_outputs_constrain_the_text(server: Server) -> None:
+    colours = [" red", " blue", " green"]
+    regex = "( red| blue| green){3}"
+    cases = [
+        ({"structured_outputs": json.dumps({"choice": colours})}, lambda t: t in colours),
+        ({"structured_outputs": {"regex": regex}}, lambda t: re.fullmatch(regex, t) is not None),
+        ({"guided_choice": colours}, lambda t: t in colours),
+        ({"guided_regex": regex}, lambda t: re.fullmatch(regex, t) is not None),
+        (
+            {"structured_outputs": {"json": {"type": "string", "enum": colours}}},
+            lambda t: json.loads(t) in colours,
+        ),
+    ]
+    for constraint, check in cases:
+        sampling = {"temperature": 1.0, "max_tokens": 12, **constraint}
+        body = {
+            "text_input": PROMPT,
+            "exclude_input_in_output": True,
+            "sampling_parameters": json.dumps(sampling),
+        }
+        text = http_generate(server.http, body)["text_output"]
+        assert check(text), (constraint, text)

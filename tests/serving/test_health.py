@@ -1,14 +1,17 @@
-"""When the engine dies, requests get UNAVAILABLE instead of hanging, and /health says so.
+"""A dead engine is not a ready model: when vLLM's EngineCore dies, requests get UNAVAILABLE in the
+official backend's words, and the model stops being ready. In the pods (model control mode none)
+the server stops, so its readiness and liveness probes fail and Kubernetes restarts it; with
+explicit model control the model is unloaded, as the official backend does. The OpenAI port's
+/health (vLLM's, the pods' readiness probe) fails in both.
 
-ENABLE_VLLM_HEALTH_CHECK covers Triton's path; the OpenAI port's /health (vLLM's) fails too.
-
-This kills an engine, so it runs on a server of its own, started after the shared one is idle.
+This kills engines, so each runs on a server of its own.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +21,7 @@ import requests
 
 from tests.operator_process import free_ports
 
-from .clients import GenerateError, http_generate
+from .clients import GenerateError, GrpcSession, http_generate, request_inputs
 from .conftest import (
     MODEL,
     START_TIMEOUT_S,
@@ -29,60 +32,118 @@ from .conftest import (
     write_repository,
 )
 
+UNHEALTHY = "Model is unavailable due to unhealthy vLLM engine"
+WITHIN_S = 15.0
 
-def engine_core_pids(process_group: int) -> list[int]:
-    """vLLM's engine processes in the server's process group."""
-    pids = []
+
+def group_processes(process_group: int) -> dict[int, tuple[str, bytes]]:
+    """pid -> (state, command line) of every process in the server's process group."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes()
-            stat = (entry / "stat").read_text()
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        pgrp = int(stat.rsplit(")", 1)[1].split()[2])
-        if pgrp == process_group and cmdline.startswith(b"VLLM::EngineCore"):
-            pids.append(int(entry.name))
-    return pids
+        if int(fields[2]) == process_group:
+            found[int(entry.name)] = (fields[0], cmdline)
+    return found
 
 
-@pytest.fixture(scope="module")
+def engine_core_pids(process_group: int) -> list[int]:
+    """vLLM's engine processes in the server's process group."""
+    return [
+        pid
+        for pid, (_, cmdline) in group_processes(process_group).items()
+        if cmdline.startswith(b"VLLM::EngineCore")
+    ]
+
+
+def answers(url: str) -> bool:
+    """Whether a probe endpoint says OK (a refused connection is a failed probe)."""
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def wait_until(condition: object, timeout: float = WITHIN_S) -> float:
+    """Seconds until ``condition()`` held; fails the test after ``timeout``."""
+    started = time.monotonic()
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() - started < timeout, f"not within {timeout} s"
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+@pytest.fixture(params=["none", "explicit"])
 def doomed_server(
-    tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, log_dir: Path, server: Server
-) -> Iterator[tuple[Server, int]]:
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_model: Path,
+    log_dir: Path,
+    server: Server,
+) -> Iterator[tuple[Server, subprocess.Popen[bytes], str]]:
+    mode = request.param
+    args = [f"--model-control-mode={mode}"]
+    if mode == "explicit":
+        args.append(f"--load-model={MODEL}")
     (port,) = free_ports(1)
     repository = write_repository(
-        tmp_path_factory.mktemp("doomed-repository"), rendered_files(MODEL, tiny_model, port)
+        tmp_path_factory.mktemp(f"doomed-{mode}"), rendered_files(MODEL, tiny_model, port)
     )
-    process, handle = start_tritonserver(repository, log_dir / "health.log", openai_port=port)
+    process, handle = start_tritonserver(
+        repository, log_dir / f"health-{mode}.log", *args, openai_port=port
+    )
     started = time.monotonic()
     try:
         while not (handle.ready() and handle.model_ready()):
             if process.poll() is not None or time.monotonic() - started > START_TIMEOUT_S:
                 pytest.fail(f"tritonserver did not become ready:\n{handle.log.read_text()[-6000:]}")
             time.sleep(0.5)
-        yield handle, process.pid
+        yield handle, process, mode
     finally:
         stop_tritonserver(process)
 
 
-def test_requests_get_unavailable_once_the_engine_died(doomed_server: tuple[Server, int]) -> None:
-    server, group = doomed_server
+def test_a_dead_engine_is_not_a_ready_model(
+    doomed_server: tuple[Server, subprocess.Popen[bytes], str],
+) -> None:
+    server, process, mode = doomed_server
     assert http_generate(server.http, {"text_input": "The quick brown fox"}, MODEL)
     health = f"http://{server.openai}/health"
-    assert requests.get(health, timeout=10).status_code == 200
-    (engine,) = engine_core_pids(group)
-    os.kill(engine, signal.SIGKILL)
+    assert answers(health)
+    (engine,) = engine_core_pids(process.pid)
+    session = GrpcSession(server.grpc)
+    try:
+        streaming = session.send(
+            request_inputs("Once upon a time", {"max_tokens": 5000}, stream=True)
+        )
+        session.wait_for_response()
+        os.kill(engine, signal.SIGKILL)
+        # The request in flight ends with an answer too, not a stream left open.
+        cut = session.collect([streaming], timeout=WITHIN_S)[streaming]
+    finally:
+        session.close()
+    assert cut.error == UNHEALTHY
 
-    deadline = time.monotonic() + 60
-    message = ""
-    while time.monotonic() < deadline and "not healthy" not in message:
-        try:
-            http_generate(server.http, {"text_input": "The quick brown fox"}, MODEL)
-        except GenerateError as err:
-            message = str(err)
+    with pytest.raises(GenerateError, match=UNHEALTHY):
+        http_generate(server.http, {"text_input": "The quick brown fox"}, MODEL)
+    model_ready = server.url(f"/v2/models/{MODEL}/ready")
+    wait_until(lambda: not answers(model_ready))
+    wait_until(lambda: not answers(health))
+    if mode == "none":  # the pods: the server stops, both probes fail, the container restarts
+        wait_until(lambda: not answers(server.url("/v2/health/ready")))
+        wait_until(lambda: not answers(server.url("/v2/health/live")))
+        assert process.wait(timeout=60) is not None
         time.sleep(0.5)
-    assert "not healthy" in message
-    assert server.live()
-    assert requests.get(health, timeout=10).status_code == 503
+        assert group_processes(process.pid) == {}, "processes left behind (zombies included)"
+    else:  # explicit model control: unloaded, as the official backend does
+        with pytest.raises(GenerateError, match="unknown model"):
+            http_generate(server.http, {"text_input": "The quick brown fox"}, MODEL)
+        assert answers(server.url("/v2/health/live"))
+        assert engine_core_pids(process.pid) == []
+        zombies = [pid for pid, (state, _) in group_processes(process.pid).items() if state == "Z"]
+        assert zombies == []

@@ -29,6 +29,22 @@ HOSTILE_SAMPLING: list[Any] = [
     '{"n": 0}',
     "\u0000\ufffd",
     json.dumps({"max_tokens": 2, "logprobs": 3}),  # valid
+    # Once requests that never got an answer (vLLM asserted, or an internal field broke it):
+    '{"stop": {"a": 1}}',
+    '{"stop": [1, 2]}',
+    '{"skip_clone": true}',
+    '{"output_text_buffer_length": 3}',
+    '{"_eos_token_id": 5}',
+    '{"bad_words": [1]}',
+    '{"allowed_token_ids": [1000000000]}',
+    '{"logit_bias": {"x": 1}}',
+    '{"structured_outputs": {"json": "{oops"}}',
+    '{"structured_outputs": {"regex": "(("}}',
+    '{"structured_outputs": 7}',
+    '{"guided_choice": []}',
+    '{"lora_name": "missing"}',
+    '{"priority": "high"}',
+    json.dumps({"max_tokens": 2, "n": 2, "priority": 1}),  # valid
 ]
 
 
@@ -45,7 +61,11 @@ def hostile_body(rng: random.Random) -> dict[str, Any]:
     if kind == 3:
         return {"text_input": prompt, "sampling_parameters": rng.choice(HOSTILE_SAMPLING)}
     if kind == 4:
-        return {"text_input": prompt, "stream": rng.choice(["yes", 3, None])}
+        return {
+            "text_input": prompt,
+            "stream": rng.choice(["yes", 3, None]),
+            "exclude_input_in_output": rng.choice([False, True]),
+        }
     if kind == 5:
         return {"text_input": prompt, "return_logprobs": "please", "unknown_input": 1}
     return {"prompt": prompt}  # the wrong input name

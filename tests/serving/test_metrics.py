@@ -6,7 +6,7 @@ import re
 import time
 from collections.abc import Callable
 
-from .clients import http_generate
+from .clients import http_generate, http_generate_stream
 from .conftest import MODEL, Server
 
 LABELS = f'model="{MODEL}",version="1"'
@@ -63,3 +63,60 @@ def test_latency_histograms_are_exported(server: Server) -> None:
         lambda: metric_value(server, "vllm:time_to_first_token_seconds_count") >= before + 1
     )
     assert metric_value(server, "vllm:e2e_request_latency_seconds_count") >= 1
+
+
+def test_a_scrape_right_after_a_request_sees_it_under_the_official_names(server: Server) -> None:
+    """No waiting: the official backend's metrics test scrapes as soon as its requests end."""
+    names = (
+        "vllm:e2e_request_latency_seconds_count",
+        "vllm:time_to_first_token_seconds_count",
+        "vllm:time_per_output_token_seconds_count",
+        "vllm:request_params_n_count",
+        "vllm:request_prompt_tokens_count",
+        "vllm:request_generation_tokens_sum",
+        "vllm:generation_tokens_total",
+    )
+    before = {name: metric_value(server, name) for name in names}
+    success = metric_value(
+        server, "vllm:request_success_total", f'{LABELS},finished_reason="length"'
+    )
+    for stream in (False, True):
+        body = {"text_input": "The quick brown fox", "parameters": {"max_tokens": 5}}
+        if stream:
+            http_generate_stream(server.http, {**body, "stream": True})
+        else:
+            http_generate(server.http, body)
+    after = {name: metric_value(server, name) for name in names}
+    assert after["vllm:e2e_request_latency_seconds_count"] == before[names[0]] + 2
+    assert after["vllm:time_to_first_token_seconds_count"] == before[names[1]] + 2
+    assert after["vllm:time_per_output_token_seconds_count"] == before[names[2]] + 2 * 4
+    assert after["vllm:request_params_n_count"] == before[names[3]] + 2
+    assert after["vllm:request_prompt_tokens_count"] == before[names[4]] + 2
+    assert after["vllm:request_generation_tokens_sum"] == before[names[5]] + 10
+    assert after["vllm:generation_tokens_total"] == before[names[6]] + 10
+    assert (
+        metric_value(server, "vllm:request_success_total", f'{LABELS},finished_reason="length"')
+        == success + 2
+    )
+    exported = {line.split("{", 1)[0] for line in server.metric_lines()}
+    assert "vllm:inter_token_latency_seconds_count" not in exported  # the official name only
+
+
+def test_the_per_token_histogram_shows_every_bucket_cumulatively(server: Server) -> None:
+    """time_per_output_token is folded in the backend (one update per bucket per flush, not one
+    per token); a scrape sees a histogram's series: cumulative buckets, +Inf equal to the count."""
+    http_generate(
+        server.http, {"text_input": "The quick brown fox", "parameters": {"max_tokens": 6}}
+    )
+    name = "vllm:time_per_output_token_seconds"
+    buckets = []
+    for line in server.metric_lines():
+        match = re.match(rf'^{re.escape(name)}_bucket\{{.*le="([^"]+)".*\}} (\S+)$', line)
+        if match:
+            buckets.append((float(match[1]), float(match[2])))
+    buckets.sort()
+    assert len(buckets) == 20 and buckets[-1][0] == float("inf")
+    counts = [count for _, count in buckets]
+    assert counts == sorted(counts)
+    assert counts[-1] == metric_value(server, f"{name}_count") >= 5
+    assert metric_value(server, f"{name}_sum") > 0

@@ -1,6 +1,7 @@
 """Output shaping: what a client receives for each combination of return_* flags."""
 
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,3 +68,10 @@ def test_logprobs_are_null_when_vllm_was_not_asked_for_them() -> None:
     seq = SequenceDelta("x", 1, None, None, None)
     tensors = shape_response(Wanted(return_logprobs=True), [seq], "", 1, final=False)
     assert tensors[1] == ("logprobs", ["null"], "object")
+
+
+def test_cumulative_logprob_is_nan_when_vllm_was_not_asked_for_logprobs() -> None:
+    seq = SequenceDelta("x", 1, "length", None, None)
+    tensors = shape_response(Wanted(return_cumulative_logprob=True), [seq], "", 1, final=True)
+    (value,) = tensors[1][1]
+    assert tensors[1][0] == "cumulative_logprob" and math.isnan(value)

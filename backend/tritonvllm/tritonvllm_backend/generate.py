@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import itertools
 import threading
 import traceback
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -29,8 +30,10 @@ try:
     from vllm.exceptions import VLLMClientError
 except ImportError:  # older vLLM (0.24) raises ValueError subclasses for a request's own faults
     VLLMClientError = ValueError  # type: ignore[assignment,misc]
+from vllm.lora.request import LoRARequest
 from vllm.outputs import RequestOutput
-from vllm.sampling_params import RequestOutputKind
+from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+from vllm.v1.engine.exceptions import EngineDeadError
 
 from .outputs import SequenceDelta, shape_response
 from .pacing import STREAM_RESPONSES_PER_SECOND, stream_pause
@@ -40,9 +43,20 @@ from .typekinds import Kind
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 CANCEL_POLL_SECONDS = 0.2
+# At most this many is_cancelled() round trips per poll (round robin over the requests in
+# flight): with hundreds of streams a poll of every one would cost more than the streams.
+CANCEL_POLLS_PER_TICK = 64
+ENGINE_WATCH_SECONDS = 0.25
 # One sender thread: more do not raise throughput and coalesce less (measured).
 SENDER_THREADS = 1
+# The official backend's words, kept so that clients and probes matching on them work.
+UNHEALTHY_MESSAGE = "Model is unavailable due to unhealthy vLLM engine"
+LORA_DISABLED_MESSAGE = "LoRA feature is not enabled."
 _DTYPES = {"object": np.object_, "float32": np.float32, "uint32": np.uint32}
+
+
+class ResponseNotDelivered(Exception):
+    """Triton refused a response: the client is gone (or its request already ended)."""
 
 
 class _Exchange:
@@ -81,49 +95,93 @@ class RequestRunner:
         sampling_kinds: Mapping[str, Kind],
         logger: Any,
         responses_per_second: float = STREAM_RESPONSES_PER_SECOND,
+        loras: Mapping[str, str] | None = None,
+        before_final: Callable[[], None] | None = None,
     ) -> None:
+        """``loras``: adapter name -> path (multi_lora.json), None when LoRA is off;
+        ``before_final``: run on the sender thread before each final response (metrics flush).
+        """
         self._engine = engine
         self._responses_per_second = responses_per_second
         self._kinds = sampling_kinds
         self._log = logger
+        self._loras = dict(loras) if loras is not None else None
+        self._before_final = before_final
         self._send_pool = ThreadPoolExecutor(SENDER_THREADS, thread_name_prefix="tritonvllm-send")
+        # is_cancelled() polls have their own thread, so they never queue ahead of responses.
+        self._poll_pool = ThreadPoolExecutor(1, thread_name_prefix="tritonvllm-cancel")
         self._inflight: dict[str, _Exchange] = {}
+        self._poll_start = 0
+
+    @property
+    def engine_dead(self) -> bool:
+        """Whether vLLM's engine has died (a flag read, no round trip to the engine)."""
+        return bool(getattr(self._engine, "errored", False))
 
     @property
     def inflight(self) -> int:
         return len(self._inflight)
 
     async def serve(self, request: Any) -> None:
-        """Answer one request: an error response, or the generated text (streamed or not)."""
+        """Answer one request: an error response, or the generated text (streamed or not).
+
+        Whatever goes wrong on the way, the request gets a final response: INVALID_ARG for the
+        request's own faults, UNAVAILABLE when the engine died, INTERNAL otherwise.
+        """
         exchange = _Exchange(request.get_response_sender(), asyncio.current_task())
-        try:
-            parsed = parse_request(request, self._kinds)
-            params = self._sampling_params(parsed)
-            prompt = self._prompt(parsed)
-        except RequestError as err:
-            await self._send(exchange, _error(str(err), pb_utils.TritonError.INVALID_ARG), FINAL)
-            return
         request_id = f"{request.request_id() or 'req'}-{uuid.uuid4().hex}"
-        self._inflight[request_id] = exchange
         try:
-            await self._generate(exchange, parsed, prompt, params, request_id)
+            try:
+                parsed = parse_request(request, self._kinds)
+                params = self._sampling_params(parsed)
+                prompt = self._prompt(parsed)
+                lora = self._lora(parsed)
+            except RequestError as err:
+                await self._send_quietly(
+                    exchange, _error(str(err), pb_utils.TritonError.INVALID_ARG)
+                )
+                return
+            if self.engine_dead:
+                await self._send_quietly(exchange, _unavailable())
+                return
+            self._inflight[request_id] = exchange
+            await self._generate(exchange, parsed, prompt, params, request_id, lora)
         except asyncio.CancelledError:
-            self._log.log_info(f"[tritonvllm] request {request_id} cancelled; engine aborted it")
+            self._log.log_info(f"[vllm] Successfully cancelled the request {request_id}")
             await self._send_quietly(
                 exchange, _error("request was cancelled", pb_utils.TritonError.CANCELLED)
             )
-        except Exception as err:
-            invalid = _client_error(err)
-            if invalid is not None:
-                response = _error(str(invalid), pb_utils.TritonError.INVALID_ARG)
+        except ResponseNotDelivered as err:
+            # The engine request was aborted when generate() was left. A client that went away
+            # is routine (verbose); any other refusal is worth a warning, without a traceback.
+            loop = asyncio.get_running_loop()
+            if await loop.run_in_executor(self._poll_pool, _gone, exchange):
+                self._log.log_verbose(f"[tritonvllm] request {request_id}: client gone ({err})")
             else:
-                self._log.log_error(
-                    f"[tritonvllm] request {request_id} failed: {traceback.format_exc()}"
-                )
-                response = _error(f"generation failed: {err!r}", pb_utils.TritonError.INTERNAL)
-            await self._send_quietly(exchange, response)
+                self._log.log_warn(f"[tritonvllm] request {request_id}: response refused: {err}")
+            await self._send_quietly(
+                exchange, _error(f"response not delivered: {err}", pb_utils.TritonError.INTERNAL)
+            )
+        except Exception as err:
+            await self._send_quietly(exchange, self._failure(request_id, err))
         finally:
             self._inflight.pop(request_id, None)
+
+    def _failure(self, request_id: str, err: Exception) -> Any:
+        """The error response for a request that failed with ``err``."""
+        if isinstance(err, EngineDeadError) or self.engine_dead:
+            return _unavailable()
+        invalid = _client_error(err)
+        if invalid is not None:
+            return _error(str(invalid) or repr(invalid), pb_utils.TritonError.INVALID_ARG)
+        self._log.log_error(f"[tritonvllm] request {request_id} failed: {traceback.format_exc()}")
+        return _error(f"generation failed: {err!r}", pb_utils.TritonError.INTERNAL)
+
+    async def watch_engine(self, on_dead: Callable[[], None]) -> None:
+        """Call ``on_dead`` (on a thread of its own) once vLLM's engine has died."""
+        while not self.engine_dead:
+            await asyncio.sleep(ENGINE_WATCH_SECONDS)
+        threading.Thread(target=on_dead, name="tritonvllm-engine-dead", daemon=True).start()
 
     async def watch_cancellations(self) -> None:
         """Abort the engine requests whose clients went away (runs for the loop's lifetime)."""
@@ -132,12 +190,24 @@ class RequestRunner:
             await asyncio.sleep(CANCEL_POLL_SECONDS)
             if not self._inflight:
                 continue
-            watched = list(self._inflight.items())
-            cancelled = await loop.run_in_executor(self._send_pool, _cancelled, watched)
+            watched = self._next_to_poll()
+            cancelled = await loop.run_in_executor(self._poll_pool, _cancelled, watched)
             for request_id in cancelled:
                 exchange = self._inflight.get(request_id)
                 if exchange is not None and exchange.task is not None:
+                    self._log.log_info(f"[vllm] Cancelling the request {request_id}")
                     exchange.task.cancel()  # generate() aborts the engine request when cancelled
+
+    def _next_to_poll(self) -> list[tuple[str, _Exchange]]:
+        """Up to CANCEL_POLLS_PER_TICK requests in flight, taking turns."""
+        inflight = list(self._inflight.items())
+        if len(inflight) <= CANCEL_POLLS_PER_TICK:
+            return inflight
+        start = self._poll_start % len(inflight)
+        self._poll_start = start + CANCEL_POLLS_PER_TICK
+        return list(
+            itertools.islice(itertools.cycle(inflight), start, start + CANCEL_POLLS_PER_TICK)
+        )
 
     async def drain(self, timeout: float) -> None:
         """Let in-flight requests finish for up to ``timeout`` seconds, then cancel the rest."""
@@ -145,11 +215,14 @@ class RequestRunner:
         while self._inflight and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.1)
         tasks = [ex.task for ex in self._inflight.values() if ex.task is not None]
+        for request_id in list(self._inflight):
+            self._log.log_info(f"[vllm] Cancelling the request {request_id}")
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def close(self) -> None:
+        self._poll_pool.shutdown(wait=True)
         self._send_pool.shutdown(wait=True)
 
     async def _generate(
@@ -159,17 +232,24 @@ class RequestRunner:
         prompt: Any,
         params: SamplingParams,
         request_id: str,
+        lora: LoRARequest | None,
     ) -> None:
         stream = parsed.wanted.stream
         loop = asyncio.get_running_loop()
         last: RequestOutput | None = None
         produced = 0
-        async for output in self._engine.generate(prompt, params, request_id):
+        state = _SequenceState(params.n)
+        extra: dict[str, Any] = {}
+        if lora is not None:
+            extra["lora_request"] = lora
+        if parsed.sampling.priority:
+            extra["priority"] = parsed.sampling.priority
+        async for output in self._engine.generate(prompt, params, request_id, **extra):
             if stream:
                 taken = loop.time()
-                response = self._response(parsed, output, final=output.finished)
+                response = self._response(parsed, output, state, final=output.finished)
                 await self._send(exchange, response, FINAL if output.finished else 0)
-                delta = len(output.outputs[0].token_ids) if output.outputs else 0
+                delta = max((len(seq.token_ids) for seq in output.outputs), default=0)
                 produced += delta
                 pause = stream_pause(
                     len(self._inflight), params.max_tokens, produced, delta,
@@ -181,16 +261,41 @@ class RequestRunner:
         if last is None or not last.finished:
             raise RuntimeError("the engine ended the request without a final output")
         if not stream:
-            await self._send(exchange, self._response(parsed, last, final=True), FINAL)
+            await self._send(exchange, self._response(parsed, last, state, final=True), FINAL)
 
     def _sampling_params(self, parsed: ParsedRequest) -> SamplingParams:
+        """SamplingParams from the request; whatever vLLM says about the values is INVALID_ARG."""
         kind = RequestOutputKind.DELTA if parsed.wanted.stream else RequestOutputKind.FINAL_ONLY
-        if parsed.wanted.stream and int(parsed.sampling.get("n") or 1) > 1:
-            raise RequestError("sampling parameter 'n' > 1 is not supported with stream")
+        extra: dict[str, Any] = {}
+        if parsed.sampling.structured_outputs is not None:
+            try:
+                extra["structured_outputs"] = StructuredOutputsParams(
+                    **parsed.sampling.structured_outputs
+                )
+            except Exception as err:  # vLLM checks with asserts and ValueErrors alike
+                raise RequestError(f"invalid structured_outputs: {_reason(err)}") from None
         try:
-            return SamplingParams(**parsed.sampling, output_kind=kind)
-        except (ValueError, TypeError, VLLMClientError) as err:
-            raise RequestError(f"invalid sampling_parameters: {err}") from None
+            return SamplingParams(**parsed.sampling.params, **extra, output_kind=kind)
+        except Exception as err:  # AssertionError too: vLLM asserts on some values
+            raise RequestError(f"invalid sampling_parameters: {_reason(err)}") from None
+
+    def _lora(self, parsed: ParsedRequest) -> LoRARequest | None:
+        """The adapter a request names (sampling parameter lora_name), from multi_lora.json."""
+        name = parsed.sampling.lora_name
+        if name is None:
+            return None
+        if self._loras is None:
+            raise RequestError(LORA_DISABLED_MESSAGE)
+        if name not in self._loras:
+            raise RequestError(
+                f"LoRA {name} is not supported, we currently support {list(self._loras)}"
+            )
+        # Adapter ids are 1-based positions in multi_lora.json, stable for the model's lifetime.
+        return LoRARequest(
+            lora_name=name,
+            lora_int_id=list(self._loras).index(name) + 1,
+            lora_path=self._loras[name],
+        )
 
     def _prompt(self, parsed: ParsedRequest) -> Any:
         if not parsed.images:
@@ -198,22 +303,19 @@ class RequestRunner:
         from PIL import Image
 
         try:
-            images = [Image.open(io.BytesIO(base64.b64decode(data))) for data in parsed.images]
+            # RGB, as the official backend converts them (palette, RGBA and grey images too).
+            images = [
+                Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
+                for data in parsed.images
+            ]
         except Exception as err:
             raise RequestError(f"image must be base64-encoded image files: {err}") from None
         return {"prompt": parsed.prompt, "multi_modal_data": {"image": images}}
 
-    def _response(self, parsed: ParsedRequest, output: RequestOutput, final: bool) -> Any:
-        sequences = [
-            SequenceDelta(
-                text=seq.text,
-                num_tokens=len(seq.token_ids),
-                finish_reason=seq.finish_reason,
-                cumulative_logprob=seq.cumulative_logprob,
-                logprobs=seq.logprobs,
-            )
-            for seq in output.outputs
-        ]
+    def _response(
+        self, parsed: ParsedRequest, output: RequestOutput, state: _SequenceState, final: bool
+    ) -> Any:
+        sequences = state.update(output.outputs)
         num_input = len(output.prompt_token_ids or [])
         tensors = shape_response(parsed.wanted, sequences, parsed.prompt, num_input, final)
         return pb_utils.InferenceResponse(
@@ -225,7 +327,19 @@ class RequestRunner:
 
     async def _send(self, exchange: _Exchange, response: Any, flags: int) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._send_pool, exchange.send, response, flags)
+        try:
+            await loop.run_in_executor(self._send_pool, self._deliver, exchange, response, flags)
+        except Exception as err:
+            raise ResponseNotDelivered(str(err)) from err
+
+    def _deliver(self, exchange: _Exchange, response: Any, flags: int) -> None:
+        """Send one response (on the sender thread); a final one after the metrics are out."""
+        if flags & FINAL and self._before_final is not None:
+            try:
+                self._before_final()
+            except Exception as err:
+                self._log.log_warn(f"[tritonvllm] metrics not flushed: {err}")
+        exchange.send(response, flags)
 
     async def _send_quietly(self, exchange: _Exchange, response: Any) -> None:
         """Send a final error; the client may be gone already (cancellation), so never raise."""
@@ -233,6 +347,44 @@ class RequestRunner:
             await asyncio.shield(self._send(exchange, response, FINAL))
         except Exception as err:
             self._log.log_verbose(f"[tritonvllm] final response not delivered: {err}")
+
+
+class _SequenceState:
+    """Per request: the last finish reason and cumulative logprob of each of its n sequences.
+
+    A streamed response carries one element per sequence, in order; a sequence that produced
+    nothing since the previous response has empty text and repeats its last known values.
+    """
+
+    def __init__(self, n: int) -> None:
+        self._finish: list[str | None] = [None] * n
+        self._logprob: list[float | None] = [None] * n
+
+    def update(self, outputs: list[Any]) -> list[SequenceDelta]:
+        n = len(self._finish)
+        new: dict[int, Any] = {}
+        for position, seq in enumerate(outputs):
+            index = getattr(seq, "index", position)
+            new[index if 0 <= index < n else position] = seq
+        deltas = []
+        for index in range(max(n, len(new))):
+            seq = new.get(index)
+            if seq is None:
+                deltas.append(SequenceDelta("", 0, self._finish[index], self._logprob[index], None))
+                continue
+            if index < n:
+                self._finish[index] = seq.finish_reason
+                self._logprob[index] = seq.cumulative_logprob
+            deltas.append(
+                SequenceDelta(
+                    text=seq.text,
+                    num_tokens=len(seq.token_ids),
+                    finish_reason=seq.finish_reason,
+                    cumulative_logprob=seq.cumulative_logprob,
+                    logprobs=seq.logprobs,
+                )
+            )
+        return deltas
 
 
 def _client_error(err: BaseException) -> BaseException | None:
@@ -247,6 +399,33 @@ def _client_error(err: BaseException) -> BaseException | None:
 
 def _error(message: str, code: Any) -> Any:
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(message=message, code=code))
+
+
+def _unavailable() -> Any:
+    return _error(UNHEALTHY_MESSAGE, pb_utils.TritonError.UNAVAILABLE)
+
+
+def _reason(err: BaseException) -> str:
+    """An exception's message, or its type when it has none (a bare assert)."""
+    text = str(err)
+    if isinstance(err, AssertionError) or not text:
+        return (
+            f"{type(err).__name__}: {text}" if text else f"{type(err).__name__} (rejected by vLLM)"
+        )
+    return text
+
+
+def _gone(exchange: _Exchange) -> bool:
+    """Whether the client of a request went away (runs on the poll thread).
+
+    After a final send the sender must not be touched again: assume the client went away.
+    """
+    if exchange.closed:
+        return True
+    try:
+        return exchange.cancelled()
+    except Exception:
+        return True
 
 
 def _cancelled(watched: list[tuple[str, _Exchange]]) -> list[str]:

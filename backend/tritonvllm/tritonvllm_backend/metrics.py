@@ -1,9 +1,13 @@
-"""vLLM's engine metrics exported as Triton custom metrics, under vLLM's own names.
+"""vLLM's engine metrics exported as Triton custom metrics, under the official backend's names.
 
-A vLLM stat logger receives scheduler and iteration stats on the engine's event loop after every
-engine step. Sending each value to Triton is a round trip to the server process, so ``record``
-only folds the stats into a pending batch (counters summed, gauges overwritten, histogram
-observations listed), and a flusher thread pushes each batch to Triton a few times a second.
+The names and labels are those of Triton's official vLLM backend (``vllm:time_per_output_token_
+seconds`` for the inter-token latency), plus the gauges and request histograms it lacks, under
+vLLM's own names. A vLLM stat logger receives scheduler and iteration stats on the engine's event
+loop after every engine step. Sending each value to Triton is a round trip to the server process,
+so ``record`` only folds the stats into a pending batch (counters summed, gauges overwritten,
+histogram observations listed), and a flusher thread pushes each batch to Triton a few times a
+second. ``flush`` pushes at once: the backend calls it before a request's final response, so a
+scrape right after a request completes sees it.
 """
 
 from __future__ import annotations
@@ -17,7 +21,11 @@ from vllm.config import VllmConfig
 from vllm.v1.metrics.loggers import StatLoggerBase
 from vllm.v1.metrics.stats import IterationStats, SchedulerStats
 
+from .histogram import fold, le_label
+
 FLUSH_SECONDS = 0.25
+# Observed once per generated token: folded locally, exported as counters (histogram.py).
+FOLDED = "vllm:time_per_output_token_seconds"
 
 COUNTERS = {
     "vllm:prompt_tokens_total": "Number of prefill tokens processed.",
@@ -119,7 +127,7 @@ def histograms(max_model_len: int) -> dict[str, tuple[str, list[float]]]:
     tokens = token_buckets(max_model_len)
     return {
         "vllm:time_to_first_token_seconds": ("Time to first token in seconds.", _TTFT),
-        "vllm:inter_token_latency_seconds": ("Inter-token latency in seconds.", _ITL),
+        "vllm:time_per_output_token_seconds": ("Time per output token in seconds.", _ITL),
         "vllm:e2e_request_latency_seconds": ("End to end request latency in seconds.", _LATENCY),
         "vllm:request_queue_time_seconds": ("Time spent waiting in seconds.", _LATENCY),
         "vllm:request_inference_time_seconds": ("Time spent running in seconds.", _LATENCY),
@@ -156,11 +164,25 @@ class TritonMetrics:
             self._family(name, help_text, pb_utils.MetricFamily.GAUGE)
         if self.histograms_supported:
             for name, (help_text, _) in self._histograms.items():
-                self._family(name, help_text, pb_utils.MetricFamily.HISTOGRAM)
+                if name != FOLDED:
+                    self._family(name, help_text, pb_utils.MetricFamily.HISTOGRAM)
+        folded_help, self._folded_bounds = self._histograms[FOLDED]
+        for suffix in ("_bucket", "_sum", "_count"):
+            self._family(FOLDED + suffix, folded_help, pb_utils.MetricFamily.COUNTER)
+        for bound in [*self._folded_bounds, float("inf")]:  # every bucket shows, at 0 first
+            self._labelled(FOLDED + "_bucket", {"le": le_label(bound)})
+        self._labelled(FOLDED + "_sum", {})
+        self._labelled(FOLDED + "_count", {})
         cache_info = {k: str(v) for k, v in vllm_config.cache_config.metrics_info().items()}
         self._families["vllm:cache_config_info"].Metric(labels={**labels, **cache_info}).set(1)
+        for name in GAUGES:  # exported from the start (at 0), not from the first periodic flush
+            if name != "vllm:cache_config_info":
+                self._metric(name).set(0.0)
         self._batch = _Batch()
         self._lock = threading.Lock()
+        # Held while a batch goes to Triton: a flush returns only once everything recorded before
+        # it was pushed, even by a flush already under way on another thread.
+        self._push_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._flush_loop, name="tritonvllm-metrics")
         self._thread.start()
@@ -180,7 +202,7 @@ class TritonMetrics:
             batch.counters["vllm:num_preemptions_total", ""] += iteration.num_preempted_reqs
             seen = batch.observations
             seen["vllm:time_to_first_token_seconds"] += iteration.time_to_first_tokens_iter
-            seen["vllm:inter_token_latency_seconds"] += iteration.inter_token_latencies_iter
+            seen["vllm:time_per_output_token_seconds"] += iteration.inter_token_latencies_iter
             seen["vllm:request_params_n"] += iteration.n_params_iter
             for done in iteration.finished_requests:
                 batch.counters["vllm:request_success_total", str(done.finish_reason)] += 1
@@ -203,30 +225,62 @@ class TritonMetrics:
         """
         self._stop.set()
         self._thread.join()
-        with self._lock:
+        with self._push_lock, self._lock:
             self._metrics.clear()
             self._families.clear()
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(FLUSH_SECONDS):
-            self._flush()
-        self._flush()
+            self.flush()
+        self.flush()
 
-    def _flush(self) -> None:
-        with self._lock:
-            batch, self._batch = self._batch, _Batch()
-            if not self._families:
-                return
+    def flush(self, gauges: bool = True) -> None:
+        """Push everything recorded so far to Triton (from any thread).
+
+        ``gauges=False`` leaves the gauges to the next periodic flush: they describe the engine
+        now, not a request, and the final-response path should pay only for what it must.
+        """
+        with self._push_lock:
+            with self._lock:
+                batch, self._batch = self._batch, _Batch()
+                if not gauges:
+                    self._batch.gauges, batch.gauges = batch.gauges, {}
+                if not self._families:
+                    return
+            self._push(batch)
+
+    def _push(self, batch: _Batch) -> None:
         for (name, reason), value in batch.counters.items():
             if value:
                 self._metric(name, reason).increment(value)
         for name, value in batch.gauges.items():
             self._metric(name).set(float(value))
-        if self.histograms_supported:
-            for name, values in batch.observations.items():
+        for name, values in batch.observations.items():
+            if name == FOLDED:
+                self._push_folded(values)
+            elif self.histograms_supported:
                 metric = self._metric(name)
                 for value in values:
                     metric.observe(float(value))
+
+    def _push_folded(self, values: list[float]) -> None:
+        """One increment per bucket that changed, instead of one observe() per token."""
+        folded = fold(self._folded_bounds, values)
+        if not folded.count:
+            return
+        bounds = [*self._folded_bounds, float("inf")]
+        for bound, hits in zip(bounds, folded.buckets, strict=True):
+            if hits:
+                self._labelled(FOLDED + "_bucket", {"le": le_label(bound)}).increment(hits)
+        self._labelled(FOLDED + "_sum", {}).increment(folded.total)
+        self._labelled(FOLDED + "_count", {}).increment(folded.count)
+
+    def _labelled(self, name: str, extra: dict[str, str]) -> Any:
+        key = (name, ",".join(f"{k}={v}" for k, v in extra.items()))
+        if key not in self._metrics:
+            family = self._families[name]
+            self._metrics[key] = family.Metric(labels={**self._labels, **extra})
+        return self._metrics[key]
 
     def _family(self, name: str, help_text: str, kind: Any) -> None:
         self._families[name] = pb_utils.MetricFamily(name=name, description=help_text, kind=kind)
@@ -275,6 +329,11 @@ class StatLoggerFactory:
         if self.metrics is None:
             self.metrics = TritonMetrics(self._labels, vllm_config)
         return TritonStatLogger(vllm_config, engine_index, self.metrics)
+
+    def flush(self) -> None:
+        """Push the pending counters and histograms now (before a final response)."""
+        if self.metrics is not None:
+            self.metrics.flush(gauges=False)
 
     def close(self) -> None:
         if self.metrics is not None:

@@ -8,6 +8,7 @@ everything, with the prompt in front unless ``exclude_input_in_output`` is set.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -66,7 +67,8 @@ def shape_response(
     if wanted.return_finish_reason:
         tensors.append(("finish_reason", [str(seq.finish_reason) for seq in sequences], "object"))
     if wanted.return_cumulative_logprob:
-        values = [float(seq.cumulative_logprob or 0.0) for seq in sequences]
+        # NaN when vLLM was not asked for logprobs (it has none), as the official backend sends.
+        values = [_or_nan(seq.cumulative_logprob) for seq in sequences]
         tensors.append(("cumulative_logprob", values, "float32"))
     if wanted.return_logprobs:
         tensors.append(("logprobs", [logprobs_json(seq.logprobs) for seq in sequences], "object"))
@@ -75,6 +77,10 @@ def shape_response(
     if wanted.return_num_output_tokens:
         tensors.append(("num_output_tokens", [seq.num_tokens for seq in sequences], "uint32"))
     return tensors
+
+
+def _or_nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
 
 
 def logprobs_json(logprobs: Iterable[Mapping[int, LogprobLike]] | None) -> str:

@@ -10,8 +10,13 @@ import triton_python_backend_utils as pb_utils
 
 from .contract import BOOL_FLAGS
 from .outputs import Wanted
-from .sampling import RequestError, parse_sampling_parameters
+from .sampling import RequestError, SamplingRequest, parse_sampling_parameters
 from .typekinds import Kind
+
+# The official backend's words for a request it refuses, kept so that clients matching on them work.
+STREAM_WITH_INPUT = (
+    "Error generating stream: When streaming, `exclude_input_in_output` = False is not allowed."
+)
 
 
 @dataclass(frozen=True)
@@ -20,7 +25,7 @@ class ParsedRequest:
 
     prompt: str
     wanted: Wanted
-    sampling: dict[str, Any]
+    sampling: SamplingRequest
     images: list[bytes]
 
 
@@ -32,6 +37,11 @@ def parse_request(request: Any, sampling_kinds: Mapping[str, Kind]) -> ParsedReq
     if not prompt.strip():
         raise RequestError("text_input is empty: send the prompt to complete")
     flags = {name: _bool(request, name) for name in BOOL_FLAGS}
+    exclude = pb_utils.get_input_tensor_by_name(request, "exclude_input_in_output")
+    if flags["stream"] and exclude is not None and not flags["exclude_input_in_output"]:
+        # A stream never repeats the prompt; asking for it explicitly is refused (as the official
+        # backend does) rather than silently ignored.
+        raise RequestError(STREAM_WITH_INPUT)
     sampling_json = _string(request, "sampling_parameters")
     sampling = parse_sampling_parameters(sampling_json, request.parameters(), sampling_kinds)
     image_tensor = pb_utils.get_input_tensor_by_name(request, "image")

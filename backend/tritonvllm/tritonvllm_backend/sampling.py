@@ -2,8 +2,12 @@
 
 Clients send ``sampling_parameters`` as a JSON object whose values may be strings
 (``{"temperature": "0", "max_tokens": "16"}``); each value is converted to the kind of the
-SamplingParams field it names. Anything that cannot be converted is a ``RequestError`` whose
-message says which key and why, for an INVALID_ARG response.
+SamplingParams field it names. Only the public fields a client may set are accepted (``PUBLIC``);
+vLLM's internal fields are refused. A few keys are the backend's own and go to the engine beside
+SamplingParams: ``lora_name``, ``priority`` and the structured-output constraints
+(``structured_outputs``, or the older ``guided_json`` / ``guided_regex`` / ``guided_choice`` /
+``guided_grammar`` / ``guided_decoding``). Anything that cannot be converted is a
+``RequestError`` whose message says which key and why, for an INVALID_ARG response.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from .engine_config import unknown_key_message
@@ -18,6 +23,32 @@ from .typekinds import Kind
 
 # Set by the backend itself, never by a request.
 RESERVED = frozenset({"output_kind"})
+# The SamplingParams fields a client may set (those of them the installed vLLM has). The others
+# are vLLM's internals (skip_clone, output_text_buffer_length, _eos_token_id, ...) or debugging
+# hooks, and setting them from a request can break the engine.
+PUBLIC = frozenset(
+    {
+        "n", "presence_penalty", "frequency_penalty", "repetition_penalty", "temperature",
+        "top_p", "top_k", "min_p", "seed", "stop", "stop_token_ids", "ignore_eos", "max_tokens",
+        "min_tokens", "logprobs", "prompt_logprobs", "logprob_token_ids", "detokenize",
+        "skip_special_tokens", "spaces_between_special_tokens", "include_stop_str_in_output",
+        "stream_interval", "logit_bias", "allowed_token_ids", "extra_args", "bad_words",
+        "thinking_token_budget",
+    }
+)  # fmt: skip
+# Older names of the structured-output constraints (vLLM's guided decoding, OpenAI extras).
+GUIDED_ALIASES = {
+    "guided_json": "json",
+    "guided_regex": "regex",
+    "guided_choice": "choice",
+    "guided_grammar": "grammar",
+}
+STRUCTURED_KEYS = ("structured_outputs", "guided_decoding")
+# Fields whose annotation reduces to "any" but whose accepted values are known.
+_NARROWER: dict[str, Any] = {"stop": "strs", "bad_words": "strlist"}  # str | list[str], list[str]
+# vLLM serializes integers as 64-bit.
+_INT_LIMIT = 2**63
+BACKEND_KEYS = frozenset({"lora_name", "priority", *STRUCTURED_KEYS, *GUIDED_ALIASES})
 # Request parameters that Triton's frontends and clients add on their own.
 _TRANSPORT_PARAMETERS = ("triton_", "stream")
 
@@ -29,12 +60,24 @@ class RequestError(ValueError):
     """A request is malformed; the message is meant for the client."""
 
 
+@dataclass(frozen=True)
+class SamplingRequest:
+    """What a request's sampling parameters ask for, split by where each part goes."""
+
+    params: dict[str, Any] = field(default_factory=dict)
+    """SamplingParams keyword arguments."""
+    structured_outputs: dict[str, Any] | None = None
+    """StructuredOutputsParams keyword arguments (json, regex, choice, grammar, ...)."""
+    lora_name: str | None = None
+    priority: int = 0
+
+
 def parse_sampling_parameters(
     sampling_json: str | None,
     request_parameters_json: str | None,
     kinds: Mapping[str, Kind],
-) -> dict[str, Any]:
-    """Return SamplingParams keyword arguments from a request.
+) -> SamplingRequest:
+    """Return what a request's sampling parameters ask for.
 
     ``sampling_json`` is the ``sampling_parameters`` input; when it is absent, the request's own
     parameters (``{"parameters": {...}}`` of the /generate endpoint) are used instead, without
@@ -50,18 +93,53 @@ def parse_sampling_parameters(
         }
     else:
         raw = {}
-    return {key: coerce(key, value, kinds) for key, value in raw.items()}
+    backend = {key: raw.pop(key) for key in list(raw) if key in BACKEND_KEYS}
+    params = {key: coerce(key, value, kinds) for key, value in raw.items()}
+    lora_name = backend.get("lora_name")
+    if lora_name is not None and not (isinstance(lora_name, str) and lora_name):
+        raise RequestError(f"sampling parameter 'lora_name' must be a string, got {lora_name!r}")
+    priority = backend.get("priority")
+    try:
+        priority = 0 if priority is None else _to_int(priority)
+    except ValueError as err:
+        raise RequestError(
+            f"sampling parameter 'priority' must be an integer, got {priority!r} ({err})"
+        ) from None
+    return SamplingRequest(params, _structured(backend), lora_name, priority)
+
+
+def _structured(backend: dict[str, Any]) -> dict[str, Any] | None:
+    """The structured-output constraints, from whichever of their spellings the request used."""
+    found: dict[str, Any] = {}
+    for key in STRUCTURED_KEYS:
+        if backend.get(key) is not None:
+            try:
+                found.update(_to_dict(backend[key]))
+            except (ValueError, json.JSONDecodeError) as err:
+                raise RequestError(
+                    f"sampling parameter {key!r} must be an object (or a JSON string of one), "
+                    f"got {backend[key]!r} ({err})"
+                ) from None
+    for alias, name in GUIDED_ALIASES.items():
+        if backend.get(alias) is not None:
+            found[name] = backend[alias]
+    return found or None
 
 
 def coerce(key: str, value: Any, kinds: Mapping[str, Kind]) -> Any:
     """Convert one value to the kind of the SamplingParams field ``key``."""
     if key in RESERVED:
         raise RequestError(f"sampling parameter {key!r} is set by the backend and cannot be sent")
+    if key in kinds and key not in PUBLIC:
+        raise RequestError(
+            f"sampling parameter {key!r} is internal to vLLM and cannot be set by a request"
+        )
     if key not in kinds:
-        raise RequestError(f"sampling_parameters: {unknown_key_message(key, kinds)}")
+        accepted = [name for name in kinds if name in PUBLIC] + sorted(BACKEND_KEYS)
+        raise RequestError(f"sampling_parameters: {unknown_key_message(key, accepted)}")
     if value is None:
         return None
-    kind = kinds[key]
+    kind = _NARROWER.get(key, kinds[key])
     try:
         return _CONVERTERS[kind](value)
     except (TypeError, ValueError, json.JSONDecodeError) as err:
@@ -91,6 +169,13 @@ def _to_bool(value: Any) -> bool:
 
 
 def _to_int(value: Any) -> int:
+    number = _whole_number(value)
+    if not -_INT_LIMIT <= number < _INT_LIMIT:
+        raise ValueError("out of the 64-bit range")
+    return number
+
+
+def _whole_number(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError("a boolean is not an integer")
     if isinstance(value, int):
@@ -131,6 +216,21 @@ def _to_str(value: Any) -> str:
     raise ValueError("not a string")
 
 
+def _to_str_or_strs(value: Any) -> str | list[str]:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return value
+    raise ValueError("not a string or a list of strings")
+
+
+def _to_str_list(value: Any) -> list[str]:
+    value = _to_list(value)
+    if all(isinstance(item, str) for item in value):
+        return value
+    raise ValueError("not a list of strings")
+
+
 def _to_list(value: Any) -> list[Any]:
     if isinstance(value, str):
         value = json.loads(value)
@@ -156,6 +256,8 @@ _CONVERTERS = {
     "int": _to_int,
     "float": _to_float,
     "str": _to_str,
+    "strs": _to_str_or_strs,
+    "strlist": _to_str_list,
     "list": _to_list,
     "dict": _to_dict,
     "any": _as_is,
@@ -165,6 +267,8 @@ _ARTICLE = {
     "int": "an integer",
     "float": "a number",
     "str": "a string",
+    "strs": "a string or a list of strings",
+    "strlist": "a list of strings",
     "list": "a list",
     "dict": "an object",
     "any": "a value",
