@@ -238,7 +238,8 @@ def bench_level(
 
 
 def ratio(ours: float, theirs: float) -> str:
-    return f"{ours / theirs:.2f}" if theirs else "-"
+    """ours / theirs; "-" where either is under 0.05 (an ITL p50 of tokens that came in a burst)."""
+    return f"{ours / theirs:.2f}" if min(ours, theirs) >= 0.05 else "-"
 
 
 def render_markdown(
