@@ -233,11 +233,18 @@ def run_raw(serving_python: Path, config: dict[str, Any], work: Path, log: Path)
 
 
 @contextlib.contextmanager
-def tritonserver(repository: Path, log: Path, model: str = MODEL) -> Iterator[tuple[int, str, str]]:
-    """hack/run-tritonserver.sh on free 127.0.0.1 ports; yields (pid, http, grpc) once ready."""
+def tritonserver(
+    repository: Path, log: Path, model: str = MODEL, avoid: tuple[int, ...] = ()
+) -> Iterator[tuple[int, str, str]]:
+    """hack/run-tritonserver.sh on free 127.0.0.1 ports; yields (pid, http, grpc) once ready.
+
+    ``avoid``: ports chosen for other servers (such as the model's OpenAI port), not yet bound.
+    """
     import requests
 
     http, grpc, metrics = free_ports(3)
+    while set(avoid) & {http, grpc, metrics}:
+        http, grpc, metrics = free_ports(3)
     env = {
         **os.environ,
         "TRITON_HTTP_PORT": str(http),

@@ -55,6 +55,10 @@ TARGETS = {"ours": "Triton + tritonvllm, OpenAI port", "vllm": "vllm serve"}
 COLORS = {"ours": "tab:orange", "vllm": "tab:blue"}
 START_TIMEOUT_S = 600
 LEVEL_TIMEOUT_S = 900
+# openai.md from this line on is written by hand and kept when the script rewrites the file.
+KEPT_MARKER = (
+    "<!-- written by hand from here on: kept when make bench-openai rewrites this file -->"
+)
 SERVE_MODULE = "vllm.entrypoints.launchers.api_server.entry"  # `vllm serve`, one API server
 BENCH_SERVE = (  # `vllm bench serve`
     "import sys; from vllm.benchmarks.serve import add_cli_args, main; "
@@ -234,7 +238,8 @@ def bench_level(
 
 
 def ratio(ours: float, theirs: float) -> str:
-    return f"{ours / theirs:.2f}" if theirs else "-"
+    """ours / theirs; "-" where either is under 0.05 (an ITL p50 of tokens that came in a burst)."""
+    return f"{ours / theirs:.2f}" if min(ours, theirs) >= 0.05 else "-"
 
 
 def render_markdown(
@@ -356,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         client_log = work / "bench-client.log"
         results: list[Result] = []
         with (
-            tritonserver(repository, work / "tritonserver.log"),
+            tritonserver(repository, work / "tritonserver.log", avoid=(ours_port, vllm_port)),
             vllm_serve(venv, model_dir, vllm_port, ENGINE_ARGS, work / "vllm-serve.log") as theirs,
         ):
             urls = {"ours": f"http://127.0.0.1:{ours_port}", "vllm": theirs}
@@ -388,7 +393,10 @@ def main(argv: list[str] | None = None) -> int:
                 results += [median_round(rounds[target]) for target in TARGETS]
         args.out.mkdir(parents=True, exist_ok=True)
         table = render_markdown(results, args, started, (load_start, os.getloadavg()[0]))
-        (args.out / "openai.md").write_text(table)
+        target = args.out / "openai.md"
+        kept = target.read_text().partition(KEPT_MARKER) if target.exists() else ("", "", "")
+        # Findings written by hand below the marker survive a rerun.
+        target.write_text(table + ("\n" + kept[1] + kept[2] if kept[1] else ""))
         plot(results, args.out / "openai.png")
         (args.out / "openai.json").write_text(
             json.dumps([r.__dict__ for r in results], indent=2) + "\n"

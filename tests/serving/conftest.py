@@ -195,6 +195,8 @@ def start_tritonserver(
     ``openai_port`` is the OpenAI port the repository's model names, if any.
     """
     http, grpc, metrics = free_ports(3)
+    while openai_port in (http, grpc, metrics):  # chosen earlier, not bound yet
+        http, grpc, metrics = free_ports(3)
     env = {
         **os.environ,
         "TRITON_HTTP_PORT": str(http),

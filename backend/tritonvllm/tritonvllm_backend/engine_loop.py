@@ -2,7 +2,8 @@
 
 Triton calls ``execute`` on the stub's main thread; requests are handed to this loop with
 ``submit`` so the engine keeps batching while responses are sent. Nothing here knows Triton or
-vLLM: the engine is built by a coroutine factory run on the loop.
+vLLM: the engine is built by a coroutine factory run on the loop. The loop is uvloop's where it is
+installed (as in the serving environment: ``vllm serve`` runs on it too), else asyncio's.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ class EngineLoop(Generic[T]):
     """Own a thread running an event loop, and the object (the engine) built on it."""
 
     def __init__(self, name: str = "tritonvllm-engine") -> None:
-        self._loop = asyncio.new_event_loop()
+        self._loop = new_event_loop()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._engine: T | None = None
 
@@ -75,6 +76,15 @@ class EngineLoop(Generic[T]):
             self._loop.run_forever()
         finally:
             self._loop.close()
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A uvloop event loop if uvloop is installed, else asyncio's default one."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 async def _awaited(build: Callable[[], Awaitable[T]]) -> T:
