@@ -10,6 +10,7 @@ When the engine dies, the model is unloaded, or the server stopped, so that it i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import json
@@ -192,7 +193,11 @@ class TritonPythonModel:
         if self._runner.engine_dead:
             from tritonvllm_backend.generate import UNHEALTHY_MESSAGE
 
-            self._request_unload()
+            if self._runner.inflight == 0:
+                # Not while the sender threads still answer requests in flight: the unload
+                # message and their responses share the stub's IPC, and the stub crashed on
+                # that race. A later request asks again; the server stops after UNLOAD_WAIT_S.
+                self._request_unload()
             for request in requests:
                 request.get_response_sender().send(
                     pb_utils.InferenceResponse(
@@ -216,8 +221,14 @@ class TritonPythonModel:
         if self._unload_requested:
             return
         self._unload_requested = True
+        held = (
+            self._stat_loggers.pushes_held()
+            if self._stat_loggers is not None
+            else contextlib.nullcontext()
+        )
         try:
-            pb_utils.unload_model(self._name)
+            with held:  # the metrics thread's pushes share the stub's IPC with this message
+                pb_utils.unload_model(self._name)
         except Exception as err:
             self._log.log_warn(f"{_LOG_PREFIX} {self._name}: unload refused: {err}")
 

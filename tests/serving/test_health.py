@@ -129,8 +129,16 @@ def test_a_dead_engine_is_not_a_ready_model(
         session.close()
     assert cut.error == UNHEALTHY
 
-    with pytest.raises(GenerateError, match=UNHEALTHY):
+    try:
         http_generate(server.http, {"text_input": "The quick brown fox"}, MODEL)
+    except GenerateError as err:
+        assert UNHEALTHY in str(err)
+    except requests.ConnectionError:
+        # In mode none the server stops UNLOAD_WAIT_S after the engine died; a loaded machine
+        # may get there first. Either way the request is not left hanging.
+        assert mode == "none"
+    else:
+        raise AssertionError("a request was served by a dead engine")
     model_ready = server.url(f"/v2/models/{MODEL}/ready")
     wait_until(lambda: not answers(model_ready))
     wait_until(lambda: not answers(health))
@@ -138,8 +146,13 @@ def test_a_dead_engine_is_not_a_ready_model(
         wait_until(lambda: not answers(server.url("/v2/health/ready")))
         wait_until(lambda: not answers(server.url("/v2/health/live")))
         assert process.wait(timeout=60) is not None
-        time.sleep(0.5)
-        assert group_processes(process.pid) == {}, "processes left behind (zombies included)"
+        # The engine's helpers (its workers, multiprocessing's resource tracker) follow their
+        # parent out within seconds: none is left behind, zombies included.
+        deadline = time.monotonic() + WITHIN_S
+        while group_processes(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = {pid: cmd[:80] for pid, (_, cmd) in group_processes(process.pid).items()}
+        assert left == {}, f"processes left behind: {left}"
     else:  # explicit model control: unloaded, as the official backend does
         with pytest.raises(GenerateError, match="unknown model"):
             http_generate(server.http, {"text_input": "The quick brown fox"}, MODEL)

@@ -12,6 +12,7 @@ scrape right after a request completes sees it.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import defaultdict
 from typing import Any
@@ -229,6 +230,10 @@ class TritonMetrics:
             self._metrics.clear()
             self._families.clear()
 
+    def pushes_held(self) -> threading.Lock:
+        """Held, no metric goes to Triton (for a message that must not race with pushes)."""
+        return self._push_lock
+
     def _flush_loop(self) -> None:
         while not self._stop.wait(FLUSH_SECONDS):
             self.flush()
@@ -334,6 +339,12 @@ class StatLoggerFactory:
         """Push the pending counters and histograms now (before a final response)."""
         if self.metrics is not None:
             self.metrics.flush(gauges=False)
+
+    def pushes_held(self) -> contextlib.AbstractContextManager[object]:
+        """A context in which no metric push runs."""
+        if self.metrics is None:
+            return contextlib.nullcontext()
+        return self.metrics.pushes_held()
 
     def close(self) -> None:
         if self.metrics is not None:
