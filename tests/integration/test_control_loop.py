@@ -29,6 +29,18 @@ def _configmap_of(models: Models, name: str) -> str:
     return str(volume.config_map.name)
 
 
+def _wait_ready_for_this_generation(models: Models, name: str, what: str) -> None:
+    generation = models.get(name)["metadata"]["generation"]
+    wait_for(
+        lambda: (
+            _condition(models.get(name), "Ready").get("observedGeneration") == generation
+            and models.condition(name, "Ready")["status"] == "True"
+        ),
+        90,
+        what,
+    )
+
+
 def _live_pods(models: Models, name: str) -> list[client.V1Pod]:
     return [p for p in models.pods(name) if not p.metadata.deletion_timestamp]
 
@@ -124,15 +136,7 @@ def test_each_config_is_an_immutable_configmap_and_a_rollback_restores_it(
     first_template = first_pod.metadata.labels["pod-template-hash"]
 
     models.patch_spec("cfg", engineArgs={"max_model_len": 8192})
-    generation = models.get("cfg")["metadata"]["generation"]
-    wait_for(
-        lambda: (
-            _condition(models.get("cfg"), "Ready").get("observedGeneration") == generation
-            and models.condition("cfg", "Ready")["status"] == "True"
-        ),
-        90,
-        "the new config to be Ready",
-    )
+    _wait_ready_for_this_generation(models, "cfg", "the new config to be Ready")
     second = _configmap_of(models, "cfg")
     assert second != first
     assert (
@@ -150,15 +154,7 @@ def test_each_config_is_an_immutable_configmap_and_a_rollback_restores_it(
     wait_for(first_is_gone, 60, "the unused ConfigMap to be removed")
 
     models.patch_spec("cfg", engineArgs={"max_model_len": 4096})
-    generation = models.get("cfg")["metadata"]["generation"]
-    wait_for(
-        lambda: (
-            _condition(models.get("cfg"), "Ready").get("observedGeneration") == generation
-            and models.condition("cfg", "Ready")["status"] == "True"
-        ),
-        90,
-        "the rolled-back config to be Ready",
-    )
+    _wait_ready_for_this_generation(models, "cfg", "the rolled-back config to be Ready")
     assert _configmap_of(models, "cfg") == first
     restored = models.core.read_namespaced_config_map(first, models.namespace)
     assert restored.data == first_cm.data

@@ -275,6 +275,18 @@ def _container(model: TritonVLLMModel, placement: Placement, settings: Settings)
     }
 
 
+def pod_security_context() -> dict[str, Any]:
+    """The pod security context of every pod the operator makes: the serving image's non-root
+    user, RuntimeDefault seccomp."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": SERVING_UID,
+        "runAsGroup": SERVING_UID,
+        "fsGroup": SERVING_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
 def rollout_strategy(surge: bool) -> dict[str, Any]:
     """Surge one pod when the GPUs for it are free (serving never dips), else replace in place."""
     if surge:
@@ -292,13 +304,7 @@ def render_deployment(
         "containers": [_container(model, placement, settings)],
         # tritonserver never talks to the Kubernetes API.
         "automountServiceAccountToken": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": SERVING_UID,
-            "runAsGroup": SERVING_UID,
-            "fsGroup": SERVING_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security_context(),
         "tolerations": [
             t.model_dump(by_alias=True, exclude_none=True) for t in pod_tolerations(model.spec)
         ],

@@ -9,7 +9,7 @@ from typing import Any
 from ..api import TritonVLLMModel
 from ..settings import Settings
 from ..validation import SpecError
-from .manifests import CACHE_MOUNT, SERVING_UID, labels, owner_reference
+from .manifests import CACHE_MOUNT, labels, owner_reference, pod_security_context
 
 DEFAULT_REVISION = "main"
 # Kubernetes retries a failed pod with an exponential backoff (10 s, 20 s, 40 s, ... 6 min).
@@ -116,13 +116,7 @@ def render_prefetch_job(model: TritonVLLMModel, settings: Settings) -> dict[str,
                 "spec": {
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": SERVING_UID,
-                        "runAsGroup": SERVING_UID,
-                        "fsGroup": SERVING_UID,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
+                    "securityContext": pod_security_context(),
                     "containers": [container],
                     "volumes": [
                         {"name": "cache", "persistentVolumeClaim": {"claimName": claim}},
