@@ -91,6 +91,12 @@ class Settings(BaseModel):
         description="Timeout of each request to the Hub for model facts "
         "(TRITON_VLLM_FACTS_TIMEOUT_SECONDS).",
     )
+    prometheus_address: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="Prometheus that scrapes the serving pods, for KEDA ScaledObjects when "
+        "spec.autoscaling.prometheusAddress is empty (TRITON_VLLM_PROMETHEUS_ADDRESS).",
+    )
     liveness_endpoint: str = Field(
         default="http://0.0.0.0:8080/healthz",
         description="Where kopf serves its liveness probe (TRITON_VLLM_LIVENESS_ENDPOINT).",
@@ -116,6 +122,7 @@ class Settings(BaseModel):
             "HF_ENDPOINT": "hf_endpoint",
             "FACTS_CACHE_DIR": "facts_cache_dir",
             "FACTS_TIMEOUT_SECONDS": "facts_timeout_seconds",
+            "PROMETHEUS_ADDRESS": "prometheus_address",
         }
         values: dict[str, object] = {}
         for suffix, field in names.items():
