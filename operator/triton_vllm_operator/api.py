@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "tritonvllm.io"
@@ -395,6 +395,17 @@ class AutoscalingSpec(ApiModel):
         default=None, description="Waking from zero replicas (needs KEDA)."
     )
 
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingSpec:
+        # The CRD's CEL rules, again for files rendered offline and objects stored before them.
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("autoscaling.minReplicas must not exceed autoscaling.maxReplicas")
+        if self.min_replicas == 0 and self.scale_to_zero is None:
+            raise ValueError(
+                "autoscaling.minReplicas 0 needs autoscaling.scaleToZero.activationQuery"
+            )
+        return self
+
 
 class TritonVLLMModelSpec(ApiModel):
     """The desired state: which model, how vLLM runs it, how many replicas."""
@@ -488,6 +499,19 @@ class TritonVLLMModelSpec(ApiModel):
     pod_annotations: dict[str, str] = Field(
         default_factory=dict, description="Annotations added to the pods."
     )
+
+    @model_validator(mode="after")
+    def _replicas_driver(self) -> TritonVLLMModelSpec:
+        return _one_driver(self)
+
+
+def _one_driver(spec: TritonVLLMModelSpec) -> TritonVLLMModelSpec:
+    if spec.autoscaling is not None and spec.replicas is not None:
+        raise ValueError(
+            "spec.replicas and spec.autoscaling cannot both drive the replicas: remove "
+            "spec.replicas (autoscaling.minReplicas is the floor)"
+        )
+    return spec
 
 
 def fixed_replicas(spec: TritonVLLMModelSpec) -> int | None:

@@ -76,7 +76,7 @@ def render_scaled_object(
             "metadata": {
                 "serverAddress": prometheus,
                 "query": engine_query(model, spec),
-                "threshold": str(target_of(spec)),
+                "threshold": f"{target_of(spec):g}",
                 # Replicas that are starting have no series yet: none is no load, not an error.
                 "ignoreNullValues": "true",
             },
@@ -101,7 +101,7 @@ def render_scaled_object(
                     "serverAddress": prometheus,
                     "query": wake.activation_query,
                     "threshold": WAKE_ONLY_TARGET,
-                    "activationThreshold": str(wake.activation_threshold),
+                    "activationThreshold": f"{wake.activation_threshold:g}",
                     "ignoreNullValues": "true",
                 },
             }
