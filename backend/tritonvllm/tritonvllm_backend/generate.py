@@ -12,8 +12,6 @@ not once per token.
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import itertools
 import threading
 import traceback
@@ -35,6 +33,7 @@ from vllm.outputs import RequestOutput
 from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.v1.engine.exceptions import EngineDeadError
 
+from .images import decode_images
 from .lora import LoraAdapters
 from .outputs import SequenceDelta, shape_response
 from .pacing import STREAM_RESPONSES_PER_SECOND, stream_pause
@@ -293,16 +292,7 @@ class RequestRunner:
     def _prompt(self, parsed: ParsedRequest) -> Any:
         if not parsed.images:
             return parsed.prompt
-        from PIL import Image
-
-        try:
-            # RGB, as the official backend converts them (palette, RGBA and grey images too).
-            images = [
-                Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
-                for data in parsed.images
-            ]
-        except Exception as err:
-            raise RequestError(f"image must be base64-encoded image files: {err}") from None
+        images = decode_images(parsed.images)  # RGB, as the official backend converts them
         return {"prompt": parsed.prompt, "multi_modal_data": {"image": images}}
 
     def _response(
