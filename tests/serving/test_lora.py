@@ -87,8 +87,10 @@ def set_adapters(bed: LoraBed, names: dict[str, str]) -> float:
     while listed_adapters(bed.server) != set(names):
         if time.monotonic() - started > PICKUP_TIMEOUT_S:
             pytest.fail(f"/v1/models lists {listed_adapters(bed.server)}, not {set(names)}")
-        time.sleep(0.2)
-    return time.monotonic() - started
+        time.sleep(0.1)
+    took = time.monotonic() - started
+    print(f"multi_lora.json {sorted(names)}: served {took:.2f} s after the change")
+    return took
 
 
 def listed_adapters(server: Server) -> set[str]:
@@ -172,8 +174,7 @@ def test_an_adapter_not_in_multi_lora_json_is_refused(bed: LoraBed) -> None:
 
 def test_an_adapter_added_to_multi_lora_json_is_served_without_a_reload(bed: LoraBed) -> None:
     base, pirate = completion(bed.server), completion(bed.server, lora_name="pirate")
-    took = set_adapters(bed, {"pirate": "pirate", "parrot": "parrot"})
-    print(f"adapter added: listed {took:.1f} s after the file changed")
+    set_adapters(bed, {"pirate": "pirate", "parrot": "parrot"})
     parrot = completion(bed.server, lora_name="parrot")
     assert parrot not in (base, pirate)
     assert completion(bed.server, lora_name="pirate") == pirate
@@ -237,38 +238,56 @@ class Streamed:
         return self.text
 
 
-def running_adapters(server: Server) -> tuple[str, str] | None:
+def running_adapters(metrics_url: str) -> tuple[str, str] | None:
     """The latest ``vllm:lora_requests_info`` series' (running, max_lora) labels, if any."""
-    series = prometheus_samples(f"http://{server.openai}/metrics").get("vllm:lora_requests_info")
+    series = prometheus_samples(metrics_url).get("vllm:lora_requests_info")
     if not series:
         return None
     labels, _ = max(series, key=lambda sample: sample[1])  # its value: when it was set
     return labels["running_lora_adapters"], labels["max_lora"]
 
 
-def test_the_lora_requests_info_gauge_shows_the_adapter_running(bed: LoraBed) -> None:
+def openai_metrics(server: Server) -> str:
+    return f"http://{server.openai}/metrics"
+
+
+@pytest.mark.parametrize("port", ["openai", "triton"])
+def test_the_lora_requests_info_gauge_shows_the_adapter_running(bed: LoraBed, port: str) -> None:
+    """vLLM's gauge on the OpenAI port; on Triton's metrics port, labelled model and version."""
+    url = openai_metrics(bed.server) if port == "openai" else f"http://{bed.server.metrics}/metrics"
     request = Streamed(bed.server, "pirate")
     seen = None
     while request.running() and seen != ("pirate", str(MAX_LORAS)):
-        seen = running_adapters(bed.server)
+        seen = running_adapters(url)
         time.sleep(0.05)
     request.result()
     assert seen == ("pirate", str(MAX_LORAS))
     deadline = time.monotonic() + 10
-    while running_adapters(bed.server) != ("", str(MAX_LORAS)):
-        assert time.monotonic() < deadline, running_adapters(bed.server)
+    while running_adapters(url) != ("", str(MAX_LORAS)):
+        assert time.monotonic() < deadline, running_adapters(url)
         time.sleep(0.2)
+    if port == "triton":
+        (labels, _), *_ = prometheus_samples(url)["vllm:lora_requests_info"]
+        assert (labels["model"], labels["version"]) == (MODEL, "1")
 
 
 def test_a_request_in_flight_on_a_removed_adapter_finishes(bed: LoraBed) -> None:
     whole = completion(bed.server, max_tokens=LONG_TOKENS, lora_name="pirate")
     request = Streamed(bed.server, "pirate")
-    while running_adapters(bed.server) != ("pirate", str(MAX_LORAS)):
+    while running_adapters(openai_metrics(bed.server)) != ("pirate", str(MAX_LORAS)):
         assert request.running(), "the request ended before the adapter was removed"
         time.sleep(0.05)
+    log_before = len(bed.server.log.read_text())
     set_adapters(bed, {})
     assert request.running(), "the request ended before the adapter was removed"
+    gone = f"LoRA pirate ({bed.adapters['pirate']}) left the engine"
+    assert gone not in bed.server.log.read_text()[log_before:]
     assert request.result() == whole
+    # The engine lets the adapter go once its last request is done.
+    deadline = time.monotonic() + 10
+    while gone not in bed.server.log.read_text()[log_before:]:
+        assert time.monotonic() < deadline, "the removed adapter stayed in the engine"
+        time.sleep(0.2)
     with pytest.raises(GenerateError, match=r"LoRA pirate is not supported"):
         completion(bed.server, lora_name="pirate")
 

@@ -227,4 +227,8 @@ class LoraAdapters:
                 keep.append(request)
             elif request.lora_int_id not in served:
                 await engine.remove_lora(request.lora_int_id)
+                self._log.log_info(
+                    f"{self._prefix}LoRA {request.lora_name} ({request.lora_path}) left the "
+                    "engine: no request uses it"
+                )
         self._retiring = keep
