@@ -264,6 +264,25 @@ class TestInFlight:
 
         run(scenario())
 
+    def test_a_removal_the_engine_refuses_is_logged_once(self, version_dir: Path) -> None:
+        swap_file(version_dir, {"pirate": "/p"})
+        adapters, engine, log = make(version_dir)
+
+        async def refuse(lora_id: int) -> bool:
+            raise RuntimeError("engine busy")
+
+        async def scenario() -> None:
+            await adapters.load(engine)
+            engine.remove_lora = refuse  # type: ignore[method-assign]
+            swap_file(version_dir, {})
+            await adapters.refresh(engine)
+            await adapters.refresh(engine)
+
+        run(scenario())
+        (error,) = log.errors
+        assert "LoRA pirate (/p) not removed from the engine: RuntimeError('engine busy')" in error
+        assert served(adapters) == {}
+
     def test_in_use_reads_the_engines_requests_in_flight(self) -> None:
         engine = FakeEngine()
         engine.start_request("a", FakeLoRARequest("x", 7, "/x"))

@@ -226,9 +226,15 @@ class LoraAdapters:
             if request.lora_int_id in busy:
                 keep.append(request)
             elif request.lora_int_id not in served:
-                await engine.remove_lora(request.lora_int_id)
-                self._log.log_info(
-                    f"{self._prefix}LoRA {request.lora_name} ({request.lora_path}) left the "
-                    "engine: no request uses it"
-                )
+                await self._remove(engine, request)
         self._retiring = keep
+
+    async def _remove(self, engine: Any, request: Any) -> None:
+        """Remove one adapter from the engine; a failure is logged (vLLM's cache evicts it)."""
+        adapter = f"LoRA {request.lora_name} ({request.lora_path})"
+        try:
+            await engine.remove_lora(request.lora_int_id)
+        except Exception as err:
+            self._log.log_error(f"{self._prefix}{adapter} not removed from the engine: {err!r}")
+            return
+        self._log.log_info(f"{self._prefix}{adapter} left the engine: no request uses it")
