@@ -3,10 +3,11 @@
 beyond it, the adapters follow the file while the model serves, on Triton's endpoints and the
 OpenAI port alike, with vLLM's ``vllm:lora_requests_info`` gauge on the OpenAI port's /metrics.
 
-multi_lora.json is mounted as a Kubernetes ConfigMap volume mounts it: a symlink into ``..data``,
+multi_lora.json is laid out as a Kubernetes ConfigMap volume lays it out: a symlink into ``..data``,
 itself a symlink to a timestamped directory that an update replaces (a new directory, then
 ``..data`` swapped atomically). The engine differs (LoRA enabled), so this runs on a server of its
-own. Each test first sets the adapters it needs and waits until /v1/models lists them.
+own (explicit model control: a second model, whose adapter cannot load, is loaded by a test).
+Each test first sets the adapters it needs and waits until /v1/models lists them.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ MAX_LORAS = 2
 # The backend looks at multi_lora.json every second or so; allow for a busy machine.
 PICKUP_TIMEOUT_S = 30.0
 LONG_TOKENS = 1500
+# A second model of the same repository whose multi_lora.json names no adapter vLLM can load.
+BAD_LORA_MODEL = "tiny_bad_lora"
 
 
 @dataclass(frozen=True)
@@ -111,16 +114,25 @@ def lora_bed(
         for name, seed in (("pirate", 1), ("parrot", 2))
     }
     (port,) = free_ports(1)
-    files = rendered_files(MODEL, tiny_model, port)
-    engine_file = f"{MODEL}/1/model.json"
-    engine_args = json.loads(files[engine_file])
-    files[engine_file] = json.dumps(
-        {**engine_args, "enable_lora": True, "max_lora_rank": 8, "max_loras": MAX_LORAS}
-    )
+    lora_args = {"enable_lora": True, "max_lora_rank": 8, "max_loras": MAX_LORAS}
+    files = {
+        **rendered_files(MODEL, tiny_model, port),
+        **rendered_files(BAD_LORA_MODEL, tiny_model),
+    }
+    files[f"{BAD_LORA_MODEL}/1/multi_lora.json"] = json.dumps({"ghost": "/nonexistent/ghost"})
+    for name in (MODEL, BAD_LORA_MODEL):
+        engine_file = f"{name}/1/model.json"
+        files[engine_file] = json.dumps({**json.loads(files[engine_file]), **lora_args})
     repository = write_repository(tmp_path_factory.mktemp("lora-repository"), files)
     version_dir = repository / MODEL / "1"
     write_configmap_file(version_dir, json.dumps({"pirate": str(adapters["pirate"])}))
-    process, handle = start_tritonserver(repository, log_dir / "lora.log", openai_port=port)
+    process, handle = start_tritonserver(
+        repository,
+        log_dir / "lora.log",
+        "--model-control-mode=explicit",
+        f"--load-model={MODEL}",
+        openai_port=port,
+    )
     started = time.monotonic()
     try:
         while not (handle.ready() and handle.model_ready()):
@@ -322,3 +334,14 @@ def test_a_malformed_multi_lora_json_is_logged_and_the_adapters_kept(
     assert bed.server.model_ready()
     # Fixed, the file is taken again.
     set_adapters(bed, {"pirate": "pirate", "parrot": "parrot"})
+
+
+def test_an_adapter_vllm_cannot_load_fails_the_model_load(lora_bed: LoraBed) -> None:
+    server = lora_bed.server
+    response = requests.post(
+        server.url(f"/v2/repository/models/{BAD_LORA_MODEL}/load"), timeout=300
+    )
+    assert response.status_code == 400
+    assert "LoRA ghost cannot be loaded from /nonexistent/ghost" in response.json()["error"]
+    assert not server.model_ready(BAD_LORA_MODEL)
+    assert server.model_ready() and completion(server, lora_name="pirate")
