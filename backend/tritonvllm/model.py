@@ -19,17 +19,19 @@ import os
 import signal
 import threading
 import typing
+from pathlib import Path
 from typing import Any
 
 import triton_python_backend_utils as pb_utils
 from tritonvllm_backend.contract import instance_kind_error, plan_auto_complete
-from tritonvllm_backend.engine_config import (
-    EngineConfigError,
-    load_lora_repository,
-    load_model_json,
-    parallel_size,
-)
+from tritonvllm_backend.engine_config import EngineConfigError, load_model_json, parallel_size
 from tritonvllm_backend.engine_loop import EngineLoop
+from tritonvllm_backend.lora import (
+    MULTI_LORA_JSON,
+    LoraAdapters,
+    LoraFileError,
+    read_multi_lora,
+)
 from tritonvllm_backend.openai_config import OpenAIConfigError, listen_address
 from tritonvllm_backend.pacing import response_budget
 from tritonvllm_backend.typekinds import Kind, kind_of
@@ -91,10 +93,7 @@ class TritonPythonModel:
         version_dir = os.path.join(args["model_repository"], args["model_version"])
         engine_args, openai_args = self._engine_args(version_dir)
         self._place_instance(args, engine_args)
-        try:
-            loras = load_lora_repository(version_dir, bool(engine_args.enable_lora))
-        except EngineConfigError as err:
-            raise pb_utils.TritonModelException(f"{self._name}: {err}") from None
+        loras = self._lora_adapters(version_dir) if engine_args.enable_lora else None
         self._openai: OpenAIServer | None = None
         if openai_address is not None:
             try:
@@ -122,7 +121,9 @@ class TritonPythonModel:
         self._loop.submit(self._runner.watch_engine(self._engine_died))
         self._log.log_info(f"{_LOG_PREFIX} {self._name}: engine ready")
         if self._openai is not None:
-            self._start_openai(self._openai, engine)
+            self._start_openai(self._openai, engine, loras)
+        if loras is not None:
+            self._load_loras(loras, engine)
 
     def _engine_args(self, version_dir: str) -> tuple[Any, dict[str, Any]]:
         """AsyncEngineArgs and the OpenAI server's arguments from ``<version_dir>/model.json``.
@@ -164,10 +165,36 @@ class TritonPythonModel:
                 f"{self._name}: the vLLM engine did not start: {err}"
             ) from err
 
-    def _start_openai(self, server: Any, engine: Any) -> None:
+    def _lora_adapters(self, version_dir: str) -> LoraAdapters:
+        """The adapters of multi_lora.json (loaded once the engine runs, then followed).
+
+        The file is checked now, so that a missing or malformed one fails the load before the
+        engine starts.
+        """
+        from vllm.lora.request import LoRARequest
+        from vllm.utils.counter import AtomicCounter
+
+        path = Path(version_dir) / MULTI_LORA_JSON
+        try:
+            read_multi_lora(path)
+        except LoraFileError as err:
+            raise pb_utils.TritonModelException(f"{self._name}: {err}") from None
+        prefix = f"{_LOG_PREFIX} {self._name}: "
+        return LoraAdapters(path, LoRARequest, AtomicCounter(0), self._log, prefix)
+
+    def _load_loras(self, loras: LoraAdapters, engine: Any) -> None:
+        """Load the adapters into the engine, then follow the file; on failure unload."""
+        try:
+            self._loop.call(loras.load(engine), timeout=ENGINE_START_TIMEOUT_S)
+        except LoraFileError as err:
+            self.finalize()
+            raise pb_utils.TritonModelException(f"{self._name}: {err}") from None
+        self._loop.submit(loras.watch(engine))
+
+    def _start_openai(self, server: Any, engine: Any, loras: LoraAdapters | None) -> None:
         """Serve vLLM's OpenAI app on the engine loop; on failure unload everything."""
         try:
-            self._loop.call(server.start(engine), timeout=ENGINE_START_TIMEOUT_S)
+            self._loop.call(server.start(engine, loras), timeout=ENGINE_START_TIMEOUT_S)
         except Exception as err:
             self.finalize()
             raise pb_utils.TritonModelException(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,10 @@ MODEL = "tiny"
 TIMEOUT_S = 120
 
 
+_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][\w:]*)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$")
+Samples = dict[str, list[tuple[dict[str, str], float]]]
+
+
 class GenerateError(Exception):
     """The server answered the request with an error."""
 
@@ -32,6 +37,19 @@ def http_generate(http: str, body: dict[str, Any], model: str = MODEL) -> dict[s
     if response.status_code != 200 or "error" in payload:
         raise GenerateError(payload.get("error", response.text))
     return payload
+
+
+def prometheus_samples(url: str) -> Samples:
+    """name -> [(labels, value)] of a Prometheus text endpoint (vLLM's /metrics)."""
+    text = requests.get(url, timeout=10).text
+    samples: Samples = {}
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match is None:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"] or ""))
+        samples.setdefault(match["name"], []).append((labels, float(match["value"])))
+    return samples
 
 
 def http_generate_stream(

@@ -4,8 +4,8 @@ PEFT is not part of the serving environment, so the two files PEFT would save ar
 directly: ``adapter_config.json`` and ``adapter_model.safetensors`` holding ``lora_A`` / ``lora_B``
 for every attention and MLP projection, random and large enough to change what the model says.
 
-Run it with the serving environment's python (torch, safetensors):
-    python tests/serving/lora_adapter.py MODEL_DIR OUT_DIR
+Run it with the serving environment's python (torch, safetensors); SEED picks the weights (1):
+    python tests/serving/lora_adapter.py MODEL_DIR OUT_DIR [SEED]
 """
 
 from __future__ import annotations
@@ -33,13 +33,13 @@ def projection_shapes(config: dict[str, int]) -> dict[str, tuple[int, int]]:
     }  # fmt: skip
 
 
-def main(model_dir: Path, out_dir: Path) -> None:
+def main(model_dir: Path, out_dir: Path, seed: int = 1) -> None:
     import torch
     from safetensors.torch import save_file
 
     config = json.loads((model_dir / "config.json").read_text())
     shapes = projection_shapes(config)
-    generator = torch.Generator().manual_seed(1)
+    generator = torch.Generator().manual_seed(seed)
     tensors = {}
     for layer in range(config["num_hidden_layers"]):
         for block, names in PROJECTIONS.items():
@@ -66,4 +66,4 @@ def main(model_dir: Path, out_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 1)

@@ -8,7 +8,6 @@ runs to max_tokens, so texts, token counts and finish reasons are predictable.
 from __future__ import annotations
 
 import json
-import re
 import socket
 import threading
 import time
@@ -23,7 +22,7 @@ import requests
 
 from tests.operator_process import free_ports
 
-from .clients import MODEL, http_generate, http_generate_stream
+from .clients import MODEL, Samples, http_generate, http_generate_stream, prometheus_samples
 from .conftest import ENGINE_ARGS, Server, rendered_files, with_parameters, write_repository
 
 PROMPT = "The capital of France is"
@@ -271,23 +270,13 @@ def test_health_and_version_endpoints_answer(server: Server) -> None:
 
 # Metrics: vLLM's own Prometheus registry on the OpenAI port.
 
-SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][\w:]*)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$")
 
-
-def scrape(server: Server) -> dict[str, list[tuple[dict[str, str], float]]]:
+def scrape(server: Server) -> Samples:
     """name -> [(labels, value)] from the OpenAI port's /metrics."""
-    text = requests.get(f"http://{server.openai}/metrics", timeout=10).text
-    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for line in text.splitlines():
-        match = SAMPLE.match(line)
-        if match is None:
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"] or ""))
-        samples.setdefault(match["name"], []).append((labels, float(match["value"])))
-    return samples
+    return prometheus_samples(f"http://{server.openai}/metrics")
 
 
-def value(samples: dict[str, list[tuple[dict[str, str], float]]], name: str) -> float:
+def value(samples: Samples, name: str) -> float:
     """The sum of a metric's series for our model."""
     return sum(v for labels, v in samples.get(name, []) if labels.get("model_name") == MODEL)
 

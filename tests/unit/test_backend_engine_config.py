@@ -7,11 +7,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "backend" / "tritonvllm"))
-from tritonvllm_backend.engine_config import (
-    EngineConfigError,
-    load_engine_config,
-    load_lora_repository,
-)
+from tritonvllm_backend.engine_config import EngineConfigError, load_engine_config
 
 ACCEPTED = {"model", "dtype", "max_model_len", "gpu_memory_utilization", "tensor_parallel_size"}
 
@@ -52,26 +48,3 @@ def test_malformed_files_are_explained(tmp_path: Path, content: object, fragment
 def test_missing_file_is_explained(tmp_path: Path) -> None:
     with pytest.raises(EngineConfigError, match="missing"):
         load_engine_config(tmp_path, ACCEPTED)
-
-
-def test_multi_lora_json_maps_names_to_directories_beside_it(tmp_path: Path) -> None:
-    (tmp_path / "multi_lora.json").write_text(json.dumps({"pirate": "loras/pirate", "x": "/a"}))
-    assert load_lora_repository(tmp_path, enable_lora=True) == {
-        "pirate": str(tmp_path / "loras" / "pirate"),
-        "x": "/a",
-    }
-    assert load_lora_repository(tmp_path, enable_lora=False) is None
-
-
-@pytest.mark.parametrize(
-    ("content", "fragment"),
-    [(None, "multi_lora.json is missing"), ("{nope", "not valid JSON"),
-     ('["a"]', "must map LoRA names"), ('{"a": 1}', "must map LoRA names")],
-)  # fmt: skip
-def test_a_bad_multi_lora_json_fails_the_load(
-    tmp_path: Path, content: str | None, fragment: str
-) -> None:
-    if content is not None:
-        (tmp_path / "multi_lora.json").write_text(content)
-    with pytest.raises(EngineConfigError, match=fragment):
-        load_lora_repository(tmp_path, enable_lora=True)

@@ -16,7 +16,6 @@ from typing import Any
 
 MODEL_JSON = "model.json"
 OPENAI_SECTION = "openai"
-MULTI_LORA_JSON = "multi_lora.json"
 
 
 class EngineConfigError(ValueError):
@@ -120,31 +119,6 @@ def unknown_key_message(key: str, accepted: Collection[str]) -> str:
     if close:
         return f"unknown key {key!r} (did you mean {' or '.join(repr(c) for c in close)}?)"
     return f"unknown key {key!r}"
-
-
-def load_lora_repository(version_dir: str | Path, enable_lora: bool) -> dict[str, str] | None:
-    """The LoRA adapters of ``<version_dir>/multi_lora.json``: name -> path; None without LoRA.
-
-    The file (required when model.json sets ``enable_lora``) maps each adapter name a request may
-    give as ``lora_name`` to the adapter's directory; a relative path is relative to the file.
-    """
-    if not enable_lora:
-        return None
-    path = Path(version_dir) / MULTI_LORA_JSON
-    try:
-        adapters = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EngineConfigError(
-            f"{path} is missing: with enable_lora it must map each LoRA name to its directory"
-        ) from None
-    except json.JSONDecodeError as err:
-        raise EngineConfigError(f"{path} is not valid JSON: {err}") from None
-    if not isinstance(adapters, dict) or not all(
-        isinstance(name, str) and name and isinstance(where, str) and where
-        for name, where in adapters.items()
-    ):
-        raise EngineConfigError(f"{path} must map LoRA names to directory paths (strings)")
-    return {name: str(path.parent / where) for name, where in adapters.items()}
 
 
 def parallel_size(engine_args: Any) -> int:

@@ -12,8 +12,6 @@ not once per token.
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import itertools
 import threading
 import traceback
@@ -35,6 +33,8 @@ from vllm.outputs import RequestOutput
 from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.v1.engine.exceptions import EngineDeadError
 
+from .images import decode_images
+from .lora import LoraAdapters
 from .outputs import SequenceDelta, shape_response
 from .pacing import STREAM_RESPONSES_PER_SECOND, stream_pause
 from .requests import ParsedRequest, parse_request
@@ -95,17 +95,17 @@ class RequestRunner:
         sampling_kinds: Mapping[str, Kind],
         logger: Any,
         responses_per_second: float = STREAM_RESPONSES_PER_SECOND,
-        loras: Mapping[str, str] | None = None,
+        loras: LoraAdapters | None = None,
         before_final: Callable[[], None] | None = None,
     ) -> None:
-        """``loras``: adapter name -> path (multi_lora.json), None when LoRA is off;
+        """``loras``: the adapters of multi_lora.json, None when LoRA is off;
         ``before_final``: run on the sender thread before each final response (metrics flush).
         """
         self._engine = engine
         self._responses_per_second = responses_per_second
         self._kinds = sampling_kinds
         self._log = logger
-        self._loras = dict(loras) if loras is not None else None
+        self._loras = loras
         self._before_final = before_final
         self._send_pool = ThreadPoolExecutor(SENDER_THREADS, thread_name_prefix="tritonvllm-send")
         # is_cancelled() polls have their own thread, so they never queue ahead of responses.
@@ -286,30 +286,13 @@ class RequestRunner:
             return None
         if self._loras is None:
             raise RequestError(LORA_DISABLED_MESSAGE)
-        if name not in self._loras:
-            raise RequestError(
-                f"LoRA {name} is not supported, we currently support {list(self._loras)}"
-            )
-        # Adapter ids are 1-based positions in multi_lora.json, stable for the model's lifetime.
-        return LoRARequest(
-            lora_name=name,
-            lora_int_id=list(self._loras).index(name) + 1,
-            lora_path=self._loras[name],
-        )
+        request: LoRARequest = self._loras.request_for(name)
+        return request
 
     def _prompt(self, parsed: ParsedRequest) -> Any:
         if not parsed.images:
             return parsed.prompt
-        from PIL import Image
-
-        try:
-            # RGB, as the official backend converts them (palette, RGBA and grey images too).
-            images = [
-                Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
-                for data in parsed.images
-            ]
-        except Exception as err:
-            raise RequestError(f"image must be base64-encoded image files: {err}") from None
+        images = decode_images(parsed.images)  # RGB, as the official backend converts them
         return {"prompt": parsed.prompt, "multi_modal_data": {"image": images}}
 
     def _response(

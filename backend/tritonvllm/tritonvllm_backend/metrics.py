@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -40,6 +41,9 @@ GAUGES = {
     "vllm:kv_cache_usage_perc": "KV-cache usage. 1 means 100 percent usage.",
     "vllm:cache_config_info": "Information of the KV cache configuration, in its labels.",
 }
+# With LoRA: which adapters requests run and wait on, in its labels (vLLM's own gauge, which
+# inference gateways read); set to the time of the update, as vLLM does, so the latest shows.
+LORA_INFO = "vllm:lora_requests_info"
 _LATENCY = [
     0.3,
     0.5,
@@ -148,6 +152,7 @@ class _Batch:
         self.counters: dict[tuple[str, str], float] = defaultdict(float)
         self.gauges: dict[str, float] = {}
         self.observations: dict[str, list[float]] = defaultdict(list)
+        self.lora: tuple[str, str] | None = None  # running, waiting adapters (comma-separated)
 
 
 class TritonMetrics:
@@ -174,6 +179,10 @@ class TritonMetrics:
             self._labelled(FOLDED + "_bucket", {"le": le_label(bound)})
         self._labelled(FOLDED + "_sum", {})
         self._labelled(FOLDED + "_count", {})
+        lora = vllm_config.lora_config
+        self._max_lora = None if lora is None else str(lora.max_loras)
+        if self._max_lora is not None:
+            self._family(LORA_INFO, "Running stats on lora requests.", pb_utils.MetricFamily.GAUGE)
         cache_info = {k: str(v) for k, v in vllm_config.cache_config.metrics_info().items()}
         self._families["vllm:cache_config_info"].Metric(labels={**labels, **cache_info}).set(1)
         for name in GAUGES:  # exported from the start (at 0), not from the first periodic flush
@@ -196,6 +205,11 @@ class TritonMetrics:
                 batch.gauges["vllm:num_requests_running"] = scheduler.num_running_reqs
                 batch.gauges["vllm:num_requests_waiting"] = scheduler.num_waiting_reqs
                 batch.gauges["vllm:kv_cache_usage_perc"] = scheduler.kv_cache_usage
+                if self._max_lora is not None:
+                    batch.lora = (
+                        ",".join(scheduler.running_lora_adapters),
+                        ",".join(scheduler.waiting_lora_adapters),
+                    )
             if iteration is None:
                 return
             batch.counters["vllm:prompt_tokens_total", ""] += iteration.num_prompt_tokens
@@ -250,6 +264,7 @@ class TritonMetrics:
                 batch, self._batch = self._batch, _Batch()
                 if not gauges:
                     self._batch.gauges, batch.gauges = batch.gauges, {}
+                    self._batch.lora, batch.lora = batch.lora, None
                 if not self._families:
                     return
             self._push(batch)
@@ -260,6 +275,10 @@ class TritonMetrics:
                 self._metric(name, reason).increment(value)
         for name, value in batch.gauges.items():
             self._metric(name).set(float(value))
+        if batch.lora is not None:
+            running, waiting = batch.lora
+            labels = {"max_lora": str(self._max_lora), "waiting_lora_adapters": waiting}
+            self._labelled(LORA_INFO, {**labels, "running_lora_adapters": running}).set(time.time())
         for name, values in batch.observations.items():
             if name == FOLDED:
                 self._push_folded(values)

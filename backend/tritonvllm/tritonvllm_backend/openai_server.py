@@ -21,6 +21,7 @@ import gc
 import socket
 from typing import Any
 
+from tritonvllm_backend.lora import LoraAdapters
 from tritonvllm_backend.openai_config import (
     ListenAddress,
     OpenAIConfigError,
@@ -62,8 +63,14 @@ class OpenAIServer:
         args = namespace(frontend, engine_args, address)
         return cls(args, address)
 
-    async def start(self, engine: Any, timeout: float = START_TIMEOUT_S) -> None:
-        """Build vLLM's app and state for ``engine`` and serve it; return once it listens."""
+    async def start(
+        self, engine: Any, loras: LoraAdapters | None = None, timeout: float = START_TIMEOUT_S
+    ) -> None:
+        """Build vLLM's app and state for ``engine`` and serve it; return once it listens.
+
+        ``loras``, the adapters of multi_lora.json, are those vLLM's /v1/models lists and its
+        requests may name as their model (one dict of LoRARequests, shared).
+        """
         import uvicorn
         from vllm import envs
         from vllm.entrypoints.launchers.api_server.app_state import init_app_state
@@ -77,6 +84,8 @@ class OpenAIServer:
         supported_tasks = await engine.get_supported_tasks()
         app = build_app(args, supported_tasks, engine.model_config)
         await init_app_state(engine, app.state, args, supported_tasks)
+        if loras is not None:
+            loras.share_with(app.state.openai_serving_models)
         set_ulimit()  # as vLLM's server does: one open file per connection
         config = uvicorn.Config(
             app,
