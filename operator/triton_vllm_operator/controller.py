@@ -56,7 +56,9 @@ class Controller:
     ) -> None:
         self.api = api
         self.settings = settings
-        self.facts = facts or FactsLookup(settings)
+        self.facts = facts or FactsLookup(
+            settings, read_secret=lambda ns, name: kube.read_secret_data(api, ns, name)
+        )
         self.world = World()
         self.queue: WorkQueue[ModelKey] = WorkQueue()
         self._pool = concurrent.futures.ThreadPoolExecutor(WORKERS, "reconcile")

@@ -8,9 +8,11 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import urllib3
 from kubernetes import client
 
 from .api import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from .token_secret import SecretUnreadable
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
@@ -222,6 +224,23 @@ def list_objects(
         token = (page.get("metadata") or {}).get("continue") or ""
         if not token:
             return
+
+
+def read_secret_data(api: client.ApiClient, namespace: str, name: str) -> dict[str, str]:
+    """One Secret's `data` (base64 values), by a GET: the only Secret call the operator makes."""
+    try:
+        status, text = _call(
+            api,
+            "GET",
+            "/api/v1/namespaces/{namespace}/secrets/{name}",
+            {"namespace": namespace, "name": name},
+        )
+    except (urllib3.exceptions.HTTPError, OSError) as err:
+        raise SecretUnreadable(None, type(err).__name__) from err
+    if status != 200:
+        raise SecretUnreadable(status, f"the API server answered {status}: {_message(text)}")
+    data: dict[str, str] = json.loads(text).get("data") or {}
+    return data
 
 
 def _message(text: str) -> str:

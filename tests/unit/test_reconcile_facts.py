@@ -141,10 +141,12 @@ def test_a_failed_lookup_with_auto_and_no_size_places_nothing_and_says_what_to_s
     assert "Retried with backoff" in message(result.status, "ModelFacts")
 
 
-def test_a_gated_model_with_a_token_secret_says_the_operator_cannot_read_it() -> None:
-    body = model_dict(modelSizeGiB=16, storage={"hfTokenSecret": {"name": "hf", "key": "token"}})
-    result = plan(body, empty(facts=NeedsToken("acme/gated is gated at the Hub.")))
-    assert "no access to Secrets" in message(result.status, "ModelFacts")
+def test_a_gated_model_without_a_token_secret_is_told_to_name_one() -> None:
+    body = model_dict(modelSizeGiB=16)
+    text = "acme/gated is gated at the Hub: set spec.storage.hfTokenSecret."
+    result = plan(body, empty(facts=NeedsToken(text)))
+    assert conditions(result.status)["ModelFacts"] == ("False", "HubTokenRequired")
+    assert text in message(result.status, "ModelFacts")
 
 
 def test_a_path_model_with_auto_and_no_size_says_to_set_the_size() -> None:
@@ -184,7 +186,9 @@ class _Cache:
         self.fail = True
         self._facts = facts
 
-    def facts(self, repo: str, revision: str | None, endpoint: str | None) -> ModelFacts:
+    def facts(
+        self, repo: str, revision: str | None, endpoint: str | None, token: str | None = None
+    ) -> ModelFacts:
         self.calls += 1
         if self.fail:
             raise ModelNotFound(f"{repo} was not found")
