@@ -68,8 +68,9 @@ def _call(
     body: Any = None,
     content_type: str | None = None,
     query: list[tuple[str, str]] | None = None,
+    accept: str = "application/json",
 ) -> tuple[int, str]:
-    headers = {"Accept": "application/json"}
+    headers = {"Accept": accept}
     if content_type:
         headers["Content-Type"] = content_type
     request = api.param_serialize(
@@ -241,6 +242,22 @@ def read_secret_data(api: client.ApiClient, namespace: str, name: str) -> dict[s
         raise SecretUnreadable(status, f"the API server answered {status}: {_message(text)}")
     data: dict[str, str] = json.loads(text).get("data") or {}
     return data
+
+
+def read_log_tail(
+    api: client.ApiClient, namespace: str, pod: str, container: str, lines: int = 5
+) -> str | None:
+    """The last `lines` lines (16 KiB at most) of a container's log; None when the API gives
+    none (no right to pods/log, the pod gone, the kubelet unreachable)."""
+    status, text = _call(
+        api,
+        "GET",
+        "/api/v1/namespaces/{namespace}/pods/{name}/log",
+        {"namespace": namespace, "name": pod},
+        query=[("container", container), ("tailLines", str(lines)), ("limitBytes", "16384")],
+        accept="text/plain, */*",
+    )
+    return text if status == 200 else None
 
 
 def _message(text: str) -> str:

@@ -48,8 +48,24 @@ def _condition(job: Mapping[str, Any], kind: str) -> bool:
     return any(c.get("type") == kind and c.get("status") == "True" for c in conditions)
 
 
+def _int(value: Any) -> int:
+    """A byte count from a report; anything else (a log line's garbage) is 0."""
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def _gib(n: Any) -> str:
     return f"{int(n or 0) / GIB:.1f} GiB"
+
+
+def progress(done: int, total: int) -> str:
+    """`1.2 GiB of 15.0 GiB (8%)`; only the bytes done while the total is not known."""
+    if total <= 0:
+        return _gib(done)
+    done = min(max(done, 0), total)  # partial files of a dead attempt can count past the total
+    return f"{_gib(done)} of {_gib(total)} ({100 * done // total}%)"
 
 
 def cached_verdict(
@@ -98,14 +114,12 @@ def cached_verdict(
     attempt = f"attempt {len(failed) + 1} of {BACKOFF_LIMIT + 1}"
     report = parse_report(log_tail)
     if report and report.get("event") in ("start", "progress"):
-        total = int(report.get("total") or 0)
-        done_bytes = int(report.get("done") or 0)
-        share = f" ({100 * done_bytes // total}%)" if total else ""
+        done_bytes, total = _int(report.get("done")), _int(report.get("total"))
         return Verdict(
             CACHED,
             "False",
             "Downloading",
-            f"{_gib(done_bytes)} of {_gib(total)}{share} of {where} downloaded into {claim}"
+            f"Downloading: {progress(done_bytes, total)} of {where} into {claim}"
             + (f" ({attempt})." if failed else "."),
         )
     if last_failure:
