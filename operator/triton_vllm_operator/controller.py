@@ -209,16 +209,22 @@ class Controller:
         return tail
 
     def _prefetch_pods(self, key: ModelKey, observed: Observed) -> list[dict[str, Any]]:
-        """The pods of the model's prefetch Jobs that have failed attempts, failed ones too."""
-        failed = [
+        """The pods of the model's prefetch Jobs that have ended attempts, ended ones too (the pod
+        watch leaves those out): their termination messages say why one failed, or what the
+        completed one downloaded (its size and commit)."""
+        ended = [
             name
             for (kind, name), job in observed.children.items()
-            if kind == "Job" and (job.get("status") or {}).get("failed")
+            if kind == "Job"
+            and (
+                (job.get("status") or {}).get("failed")
+                or (job.get("status") or {}).get("succeeded")
+            )
         ]
         pods: list[dict[str, Any]] = []
         path = f"/api/v1/namespaces/{key[0]}/pods"
         try:
-            for name in failed:
+            for name in ended:
                 selector = f"batch.kubernetes.io/job-name={name}"
                 pods.extend(kube.list_objects(self.api, path, label_selector=selector))
         except (client.ApiException, urllib3.exceptions.HTTPError, OSError) as err:

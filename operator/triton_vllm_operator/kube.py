@@ -245,7 +245,7 @@ def read_secret_data(api: client.ApiClient, namespace: str, name: str) -> dict[s
 
 
 def read_log_tail(
-    api: client.ApiClient, namespace: str, pod: str, container: str, lines: int = 5
+    api: client.ApiClient, namespace: str, pod: str, container: str, lines: int = 20
 ) -> str | None:
     """The last `lines` lines (16 KiB at most) of a container's log; None when the API gives
     none (no right to pods/log, the pod gone, the kubelet unreachable)."""

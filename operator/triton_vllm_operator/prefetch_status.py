@@ -16,6 +16,7 @@ from .model_facts import GIB
 from .render.prefetch import BACKOFF_LIMIT, prefetch_job_name, prefetch_revision
 
 CACHED = "Cached"
+MIB = 1024**2
 
 
 def parse_report(text: str | None) -> dict[str, Any] | None:
@@ -56,16 +57,19 @@ def _int(value: Any) -> int:
         return 0
 
 
-def _gib(n: Any) -> str:
-    return f"{int(n or 0) / GIB:.1f} GiB"
+def size(n: int, like: int | None = None) -> str:
+    """Bytes in GiB, or in MiB below 1 GiB (`like`: the amount whose unit to use)."""
+    if (like if like is not None else n) >= GIB:
+        return f"{n / GIB:.1f} GiB"
+    return f"{n / MIB:.1f} MiB"
 
 
 def progress(done: int, total: int) -> str:
     """`1.2 GiB of 15.0 GiB (8%)`; only the bytes done while the total is not known."""
     if total <= 0:
-        return _gib(done)
+        return size(max(done, 0))
     done = min(max(done, 0), total)  # partial files of a dead attempt can count past the total
-    return f"{_gib(done)} of {_gib(total)} ({100 * done // total}%)"
+    return f"{size(done, total)} of {size(total)} ({100 * done // total}%)"
 
 
 def cached_verdict(
@@ -97,7 +101,8 @@ def cached_verdict(
         )
         commit = str(done.get("commit") or "")[:12]
         at = f"{model.spec.model}@{commit}" if commit else where
-        what = f"{_gib(done['total'])} of {at} are" if done.get("total") else f"{at} is"
+        total = _int(done.get("total"))
+        what = f"{size(total)} of {at} are" if total else f"{at} is"
         return Verdict(
             CACHED, "True", "Downloaded", f"{what} in {claim}; the serving pods load from it."
         )

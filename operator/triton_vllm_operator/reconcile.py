@@ -121,8 +121,9 @@ class Observed:
     # The model's facts as looked up for this pass, or why they could not be; None when no
     # lookup was made (a path model, lookups off, or a placement kept from the live Deployment).
     facts: ModelFacts | ModelFactsError | None = None
-    # Pods of the model's prefetch Jobs, failed ones too (the pod watch leaves those out), listed
-    # for a pass while a Job has failed attempts: their termination messages say why.
+    # Pods of the model's prefetch Jobs, ended ones too (the pod watch leaves those out), listed
+    # for a pass once a Job has failed or completed attempts: their termination messages say why
+    # one failed, or what the completed one downloaded.
     prefetch_pods: Sequence[Mapping[str, Any]] = ()
     # The last lines of the log of the running prefetch pod (`progress_pod`), when read.
     prefetch_log: str | None = None

@@ -357,7 +357,9 @@ def test_report_is_the_last_json_line_of_a_log() -> None:
         (0, 15 * GIB, "0.0 GiB of 15.0 GiB (0%)"),
         (15 * GIB, 15 * GIB, "15.0 GiB of 15.0 GiB (100%)"),
         (20 * GIB, 15 * GIB, "15.0 GiB of 15.0 GiB (100%)"),  # partial files of a dead attempt
-        (300 * 1024**2, 0, "0.3 GiB"),  # the total is not known yet
+        (300 * 1024**2, 0, "300.0 MiB"),  # the total is not known yet
+        (12 * 1024**2, 26 * 1024**2, "12.0 MiB of 26.0 MiB (46%)"),  # a small model: in MiB
+        (512 * 1024**2, 2 * GIB, "0.5 GiB of 2.0 GiB (25%)"),
     ],
 )
 def test_progress_is_bytes_done_of_the_total_and_a_share(done: int, total: int, text: str) -> None:
@@ -389,7 +391,7 @@ def test_progress_reports_of_the_real_program_are_what_the_operator_parses(
     total = reports[-1]["total"]
     for report in progress_reports:
         verdict = cached_verdict(prefetching(), {"status": {"active": 1}}, [], json.dumps(report))
-        assert f"of {total / GIB:.1f} GiB (" in verdict.message
+        assert f"of {total / 1024**2:.1f} MiB (" in verdict.message
         assert 0 <= report["done"] <= total
 
 

@@ -49,6 +49,8 @@ def _env(model: TritonVLLMModel) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": "HF_HOME", "value": f"{CACHE_MOUNT}/huggingface"},
         {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
+        # The program reports progress itself; tqdm's bars would only crowd the log's tail.
+        {"name": "HF_HUB_DISABLE_PROGRESS_BARS", "value": "1"},
         {"name": "PREFETCH_PROGRESS_SECONDS", "value": str(PROGRESS_SECONDS)},
     ]
     if storage.endpoint:
