@@ -14,6 +14,7 @@ from .api import KIND
 from .crd import custom_resource_definition
 from .model_facts import ModelFactsError
 from .placement import Placement, Unplaceable, inventory, place
+from .render.autoscaling import plan_autoscaler
 from .render.manifests import render_all
 from .settings import Settings
 from .sized_placement import place_from_snapshot
@@ -61,11 +62,13 @@ def render_documents(
     nodes: list[dict[str, Any]] | None,
     settings: Settings,
     model_dir: str | None = None,
+    keda: bool = True,
 ) -> list[dict[str, Any]]:
     """Every manifest the operator would create for the TritonVLLMModels in `docs`.
 
     With `model_dir` (a snapshot: config.json and the safetensors index), tensor parallelism is
-    sized from the model's own facts.
+    sized from the model's own facts. `keda`: whether the cluster has KEDA, for the autoscaler
+    of a model with spec.autoscaling.
     """
     manifests: list[dict[str, Any]] = []
     for doc in docs:
@@ -93,6 +96,13 @@ def render_documents(
         if isinstance(placement, Unplaceable):
             raise SpecError(placement.reason, f"{model.metadata.name}: {placement.message}")
         manifests.extend(render_all(model, placement, settings))
+        scaler = plan_autoscaler(model, keda, settings.prometheus_address)
+        if scaler is not None and scaler.manifest is None:
+            raise SpecError(
+                scaler.verdict.reason, f"{model.metadata.name}: {scaler.verdict.message}"
+            )
+        if scaler is not None and scaler.manifest is not None:
+            manifests.append(scaler.manifest)
     return manifests
 
 
@@ -100,7 +110,9 @@ def _render(args: argparse.Namespace, out: TextIO) -> int:
     settings = Settings.from_env(os.environ)
     nodes = [_assume_ready(n) for n in _items(_load_yaml(args.nodes))] if args.nodes else None
     try:
-        manifests = render_documents(_items(_load_yaml(args.file)), nodes, settings, args.model)
+        manifests = render_documents(
+            _items(_load_yaml(args.file)), nodes, settings, args.model, args.autoscaler == "keda"
+        )
     except SpecError as err:
         print(f"error: {err.reason}: {err.message}", file=sys.stderr)
         return 1
@@ -118,6 +130,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--model",
         metavar="DIR",
         help="local model snapshot (config.json + safetensors index) to size from its own facts",
+    )
+    render.add_argument(
+        "--autoscaler",
+        choices=("keda", "hpa"),
+        default="keda",
+        help="for spec.autoscaling: a KEDA ScaledObject (the cluster has KEDA; default) or a "
+        "HorizontalPodAutoscaler",
     )
     sub.add_parser("crd", help="print the CustomResourceDefinition")
     sub.add_parser("run", help="run the operator against the current kubeconfig")

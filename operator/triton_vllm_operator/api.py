@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "tritonvllm.io"
@@ -309,6 +309,104 @@ class OpenAISpec(ApiModel):
     )
 
 
+class ScaleToZeroSpec(ApiModel):
+    """Waking a model that has no pods: a signal from outside them, such as a gateway's queue."""
+
+    activation_query: str = Field(
+        min_length=1,
+        description="PromQL whose value rises when clients wait for this model while it has no "
+        "pods, e.g. the gateway's or ingress's queue or request rate for it. A model's own "
+        "series vanish with its last pod, so they cannot wake it.",
+    )
+    activation_threshold: float = Field(
+        default=0,
+        ge=0,
+        description="The model wakes (0 -> 1 replica) when the activation query exceeds this.",
+    )
+    idle_seconds: int = Field(
+        default=300,
+        ge=0,
+        description="How long both signals must stay at or below their activation thresholds "
+        "before the last replica is removed (KEDA's cooldownPeriod).",
+    )
+
+
+class AutoscalingSpec(ApiModel):
+    """Replicas from the engine's load, by KEDA (or an HPA where KEDA is not installed)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.minReplicas <= self.maxReplicas",
+                    "message": "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+                },
+                {
+                    "rule": "self.minReplicas > 0 || has(self.scaleToZero)",
+                    "message": "autoscaling.minReplicas 0 needs autoscaling.scaleToZero."
+                    "activationQuery: a model's own series vanish with its last pod, so only a "
+                    "signal from outside the pods (a gateway's queue or request rate) can wake it",
+                },
+            ]
+        }
+    )
+
+    min_replicas: int = Field(default=1, ge=0, description="Fewest replicas; 0 needs scaleToZero.")
+    max_replicas: int = Field(ge=1, description="Most replicas.")
+    metric: Literal["RequestsWaiting", "RequestsRunning", "KVCacheUsage"] = Field(
+        default="RequestsWaiting",
+        description="The engine signal: RequestsWaiting (vllm:num_requests_waiting, the queue: "
+        "the default, it rises only when the engine is full), RequestsRunning "
+        "(vllm:num_requests_running) or KVCacheUsage (vllm:kv_cache_usage_perc, 0-1).",
+    )
+    target: float | None = Field(
+        default=None,
+        gt=0,
+        description="Target value of the metric per replica: default 2 requests waiting, 16 "
+        "running, or 0.8 of the KV cache.",
+    )
+    query: str | None = Field(
+        default=None,
+        min_length=1,
+        description="PromQL to scale on instead of the metric's own query (its value is "
+        "divided by the replicas and compared with target).",
+    )
+    scale_down_stabilization_seconds: int = Field(
+        default=300,
+        ge=0,
+        le=3600,
+        description="Scale in only to the highest replica count wanted during this window.",
+    )
+    polling_seconds: int = Field(
+        default=15, ge=1, description="How often KEDA reads the metrics (pollingInterval)."
+    )
+    prometheus_address: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="Prometheus that scrapes the pods (KEDA's serverAddress); default the "
+        "operator's setting.",
+    )
+    provider: Literal["Auto", "KEDA", "HPA"] = Field(
+        default="Auto",
+        description="Auto: a KEDA ScaledObject when KEDA's CRDs are served, else a "
+        "HorizontalPodAutoscaler on Pods metrics (needs a custom-metrics adapter).",
+    )
+    scale_to_zero: ScaleToZeroSpec | None = Field(
+        default=None, description="Waking from zero replicas (needs KEDA)."
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingSpec:
+        # The CRD's CEL rules, again for files rendered offline and objects stored before them.
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("autoscaling.minReplicas must not exceed autoscaling.maxReplicas")
+        if self.min_replicas == 0 and self.scale_to_zero is None:
+            raise ValueError(
+                "autoscaling.minReplicas 0 needs autoscaling.scaleToZero.activationQuery"
+            )
+        return self
+
+
 class TritonVLLMModelSpec(ApiModel):
     """The desired state: which model, how vLLM runs it, how many replicas."""
 
@@ -319,6 +417,11 @@ class TritonVLLMModelSpec(ApiModel):
                     "rule": "!has(self.storage) || !has(self.storage.existingClaim) "
                     "|| !has(self.storage.size)",
                     "message": "set storage.existingClaim or storage.size, not both",
+                },
+                {
+                    "rule": "!has(self.autoscaling) || !has(self.replicas)",
+                    "message": "spec.replicas and spec.autoscaling cannot both drive the "
+                    "replicas: remove spec.replicas (autoscaling.minReplicas is the floor)",
                 },
             ]
         }
@@ -358,7 +461,15 @@ class TritonVLLMModelSpec(ApiModel):
         description="GPUs per replica: 'auto' sizes it to the nodes (see the README), or an "
         "integer checked against the nodes.",
     )
-    replicas: int = Field(default=1, ge=0, description="Number of tritonserver pods.")
+    replicas: int | None = Field(
+        default=None,
+        ge=0,
+        description="Number of tritonserver pods (default 1); leave it out with autoscaling. "
+        "`kubectl scale tvm NAME --replicas=N` sets it.",
+    )
+    autoscaling: AutoscalingSpec | None = Field(
+        default=None, description="Replicas from the engine's load instead of spec.replicas."
+    )
     gpu: GPUSpec = Field(default_factory=GPUSpec, description="GPU selection.")
     model_size_gi_b: float | None = Field(
         default=None,
@@ -388,6 +499,33 @@ class TritonVLLMModelSpec(ApiModel):
     pod_annotations: dict[str, str] = Field(
         default_factory=dict, description="Annotations added to the pods."
     )
+
+    @model_validator(mode="after")
+    def _replicas_driver(self) -> TritonVLLMModelSpec:
+        return _one_driver(self)
+
+
+def _one_driver(spec: TritonVLLMModelSpec) -> TritonVLLMModelSpec:
+    if spec.autoscaling is not None and spec.replicas is not None:
+        raise ValueError(
+            "spec.replicas and spec.autoscaling cannot both drive the replicas: remove "
+            "spec.replicas (autoscaling.minReplicas is the floor)"
+        )
+    return spec
+
+
+def fixed_replicas(spec: TritonVLLMModelSpec) -> int | None:
+    """The replicas the spec sets, or None when an autoscaler chooses them."""
+    if spec.autoscaling is not None:
+        return None
+    return 1 if spec.replicas is None else spec.replicas
+
+
+def most_replicas(spec: TritonVLLMModelSpec) -> int:
+    """The largest number of replicas the spec allows."""
+    if spec.autoscaling is not None:
+        return spec.autoscaling.max_replicas
+    return 1 if spec.replicas is None else spec.replicas
 
 
 class Condition(ApiModel):
@@ -449,7 +587,18 @@ class TritonVLLMModelStatus(ApiModel):
     )
     conditions: list[Condition] = Field(default_factory=list, description="Conditions.")
     tensor_parallel_size: int | None = Field(default=None, description="Resolved GPUs/replica.")
-    replicas: int | None = Field(default=None, description="Desired replicas.")
+    replicas: int | None = Field(
+        default=None, description="Desired replicas: the spec's, or the autoscaler's choice."
+    )
+    current_replicas: int | None = Field(
+        default=None, description="Pods the Deployment has now (the scale subresource's)."
+    )
+    selector: str | None = Field(
+        default=None, description="Label selector of the pods (the scale subresource's)."
+    )
+    autoscaler: str | None = Field(
+        default=None, description="The ScaledObject or HorizontalPodAutoscaler, kind/name."
+    )
     ready_replicas: int | None = Field(default=None, description="Replicas serving the model.")
     updated_replicas: int | None = Field(
         default=None, description="Replicas running the config of this generation."

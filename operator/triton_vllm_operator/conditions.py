@@ -13,7 +13,8 @@ SCHEDULED = "Scheduled"
 READY = "Ready"
 MODEL_FACTS = "ModelFacts"  # whether the model's config.json and weights' size could be read
 CACHED = "Cached"  # whether the prefetch Job has put the weights into the cache volume
-CONDITION_TYPES = (ACCEPTED, SCHEDULED, READY, MODEL_FACTS, CACHED)
+AUTOSCALING = "Autoscaling"  # which autoscaler drives the replicas, and whether it can
+CONDITION_TYPES = (ACCEPTED, SCHEDULED, READY, MODEL_FACTS, CACHED, AUTOSCALING)
 
 Status = Literal["True", "False", "Unknown"]
 
@@ -53,6 +54,7 @@ def deployment_readiness(
     config_hash: str,
     endpoint: str,
     applying: bool,
+    zero_message: str = "spec.replicas is 0.",
 ) -> tuple[Verdict, int, int]:
     """Ready from the live Deployment, for the config rendered now; also ready/updated counts.
 
@@ -88,7 +90,7 @@ def deployment_readiness(
         verdict = Verdict(READY, "False", "RolloutFailed", f"{message}; check the pods' events")
         return verdict, ready, updated
     if replicas == 0:
-        return Verdict(READY, "False", "ScaledToZero", "spec.replicas is 0."), ready, updated
+        return Verdict(READY, "False", "ScaledToZero", zero_message), ready, updated
     if updated < replicas or total > replicas:
         old = max(total - updated, 0)
         message = f"Rolling out: {counts}, {old} old pod(s) still running."

@@ -101,6 +101,17 @@ class Controller:
         if owner:
             self.queue.add(owner)
 
+    def on_crd(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """KEDA installed or removed: autoscaled models switch between ScaledObject and HPA."""
+        if (body.get("metadata") or {}).get("name") != KEDA_CRD:
+            return
+        served = event_type != "DELETED" and crd_established(body)
+        if served != self.world.keda_served:
+            log.info("KEDA's ScaledObject kind is %s", "served" if served else "not served")
+            self.world.keda_served = served
+            for key in self.world.autoscaled():
+                self.queue.add(key)
+
     def on_node(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         if self.world.set_node(body, deleted=event_type == "DELETED"):
             for key in self.world.waiting_for_nodes():
@@ -121,7 +132,13 @@ class Controller:
 
     def _list_all(self) -> None:
         ours = OURS_SELECTOR
-        for group_path, plural in CHILD_COLLECTIONS:
+        # (list: the operator may list and watch CRDs, for kopf's discovery, but not get them)
+        crds = kube.list_objects(self.api, CRD_PATH, field_selector=f"metadata.name={KEDA_CRD}")
+        self.world.keda_served = any(crd_established(crd) for crd in crds)
+        collections = list(CHILD_COLLECTIONS)
+        if self.world.keda_served:
+            collections.append(("/apis/keda.sh/v1alpha1", "scaledobjects"))
+        for group_path, plural in collections:
             for path in self._paths(group_path, plural):
                 for obj in kube.list_objects(self.api, path, label_selector=ours):
                     self.world.set_child(obj)
@@ -308,7 +325,18 @@ CHILD_COLLECTIONS = (
     ("/apis/apps/v1", "deployments"),
     ("/apis/policy/v1", "poddisruptionbudgets"),
     ("/apis/batch/v1", "jobs"),  # the prefetch Job
+    ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
 )
+CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+KEDA_CRD = "scaledobjects.keda.sh"
+
+
+def crd_established(crd: Mapping[str, Any]) -> bool:
+    """Whether a CustomResourceDefinition's kind is served (its Established condition)."""
+    conditions = (crd.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
+
+
 OURS_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 # Pods that hold resources: the field selector is applied by the API server.
 ACTIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"

@@ -22,6 +22,9 @@ CHILDREN = (
     ("apps", "v1", "deployments"),
     ("policy", "v1", "poddisruptionbudgets"),
     ("batch", "v1", "jobs"),
+    ("autoscaling", "v2", "horizontalpodautoscalers"),
+    # Watched once KEDA's CRD is established (kopf's discovery follows CRDs).
+    ("keda.sh", "v1alpha1", "scaledobjects"),
 )
 KINDS = {
     "configmaps": "ConfigMap",
@@ -29,6 +32,8 @@ KINDS = {
     "deployments": "Deployment",
     "poddisruptionbudgets": "PodDisruptionBudget",
     "jobs": "Job",
+    "horizontalpodautoscalers": "HorizontalPodAutoscaler",
+    "scaledobjects": "ScaledObject",
 }
 
 
@@ -59,6 +64,10 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, controller: Co
     @kopf.on.event("", "v1", "pods", registry=registry)
     async def pod_event(event: kopf.RawEvent, **_: Any) -> None:
         controller.on_pod(event["type"], event["object"])
+
+    @kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions", registry=registry)
+    async def crd_event(event: kopf.RawEvent, **_: Any) -> None:
+        controller.on_crd(event["type"], event["object"])
 
     @kopf.on.event("", "v1", "nodes", registry=registry)
     async def node_event(event: kopf.RawEvent, **_: Any) -> None:

@@ -23,6 +23,10 @@ PATHS = {
     "Deployment": "/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
     "PodDisruptionBudget": "/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets/{name}",
     "Job": "/apis/batch/v1/namespaces/{namespace}/jobs/{name}",
+    "ScaledObject": "/apis/keda.sh/v1alpha1/namespaces/{namespace}/scaledobjects/{name}",
+    "HorizontalPodAutoscaler": (
+        "/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers/{name}"
+    ),
 }
 MODEL_PATH = f"/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/{PLURAL}/{{name}}"
 

@@ -11,9 +11,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .api import TritonVLLMModel
+from .api import TritonVLLMModel, fixed_replicas, most_replicas
 from .conditions import (
     ACCEPTED,
+    AUTOSCALING,
     CACHED,
     MODEL_FACTS,
     READY,
@@ -32,6 +33,7 @@ from .placement import (
 )
 from .placing import Placed, facts_verdict, place_model, sticky
 from .prefetch_status import cached_verdict
+from .render.autoscaling import AutoscalerPlan, plan_autoscaler
 from .render.manifests import (
     CONFIG_HASH_ANNOTATION,
     MODEL_LABEL,
@@ -41,6 +43,7 @@ from .render.manifests import (
     endpoints,
     render_all,
     rollout_strategy,
+    selector_labels,
 )
 from .render.prefetch import PROGRESS_SECONDS, prefetch_job_name, render_prefetch_job
 from .settings import Settings
@@ -92,6 +95,14 @@ WARNING_REASONS = {
     "DiskFull",
     "PrefetchNeedsClaim",
     "PrefetchNeedsRepo",
+    # The autoscaler cannot work as the spec asks (Autoscaling=False).
+    "KEDANotInstalled",
+    "PrometheusAddressUnknown",
+    "ScaledObjectNotReady",
+    "QueryNeedsKEDA",
+    "ScaleToZeroNeedsKEDA",
+    "FailedGetPodsMetric",
+    "ScalingInactive",
 }
 Key = tuple[str, str]  # (kind, name) of a child
 
@@ -127,6 +138,8 @@ class Observed:
     prefetch_pods: Sequence[Mapping[str, Any]] = ()
     # The last lines of the log of the running prefetch pod (`progress_pod`), when read.
     prefetch_log: str | None = None
+    # Whether the cluster serves KEDA's ScaledObject kind (its CRD is established).
+    keda_served: bool = False
 
 
 @dataclass
@@ -376,7 +389,7 @@ def _verdicts(
                 Verdict(READY, "False", "Unschedulable", "No GPU placement; see Scheduled."),
                 *extra,
             ],
-            {"replicas": model.spec.replicas, **facts_status},
+            {"replicas": fixed_replicas(model.spec), **facts_status},
             stale,
         )
     placement = placed.placement or fresh
@@ -395,19 +408,37 @@ def _verdicts(
         # The Deployment waits for the weights, unless it already runs.
         waiting = ("Deployment", "PodDisruptionBudget")
         children = [m for m in children if m["kind"] not in waiting]
+    scaler = _autoscaler(model, observed, settings)
+    if scaler is not None:
+        extra.append(scaler.verdict)
+        if scaler.manifest is not None and any(m["kind"] == "Deployment" for m in children):
+            children.append(with_applied_hash(scaler.manifest))
+    else:
+        stale.add(AUTOSCALING)
     for manifest in children:
         key = (manifest["kind"], manifest["metadata"]["name"])
         if needs_apply(manifest, observed.children.get(key)):
             plan.apply.append(manifest)
     current_cm = configmap["metadata"]["name"]
     plan.delete.extend(_stale_configmaps(model, observed, current_cm, live_deployment))
-    if model.spec.replicas <= 1 and ("PodDisruptionBudget", name) in observed.children:
+    if most_replicas(model.spec) <= 1 and ("PodDisruptionBudget", name) in observed.children:
         plan.delete.append(("PodDisruptionBudget", name))
+    kept = scaler.manifest["kind"] if scaler is not None and scaler.manifest else None
+    for kind in AUTOSCALER_KINDS:
+        if kind != kept and (kind, name) in observed.children:
+            plan.delete.append((kind, name))
     config_hash = deployment["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION]
     url = endpoint(model)
     applying = any(m["kind"] == "Deployment" for m in plan.apply)
+    desired = fixed_replicas(model.spec)
+    zero = "spec.replicas is 0."
+    if desired is None:
+        # The autoscaler's choice, on the live Deployment (1 until it chooses).
+        live_spec = (live_deployment or {}).get("spec") or {}
+        desired = int(live_spec.get("replicas", 1))
+        zero = "Scaled to zero by the autoscaler; the activation query wakes it."
     ready, ready_replicas, updated = deployment_readiness(
-        live_deployment, model.spec.replicas, config_hash, url, applying
+        live_deployment, desired, config_hash, url, applying, zero
     )
     scheduled = _scheduled(placed, observed, config_hash, tp)
     if cached is not None and cached.status != "True" and live_deployment is None:
@@ -419,7 +450,10 @@ def _verdicts(
         )
     resolved = {
         "tensorParallelSize": tp,
-        "replicas": model.spec.replicas,
+        "replicas": desired,
+        "currentReplicas": int(((live_deployment or {}).get("status") or {}).get("replicas") or 0),
+        "selector": ",".join(f"{k}={v}" for k, v in sorted(selector_labels(model).items())),
+        "autoscaler": f"{kept}/{name}" if kept else None,
         "readyReplicas": ready_replicas,
         "updatedReplicas": updated,
         "endpoint": url,
@@ -429,6 +463,25 @@ def _verdicts(
         **facts_status,
     }
     return [accepted, scheduled, ready, *extra], resolved, stale
+
+
+AUTOSCALER_KINDS = ("ScaledObject", "HorizontalPodAutoscaler")
+
+
+def _autoscaler(
+    model: TritonVLLMModel, observed: Observed, settings: Settings
+) -> AutoscalerPlan | None:
+    """The model's autoscaler plan (None without spec.autoscaling), given the live one."""
+    if model.spec.autoscaling is None:
+        return None
+    name = model.metadata.name
+    first = plan_autoscaler(model, observed.keda_served, settings.prometheus_address)
+    if first is None or first.manifest is None:
+        return first
+    live = observed.children.get((first.manifest["kind"], name))
+    return plan_autoscaler(
+        model, observed.keda_served, settings.prometheus_address, dict(live) if live else None
+    )
 
 
 def _with_conditions(
@@ -451,6 +504,9 @@ def _with_conditions(
 STATUS_FIELDS = (
     "tensorParallelSize",
     "replicas",
+    "currentReplicas",
+    "selector",
+    "autoscaler",
     "readyReplicas",
     "updatedReplicas",
     "endpoint",

@@ -97,6 +97,12 @@ class Settings(BaseModel):
         "seconds for the bytes done and total shown in Cached (TRITON_VLLM_PREFETCH_PROGRESS); "
         "needs get on pods/log.",
     )
+    prometheus_address: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="Prometheus that scrapes the serving pods, for KEDA ScaledObjects when "
+        "spec.autoscaling.prometheusAddress is empty (TRITON_VLLM_PROMETHEUS_ADDRESS).",
+    )
     liveness_endpoint: str = Field(
         default="http://0.0.0.0:8080/healthz",
         description="Where kopf serves its liveness probe (TRITON_VLLM_LIVENESS_ENDPOINT).",
@@ -123,6 +129,7 @@ class Settings(BaseModel):
             "FACTS_CACHE_DIR": "facts_cache_dir",
             "FACTS_TIMEOUT_SECONDS": "facts_timeout_seconds",
             "PREFETCH_PROGRESS": "prefetch_progress",
+            "PROMETHEUS_ADDRESS": "prometheus_address",
         }
         values: dict[str, object] = {}
         for suffix, field in names.items():

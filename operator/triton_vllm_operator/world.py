@@ -128,6 +128,8 @@ class World:
         self._nodes: dict[str, dict[str, Any]] = {}
         self._other_pods: dict[str, dict[str, Any]] = {}  # by uid
         self._own_pods: dict[ModelKey, dict[str, tuple[OwnPod, dict[str, Any] | None]]] = {}
+        # Whether KEDA's ScaledObject CRD is established (the autoscaler kind to render).
+        self.keda_served = False
 
     # --- models ---------------------------------------------------------------------------
 
@@ -157,6 +159,11 @@ class World:
                     for c in (body.get("status") or {}).get("conditions") or []
                 )
             ]
+
+    def autoscaled(self) -> list[ModelKey]:
+        """Models with spec.autoscaling: which autoscaler they get depends on KEDA."""
+        with self._lock:
+            return [k for k, b in self.models.items() if (b.get("spec") or {}).get("autoscaling")]
 
     # --- children -------------------------------------------------------------------------
 
@@ -237,4 +244,5 @@ class World:
                 own_pods=[pod for pod, _ in own],
                 own_gpu_pods=[gpu for _, gpu in own if gpu],
                 children=dict(self._children.get(key, {})),
+                keda_served=self.keda_served,
             )

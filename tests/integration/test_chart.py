@@ -207,6 +207,8 @@ def test_values_reach_the_operators_environment(helm: Any) -> None:
         "watchNamespaces={team-a,team-b}",
         "--set",
         "operator.healthPort=9090",
+        "--set",
+        "operator.autoscaling.prometheusAddress=http://prometheus.monitoring:9090",
     )
     (deploy,) = [d for d in _docs(text) if d["kind"] == "Deployment"]
     env = {
@@ -217,6 +219,7 @@ def test_values_reach_the_operators_environment(helm: Any) -> None:
     assert env["TRITON_VLLM_LOG_FORMAT"] == "json"
     assert env["TRITON_VLLM_NAMESPACES"] == "team-a,team-b"
     assert env["TRITON_VLLM_LIVENESS_ENDPOINT"] == "http://0.0.0.0:9090/healthz"
+    assert env["TRITON_VLLM_PROMETHEUS_ADDRESS"] == "http://prometheus.monitoring:9090"
 
 
 def test_the_rendered_crd_is_crds_dir_plus_the_keep_policy(rendered: dict[str, str]) -> None:
@@ -243,9 +246,16 @@ def test_rbac_has_no_wildcards_gets_secrets_only_and_deletes_only_what_it_must(
     rendered: dict[str, str],
 ) -> None:
     allowed_verbs = {"list", "watch", "get", "create", "patch"}
-    # Stale immutable configs and the budget of a model scaled to one replica; the Lease. Secrets
-    # and pod logs: get only (tests/unit/test_chart_rbac.py covers their values).
-    extra = {"configmaps": {"delete"}, "poddisruptionbudgets": {"delete"}, "leases": {"update"}}
+    # Stale immutable configs and the budget of a model scaled to one replica; the Lease.
+    # The autoscaler of a model whose spec.autoscaling went away. Secrets and pod logs: get
+    # only (tests/unit/test_chart_rbac.py covers their values).
+    extra = {
+        "configmaps": {"delete"},
+        "poddisruptionbudgets": {"delete"},
+        "leases": {"update"},
+        "horizontalpodautoscalers": {"delete"},
+        "scaledobjects": {"delete"},
+    }
     only = {"secrets": {"get"}, "pods/log": {"get"}}
     for variant, text in rendered.items():
         docs = _docs(text)
@@ -539,11 +549,15 @@ NAMESPACED_RIGHTS = {
             "deployments.apps",
             "poddisruptionbudgets.policy",
             "jobs.batch",
+            "horizontalpodautoscalers.autoscaling",
+            "scaledobjects.keda.sh",
         )
         for v in ("list", "watch", "get", "create", "patch")
     },
     ("configmaps", "delete"),
     ("poddisruptionbudgets.policy", "delete"),
+    ("horizontalpodautoscalers.autoscaling", "delete"),
+    ("scaledobjects.keda.sh", "delete"),
     ("pods", "list"),
     ("pods", "watch"),
     ("events", "create"),

@@ -79,12 +79,12 @@ def test_the_operator_renders_the_example_for_the_simulated_gpu_pool(example: Pa
     )
     assert out.returncode == 0, out.stderr
     kinds = sorted(d["kind"] for d in yaml.safe_load_all(out.stdout) if d)
-    budget = (
-        ["PodDisruptionBudget"]
-        if yaml.safe_load(example.read_text())["spec"].get("replicas", 1) > 1
-        else []
-    )
-    assert kinds == sorted(["ConfigMap", "Deployment", "Service", *budget])
+    spec = yaml.safe_load(example.read_text())["spec"]
+    autoscaling = spec.get("autoscaling")
+    most = autoscaling["maxReplicas"] if autoscaling else spec.get("replicas", 1)
+    budget = ["PodDisruptionBudget"] if most > 1 else []
+    scaler = ["ScaledObject"] if autoscaling else []
+    assert kinds == sorted(["ConfigMap", "Deployment", "Service", *budget, *scaler])
 
 
 def test_the_api_server_rejects_a_broken_example(

@@ -62,7 +62,14 @@ def test_api_names_and_subresources() -> None:
     assert crd["spec"]["scope"] == "Namespaced"
     version = crd["spec"]["versions"][0]
     assert version["name"] == "v1alpha1"
-    assert version["subresources"] == {"status": {}}
+    assert version["subresources"] == {
+        "status": {},
+        "scale": {
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.currentReplicas",
+            "labelSelectorPath": ".status.selector",
+        },
+    }
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
     assert columns == ["Model", "TP", "Replicas", "Ready", "Status", "Age"]
 
@@ -87,6 +94,9 @@ def test_status_declares_every_field_the_operator_writes() -> None:
         "conditions",
         "tensorParallelSize",
         "replicas",
+        "currentReplicas",
+        "selector",
+        "autoscaler",
         "readyReplicas",
         "updatedReplicas",
         "endpoint",

@@ -10,6 +10,9 @@ what the operator and kopf really call:
   adopting an object of that name that is not ours).
 - configmaps, poddisruptionbudgets: delete (a config no pod mounts any more; the budget of a
   model scaled to one replica).
+- horizontalpodautoscalers, scaledobjects (keda.sh): list+watch, get, create+patch as for the
+  children above, and delete (the autoscaler of a model whose spec.autoscaling is removed, or an
+  HPA replaced by a ScaledObject once KEDA is installed).
 - pods: list+watch (GPUs held on each node; the model's pods' PodScheduled). events: create.
 - secrets: get only, with operator.modelFacts.readTokenSecrets (the token a model names in
   spec.storage.hfTokenSecret, for the facts lookup of a gated repo), narrowed to
@@ -47,6 +50,12 @@ secretKeyRef), no wildcards.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["list", "watch", "get", "create", "patch"]
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["list", "watch", "get", "create", "patch", "delete"]
+- apiGroups: ["keda.sh"]
+  resources: ["scaledobjects"]
+  verbs: ["list", "watch", "get", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]

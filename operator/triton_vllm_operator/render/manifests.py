@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Any
 
-from ..api import API_VERSION, KIND, TritonVLLMModel
+from ..api import API_VERSION, KIND, TritonVLLMModel, fixed_replicas, most_replicas
 from ..placement import MEMORY_LABEL, PRODUCT_LABEL, Placement, pod_tolerations
 from ..settings import Settings
 from .model_files import CONFIG_FILE, ENGINE_FILE, MODEL_VERSION, config_data, config_hash
@@ -90,8 +90,9 @@ def digest(value: Any) -> str:
 
 
 def placement_digest(model: TritonVLLMModel) -> str:
-    """What a placement depends on: the whole spec but the replica count."""
-    return digest(model.spec.model_dump(by_alias=True, exclude={"replicas"}, mode="json"))
+    """What a placement depends on: the whole spec but the replica count and its autoscaler."""
+    spec = model.spec.model_dump(by_alias=True, exclude={"replicas", "autoscaling"}, mode="json")
+    return digest(spec)
 
 
 def endpoint(model: TritonVLLMModel) -> str:
@@ -345,18 +346,17 @@ def render_deployment(
         ),
         TEMPLATE_HASH_ANNOTATION: digest(template),
     }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": metadata,
-        "spec": {
-            "replicas": model.spec.replicas,
-            "selector": {"matchLabels": selector_labels(model)},
-            "strategy": rollout_strategy(surge),
-            "progressDeadlineSeconds": PROGRESS_DEADLINE_SECONDS,
-            "template": template,
-        },
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(model)},
+        "strategy": rollout_strategy(surge),
+        "progressDeadlineSeconds": PROGRESS_DEADLINE_SECONDS,
+        "template": template,
     }
+    replicas = fixed_replicas(model.spec)
+    if replicas is not None:
+        # With an autoscaler the field is left to it: applying it would take it back.
+        spec = {"replicas": replicas, **spec}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": spec}
 
 
 def render_pod_disruption_budget(model: TritonVLLMModel) -> dict[str, Any]:
@@ -378,6 +378,6 @@ def render_all(
         render_deployment(model, placement, settings, surge),
         render_service(model),
     ]
-    if model.spec.replicas > 1:
+    if most_replicas(model.spec) > 1:
         children.append(render_pod_disruption_budget(model))
     return children
