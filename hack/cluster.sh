@@ -38,6 +38,9 @@ BIN="$K8S_CACHE/bin"
 STAGES="$K8S_CACHE/kwok-stages"
 STATE="$WORK_DIR/cluster"
 LOGS="$STATE/logs"
+# Test hooks of the simulated kubelet (kwok), see cmd_up.
+CONTAINER_LOGS="$STATE/container-logs"
+HOLD_IMAGE="kwok.invalid/hold-running"
 PKI="$STATE/pki"
 KUBECONFIG_ADMIN="$STATE/kubeconfig"
 
@@ -350,18 +353,50 @@ cmd_up() {
   # the service range. It renews node leases only when told a lease duration (its default
   # applies to config files only): without leases, the 10-minute heartbeat stage lets the node
   # lifecycle controller mark every node NotReady after ~50 s.
+  #
+  # Two additions for tests of a Job whose pod runs a while (a download in progress):
+  # - a pod whose only image is $HOLD_IMAGE stays Running (pod-complete skips it) until the test
+  #   itself writes its end into the pod's status, as a kubelet would;
+  # - container logs: kwok serves $CONTAINER_LOGS/<container>.log (CRI log format, written by
+  #   the test) as the log of every container of that name, for the containers named below, on
+  #   the nodes' kubelet port (--node-port), where the API server asks for pods/log.
   local stage
   for stage in node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-with-lease \
     pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete; do
-    cat "$STAGES/$stage.yaml"
+    if [ "$stage" = pod/fast/pod-complete ]; then
+      sed "/^    matchExpressions:/a\\
+    - key: '.spec.containers.[].image'\\
+      operator: 'NotIn'\\
+      values:\\
+      - '$HOLD_IMAGE'" "$STAGES/$stage.yaml"
+    else
+      cat "$STAGES/$stage.yaml"
+    fi
     echo "---"
   done >"$STATE/kwok.yaml"
+  mkdir -p "$CONTAINER_LOGS"
+  local container
+  for container in prefetch; do
+    cat <<LOGS
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: ClusterLogs
+metadata:
+  name: $container
+spec:
+  logs:
+  - containers: [$container]
+    logsFile: $CONTAINER_LOGS/$container.log
+    follow: false
+---
+LOGS
+  done >>"$STATE/kwok.yaml"
   # Its own HOME: kwok would also load ~/.kwok/kwok.yaml.
   mkdir -p "$STATE/kwok-home"
   start kwok env HOME="$STATE/kwok-home" "$BIN/kwok" --kubeconfig="$STATE/kwok.kubeconfig" --config="$STATE/kwok.yaml" \
     --manage-all-nodes=false \
     --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
     --cidr="$POD_CIDR" --node-ip=127.0.0.1 --server-address="127.0.0.1:$KWOK_PORT" \
+    --node-port="$KWOK_PORT" \
     --node-lease-duration-seconds=40
 
   # Pods are refused until the default ServiceAccount exists.

@@ -29,10 +29,12 @@ from .reconcile import (
     api_failure,
     needs_facts,
     plan_reconcile,
+    progress_pod,
     refused,
     status_changed,
 )
 from .render.manifests import MANAGED_BY
+from .render.prefetch import PREFETCH_CONTAINER
 from .settings import Settings
 from .workqueue import WorkQueue
 from .world import ModelKey, World
@@ -56,7 +58,9 @@ class Controller:
     ) -> None:
         self.api = api
         self.settings = settings
-        self.facts = facts or FactsLookup(settings)
+        self.facts = facts or FactsLookup(
+            settings, read_secret=lambda ns, name: kube.read_secret_data(api, ns, name)
+        )
         self.world = World()
         self.queue: WorkQueue[ModelKey] = WorkQueue()
         self._pool = concurrent.futures.ThreadPoolExecutor(WORKERS, "reconcile")
@@ -67,6 +71,8 @@ class Controller:
         # The same manifest is not sent again until the spec changes what it renders.
         self._refused: dict[tuple[ModelKey, str, str], tuple[str, str]] = {}
         self.leading = asyncio.Event()
+        # Per model, from its last pass: when to look again while a download runs (else None).
+        self._recheck: dict[ModelKey, float | None] = {}
 
     # --- watch events (event loop) --------------------------------------------------------
 
@@ -76,6 +82,7 @@ class Controller:
             self.world.drop_model(key)
             self.queue.drop(key)
             self.facts.forget(key)
+            self._recheck.pop(key, None)
             self._refused = {k: v for k, v in self._refused.items() if k[0] != key}
             return
         self.world.set_model(body)
@@ -175,6 +182,9 @@ class Controller:
                 elif not looked_up_in_vain:
                     self.queue.forget(key)
                 # else: the failure was held; the retry that will look it up again is due
+                recheck = self._recheck.pop(key, None)
+                if recheck is not None:  # a download runs: its progress is read again then
+                    self.queue.add_after(key, recheck)
             except Exception:  # a bug must not stop the worker; the key comes back
                 log.exception("reconcile of %s/%s failed", *key)
                 self.queue.retry(key)
@@ -198,19 +208,40 @@ class Controller:
         pods = self._prefetch_pods(key, observed)
         if pods:
             observed = dataclasses.replace(observed, prefetch_pods=pods)
+        downloading = progress_pod(body, observed, self.settings)
+        if downloading:
+            log_tail = self._log_tail(key, downloading)
+            observed = dataclasses.replace(observed, prefetch_log=log_tail)
         return self._converge(key, body, observed), lookup
 
+    def _log_tail(self, key: ModelKey, pod: str) -> str | None:
+        """The last lines of the running prefetch pod's log: its latest progress report."""
+        try:
+            tail = kube.read_log_tail(self.api, key[0], pod, PREFETCH_CONTAINER)
+        except (client.ApiException, urllib3.exceptions.HTTPError, OSError) as err:
+            log.warning("log of %s/%s not read: %s", key[0], pod, err)
+            return None
+        if tail is None:
+            log.debug("log of %s/%s not given; Cached shows no progress", key[0], pod)
+        return tail
+
     def _prefetch_pods(self, key: ModelKey, observed: Observed) -> list[dict[str, Any]]:
-        """The pods of the model's prefetch Jobs that have failed attempts, failed ones too."""
-        failed = [
+        """The pods of the model's prefetch Jobs that have ended attempts, ended ones too (the pod
+        watch leaves those out): their termination messages say why one failed, or what the
+        completed one downloaded (its size and commit)."""
+        ended = [
             name
             for (kind, name), job in observed.children.items()
-            if kind == "Job" and (job.get("status") or {}).get("failed")
+            if kind == "Job"
+            and (
+                (job.get("status") or {}).get("failed")
+                or (job.get("status") or {}).get("succeeded")
+            )
         ]
         pods: list[dict[str, Any]] = []
         path = f"/api/v1/namespaces/{key[0]}/pods"
         try:
-            for name in failed:
+            for name in ended:
                 selector = f"batch.kubernetes.io/job-name={name}"
                 pods.extend(kube.list_objects(self.api, path, label_selector=selector))
         except (client.ApiException, urllib3.exceptions.HTTPError, OSError) as err:
@@ -221,6 +252,7 @@ class Controller:
         """Plan the pass and carry it out; False: retry later."""
         now = _now()
         plan = plan_reconcile(body, observed, self.settings, now)
+        self._recheck[key] = plan.recheck_after
         ok = True
         try:
             self._carry_out(key, body, plan, observed.children)

@@ -1,8 +1,13 @@
 """Model facts for the control loop: Hub lookups through `FactsCache`, run in a worker thread.
 
+A model whose spec names a token Secret is looked up with that token, read from the Secret at
+each lookup (one GET; the operator may not list or watch Secrets), so a rotated token is used
+from the next lookup on; without the Secret or the right to read it, the lookup fails with a
+reason (token_secret.py) and the Hub is not asked.
+
 A failed lookup is held for the model until its retry (the work queue's backoff) is due, so the
 events that reach the model in between (its pods, its children, nodes) do not query the Hub
-again. Facts that were read are cached per repo and revision by `FactsCache`.
+again. Facts that were read are cached per repo, revision and token by `FactsCache`.
 """
 
 from __future__ import annotations
@@ -16,8 +21,13 @@ from .hub import FactsCache
 from .model_facts import ModelFacts, ModelFactsError
 from .settings import Settings
 from .sized_placement import FactsQuery
+from .token_secret import ReadSecret, SecretUnreadable, TokenRef, token_of
 
 ModelKey = tuple[str, str]
+
+
+def _no_secrets(namespace: str, name: str) -> dict[str, str]:
+    raise SecretUnreadable(None, "no Secret reader was given")
 
 
 @dataclass(frozen=True)
@@ -47,7 +57,9 @@ class FactsLookup:
         settings: Settings,
         cache: FactsCache | None = None,
         clock: Callable[[], float] = time.monotonic,
+        read_secret: ReadSecret | None = None,
     ) -> None:
+        self._read_secret = read_secret or _no_secrets
         self._cache = cache or FactsCache(
             cache_dir=settings.facts_cache_dir, timeout=settings.facts_timeout_seconds
         )
@@ -62,8 +74,11 @@ class FactsLookup:
             if held and held.query == query and self._clock() < held.until:
                 return Lookup(held.error, fresh=False)
         try:
-            # The operator reads no Secrets: lookups are made without the model's token.
-            facts = self._cache.facts(query.repo, query.revision, query.endpoint)
+            token = None
+            if query.token_secret:
+                ref = TokenRef(key[0], *query.token_secret)
+                token = token_of(ref, self._read_secret)
+            facts = self._cache.facts(query.repo, query.revision, query.endpoint, token)
         except ModelFactsError as err:
             with self._lock:
                 self._held[key] = _Held(query, err, self._clock())

@@ -8,7 +8,9 @@ of model.safetensors, by a range request), never the weights. Every failure beco
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -254,7 +256,8 @@ def _is_commit(revision: str) -> bool:
 class FactsCache:
     """Facts per (endpoint, repo, revision, token), so a model is looked up once, not per pass.
 
-    Failures are not kept: the next lookup tries again. Tokens are keyed by a hash, never kept.
+    Failures are not kept: the next lookup tries again. A token is keyed by its HMAC under a key
+    made at start-up and never kept, so the cache holds nothing a token could be checked against.
     """
 
     def __init__(
@@ -270,6 +273,7 @@ class FactsCache:
         self._ttl = branch_ttl_seconds
         self._clock = clock
         self._entries: dict[tuple[str, str, str, str], _Entry] = {}
+        self._salt = secrets.token_bytes(32)
 
     def facts(
         self,
@@ -280,7 +284,9 @@ class FactsCache:
     ) -> ModelFacts:
         """Cached facts, fetched on the first lookup or once a branch's entry expired."""
         wanted = revision or DEFAULT_REVISION
-        fingerprint = hashlib.sha256(token.encode()).hexdigest()[:16] if token else ""
+        fingerprint = (
+            hmac.new(self._salt, token.encode(), hashlib.sha256).hexdigest() if token else ""
+        )
         key = (endpoint or "", repo, wanted, fingerprint)
         now = self._clock()
         entry = self._entries.get(key)

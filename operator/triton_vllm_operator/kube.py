@@ -8,9 +8,11 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import urllib3
 from kubernetes import client
 
 from .api import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from .token_secret import SecretUnreadable
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
@@ -70,8 +72,9 @@ def _call(
     body: Any = None,
     content_type: str | None = None,
     query: list[tuple[str, str]] | None = None,
+    accept: str = "application/json",
 ) -> tuple[int, str]:
-    headers = {"Accept": "application/json"}
+    headers = {"Accept": accept}
     if content_type:
         headers["Content-Type"] = content_type
     request = api.param_serialize(
@@ -226,6 +229,39 @@ def list_objects(
         token = (page.get("metadata") or {}).get("continue") or ""
         if not token:
             return
+
+
+def read_secret_data(api: client.ApiClient, namespace: str, name: str) -> dict[str, str]:
+    """One Secret's `data` (base64 values), by a GET: the only Secret call the operator makes."""
+    try:
+        status, text = _call(
+            api,
+            "GET",
+            "/api/v1/namespaces/{namespace}/secrets/{name}",
+            {"namespace": namespace, "name": name},
+        )
+    except (urllib3.exceptions.HTTPError, OSError) as err:
+        raise SecretUnreadable(None, type(err).__name__) from err
+    if status != 200:
+        raise SecretUnreadable(status, f"the API server answered {status}: {_message(text)}")
+    data: dict[str, str] = json.loads(text).get("data") or {}
+    return data
+
+
+def read_log_tail(
+    api: client.ApiClient, namespace: str, pod: str, container: str, lines: int = 20
+) -> str | None:
+    """The last `lines` lines (16 KiB at most) of a container's log; None when the API gives
+    none (no right to pods/log, the pod gone, the kubelet unreachable)."""
+    status, text = _call(
+        api,
+        "GET",
+        "/api/v1/namespaces/{namespace}/pods/{name}/log",
+        {"namespace": namespace, "name": pod},
+        query=[("container", container), ("tailLines", str(lines)), ("limitBytes", "16384")],
+        accept="text/plain, */*",
+    )
+    return text if status == 200 else None
 
 
 def _message(text: str) -> str:

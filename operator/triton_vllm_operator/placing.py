@@ -132,14 +132,8 @@ def facts_verdict(model: TritonVLLMModel, found: ModelFacts | ModelFactsError) -
         )
     else:
         then = "Not placed: set spec.modelSizeGiB or an integer spec.tensorParallelSize."
-    secret = ""
-    if found.reason == "HubTokenRequired" and spec.storage.hf_token_secret:
-        secret = (
-            " The operator has no access to Secrets, so it looks models up without "
-            "spec.storage.hfTokenSecret (the pods do use it)."
-        )
     # Until the model is placed, the lookup is retried with backoff; once its Deployment runs,
     # the placement is kept, and the model is looked up again when its spec changes.
     placed = spec.model_size_gi_b is not None or spec.tensor_parallel_size != "auto"
     retry = " Looked up again when the spec changes." if placed else " Retried with backoff."
-    return Verdict(MODEL_FACTS, "False", found.reason, f"{found.message}{secret} {then}{retry}")
+    return Verdict(MODEL_FACTS, "False", found.reason, f"{found.message} {then}{retry}")

@@ -93,6 +93,11 @@ def failure(err: BaseException) -> tuple[str, str]:
         RevisionNotFoundError,
     )
 
+    if isinstance(err, GatedRepoError) and os.environ.get("HF_TOKEN"):
+        return "HubAccessDenied", (
+            "the token may not read this gated repo: accept the model's license with the "
+            "token's account, or use a token that has access"
+        )
     if isinstance(err, GatedRepoError):
         return "HubTokenRequired", "the repo is gated: its token must have accepted the license"
     if isinstance(err, RevisionNotFoundError):

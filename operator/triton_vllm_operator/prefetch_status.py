@@ -16,6 +16,7 @@ from .model_facts import GIB
 from .render.prefetch import BACKOFF_LIMIT, prefetch_job_name, prefetch_revision
 
 CACHED = "Cached"
+MIB = 1024**2
 
 
 def parse_report(text: str | None) -> dict[str, Any] | None:
@@ -48,8 +49,27 @@ def _condition(job: Mapping[str, Any], kind: str) -> bool:
     return any(c.get("type") == kind and c.get("status") == "True" for c in conditions)
 
 
-def _gib(n: Any) -> str:
-    return f"{int(n or 0) / GIB:.1f} GiB"
+def _int(value: Any) -> int:
+    """A byte count from a report; anything else (a log line's garbage) is 0."""
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def size(n: int, like: int | None = None) -> str:
+    """Bytes in GiB, or in MiB below 1 GiB (`like`: the amount whose unit to use)."""
+    if (like if like is not None else n) >= GIB:
+        return f"{n / GIB:.1f} GiB"
+    return f"{n / MIB:.1f} MiB"
+
+
+def progress(done: int, total: int) -> str:
+    """`1.2 GiB of 15.0 GiB (8%)`; only the bytes done while the total is not known."""
+    if total <= 0:
+        return size(max(done, 0))
+    done = min(max(done, 0), total)  # partial files of a dead attempt can count past the total
+    return f"{size(done, total)} of {size(total)} ({100 * done // total}%)"
 
 
 def cached_verdict(
@@ -81,7 +101,8 @@ def cached_verdict(
         )
         commit = str(done.get("commit") or "")[:12]
         at = f"{model.spec.model}@{commit}" if commit else where
-        what = f"{_gib(done['total'])} of {at} are" if done.get("total") else f"{at} is"
+        total = _int(done.get("total"))
+        what = f"{size(total)} of {at} are" if total else f"{at} is"
         return Verdict(
             CACHED, "True", "Downloaded", f"{what} in {claim}; the serving pods load from it."
         )
@@ -98,14 +119,12 @@ def cached_verdict(
     attempt = f"attempt {len(failed) + 1} of {BACKOFF_LIMIT + 1}"
     report = parse_report(log_tail)
     if report and report.get("event") in ("start", "progress"):
-        total = int(report.get("total") or 0)
-        done_bytes = int(report.get("done") or 0)
-        share = f" ({100 * done_bytes // total}%)" if total else ""
+        done_bytes, total = _int(report.get("done")), _int(report.get("total"))
         return Verdict(
             CACHED,
             "False",
             "Downloading",
-            f"{_gib(done_bytes)} of {_gib(total)}{share} of {where} downloaded into {claim}"
+            f"Downloading: {progress(done_bytes, total)} of {where} into {claim}"
             + (f" ({attempt})." if failed else "."),
         )
     if last_failure:

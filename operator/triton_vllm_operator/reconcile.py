@@ -45,7 +45,7 @@ from .render.manifests import (
     rollout_strategy,
     selector_labels,
 )
-from .render.prefetch import render_prefetch_job
+from .render.prefetch import PROGRESS_SECONDS, prefetch_job_name, render_prefetch_job
 from .settings import Settings
 from .sized_placement import (
     FactsQuery,
@@ -77,6 +77,11 @@ WARNING_REASONS = {
     "HubUnreachable",
     "ModelCacheUnusable",
     "WeightsUnreadable",
+    "TokenSecretNotFound",
+    "TokenSecretForbidden",
+    "TokenSecretKeyMissing",
+    "TokenSecretInvalid",
+    "TokenSecretUnreadable",
     "ModelSizeUnknown",
     "TensorParallelSizeInvalid",
     "NotEnoughGPUs",
@@ -111,6 +116,8 @@ class OwnPod:
     config_map: str | None
     scheduled: tuple[str, str, str] | None = None  # PodScheduled (status, reason, message)
     terminating: bool = False
+    job: str | None = None  # the prefetch Job of a download pod
+    phase: str | None = None
 
 
 @dataclass(frozen=True)
@@ -125,9 +132,12 @@ class Observed:
     # The model's facts as looked up for this pass, or why they could not be; None when no
     # lookup was made (a path model, lookups off, or a placement kept from the live Deployment).
     facts: ModelFacts | ModelFactsError | None = None
-    # Pods of the model's prefetch Jobs, failed ones too (the pod watch leaves those out), listed
-    # for a pass while a Job has failed attempts: their termination messages say why.
+    # Pods of the model's prefetch Jobs, ended ones too (the pod watch leaves those out), listed
+    # for a pass once a Job has failed or completed attempts: their termination messages say why
+    # one failed, or what the completed one downloaded.
     prefetch_pods: Sequence[Mapping[str, Any]] = ()
+    # The last lines of the log of the running prefetch pod (`progress_pod`), when read.
+    prefetch_log: str | None = None
     # Whether the cluster serves KEDA's ScaledObject kind (its CRD is established).
     keda_served: bool = False
 
@@ -140,6 +150,8 @@ class Plan:
     delete: list[Key] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+    # Look at the model again after this many seconds: only while a download runs.
+    recheck_after: float | None = None
 
 
 def applied_hash(manifest: Mapping[str, Any]) -> str:
@@ -184,6 +196,37 @@ def needs_facts(
     except SpecError:
         return None  # refused before any facts would be used
     return query
+
+
+def _finished(job: Mapping[str, Any]) -> bool:
+    conditions = (job.get("status") or {}).get("conditions") or []
+    return any(
+        c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions
+    )
+
+
+def _downloading(observed: Observed, job_name: str, settings: Settings) -> str | None:
+    """The running pod of the model's unfinished prefetch Job, if progress is read at all."""
+    job = observed.children.get(("Job", job_name))
+    if not settings.prefetch_progress or job is None or _finished(job):
+        return None
+    running = [
+        p.name
+        for p in observed.own_pods
+        if p.job == job_name and p.phase == "Running" and not p.terminating
+    ]
+    return min(running) if running else None
+
+
+def progress_pod(body: Mapping[str, Any], observed: Observed, settings: Settings) -> str | None:
+    """The pod whose log tail a pass reads for the download's progress; None when none runs."""
+    try:
+        model = parse_model(dict(body))
+    except SpecError:
+        return None
+    if not model.spec.storage.prefetch:
+        return None
+    return _downloading(observed, prefetch_job_name(model), settings)
 
 
 def _strategy_kept(desired: dict[str, Any], live: Mapping[str, Any] | None) -> bool:
@@ -316,8 +359,11 @@ def _verdicts(
         # no node fits yet): created once, never changed (a Job's pod template is immutable).
         job_name = job["metadata"]["name"]
         live_job = observed.children.get(("Job", job_name))
-        cached = cached_verdict(model, live_job, _pods_of_job(observed, job_name))
+        log = observed.prefetch_log if _downloading(observed, job_name, settings) else None
+        cached = cached_verdict(model, live_job, _pods_of_job(observed, job_name), log)
         extra.append(cached)
+        if _downloading(observed, job_name, settings):
+            plan.recheck_after = PROGRESS_SECONDS
         if live_job is None:
             plan.apply.append(with_applied_hash(job))
     old_model = (body.get("status") or {}).get("model")

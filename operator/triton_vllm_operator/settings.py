@@ -91,6 +91,12 @@ class Settings(BaseModel):
         description="Timeout of each request to the Hub for model facts "
         "(TRITON_VLLM_FACTS_TIMEOUT_SECONDS).",
     )
+    prefetch_progress: bool = Field(
+        default=True,
+        description="While a prefetch Job's pod runs, read the last lines of its log every few "
+        "seconds for the bytes done and total shown in Cached (TRITON_VLLM_PREFETCH_PROGRESS); "
+        "needs get on pods/log.",
+    )
     prometheus_address: str | None = Field(
         default=None,
         pattern=r"^https?://",
@@ -122,6 +128,7 @@ class Settings(BaseModel):
             "HF_ENDPOINT": "hf_endpoint",
             "FACTS_CACHE_DIR": "facts_cache_dir",
             "FACTS_TIMEOUT_SECONDS": "facts_timeout_seconds",
+            "PREFETCH_PROGRESS": "prefetch_progress",
             "PROMETHEUS_ADDRESS": "prometheus_address",
         }
         values: dict[str, object] = {}

@@ -40,14 +40,19 @@ class FactsQuery:
     repo: str
     revision: str | None
     endpoint: str | None
+    token_secret: tuple[str, str] | None = None  # (name, key) of spec.storage.hfTokenSecret
 
 
 def facts_query(spec: TritonVLLMModelSpec, settings: Settings) -> FactsQuery | None:
     """The Hub lookup a spec asks for; None for a path in the cache volume or with lookups off."""
     if not settings.model_facts or spec.model.startswith("/"):
         return None
+    secret = spec.storage.hf_token_secret
     return FactsQuery(
-        spec.model, spec.storage.revision, spec.storage.endpoint or settings.hf_endpoint
+        spec.model,
+        spec.storage.revision,
+        spec.storage.endpoint or settings.hf_endpoint,
+        (secret.name, secret.key) if secret else None,
     )
 
 

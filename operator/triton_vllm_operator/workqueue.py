@@ -26,6 +26,7 @@ class WorkQueue(Generic[K]):
         self._processing: set[K] = set()
         self._done_once: set[K] = set()
         self._failures: dict[K, int] = {}
+        self._later: dict[K, asyncio.TimerHandle] = {}
         self._base_delay = base_delay
         self._max_delay = max_delay
 
@@ -61,6 +62,9 @@ class WorkQueue(Generic[K]):
         """`key` is gone (its model was deleted): forget what was known of it."""
         self._done_once.discard(key)
         self._failures.pop(key, None)
+        later = self._later.pop(key, None)
+        if later:
+            later.cancel()
 
     def retry(self, key: K) -> float:
         """Add `key` again after its backoff; returns the delay."""
@@ -69,6 +73,17 @@ class WorkQueue(Generic[K]):
         delay = float(min(self._base_delay * 2**failures, self._max_delay))
         asyncio.get_running_loop().call_later(delay, self.add, key)
         return delay
+
+    def add_after(self, key: K, delay: float) -> None:
+        """Add `key` again after `delay`; one such timer per key, however often it is asked."""
+        if key in self._later:
+            return
+
+        def due() -> None:
+            self._later.pop(key, None)
+            self.add(key)
+
+        self._later[key] = asyncio.get_running_loop().call_later(delay, due)
 
     def forget(self, key: K) -> None:
         """`key` succeeded: its next failure starts the backoff afresh."""

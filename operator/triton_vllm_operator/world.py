@@ -12,6 +12,7 @@ from .reconcile import Key, Observed, OwnPod
 from .render.manifests import CONFIG_HASH_ANNOTATION, MANAGED_BY, MODEL_LABEL
 
 ModelKey = tuple[str, str]  # (namespace, name)
+JOB_LABEL = "batch.kubernetes.io/job-name"
 CHILD_KINDS = ("ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "Job")
 
 
@@ -103,6 +104,8 @@ def own_pod(obj: Mapping[str, Any]) -> OwnPod:
         config_map=config_map,
         scheduled=scheduled,
         terminating=bool(metadata.get("deletionTimestamp")),
+        job=(metadata.get("labels") or {}).get(JOB_LABEL),
+        phase=(obj.get("status") or {}).get("phase"),
     )
 
 

@@ -8,6 +8,7 @@ an MLP of 128, bfloat16 safetensors weights.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,19 +140,52 @@ def test_a_repo_the_hub_does_not_have_is_reasoned_and_the_operator_keeps_running
     assert wait_for(lambda: _deployment(models, "missing"), 30, "the Deployment")
 
 
-def test_a_gated_repo_without_a_token_is_reasoned(
-    models: Models, operator: OperatorProcess
+def _token_secret(models: Models, name: str, token: str) -> None:
+    models.core.create_namespaced_secret(
+        models.namespace,
+        client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data={"token": token}),
+    )
+
+
+def test_a_gated_repo_is_sized_with_the_token_of_the_models_secret(
+    models: Models, hub: HubStandIn
 ) -> None:
+    _token_secret(models, "hf", TOKEN)
     models.create(
         "gated",
         model="acme/tiny-gated",
         storage={"hfTokenSecret": {"name": "hf", "key": "token"}},
     )
-    cond = models.wait_condition("gated", "Scheduled", "False", "HubTokenRequired")
-    assert "acme/tiny-gated is gated" in cond["message"]
-    facts = models.wait_condition("gated", "ModelFacts", "False", "HubTokenRequired")
-    assert "no access to Secrets" in facts["message"]
+    models.wait_condition("gated", "ModelFacts", "True", "Read")
+    models.wait_condition("gated", "Scheduled", "True", "Placed")
+    status = models.get("gated")["status"]
+    assert status["model"]["attentionHeads"] == 4
+    assert status["model"]["commit"] == hub.commit("acme/tiny-gated")
+    gated = [r for r in hub.requests if "acme/tiny-gated" in r.path]
+    assert {r.authorization for r in gated if r.status == 200} == {f"Bearer {TOKEN}"}
+    # The token went to the Hub only: not into the model's status.
+    assert TOKEN not in json.dumps(models.get("gated"))
+
+
+def test_a_missing_token_secret_is_reasoned_until_it_is_created(
+    models: Models, operator: OperatorProcess, hub: HubStandIn
+) -> None:
+    models.create(
+        "late",
+        model="acme/tiny-gated",
+        storage={"hfTokenSecret": {"name": "hf-late", "key": "token"}},
+    )
+    facts = models.wait_condition("late", "ModelFacts", "False", "TokenSecretNotFound")
+    assert f"Secret hf-late in namespace {models.namespace}" in facts["message"]
+    assert "does not exist" in facts["message"] and "key token" in facts["message"]
+    models.wait_condition("late", "Scheduled", "False", "TokenSecretNotFound")
+    assert _deployment(models, "late") is None
     assert operator.alive
+    # Secrets are not watched: the lookup's backoff retry finds it.
+    _token_secret(models, "hf-late", TOKEN)
+    models.wait_condition("late", "ModelFacts", "True", "Read", timeout=90)
+    models.wait_condition("late", "Scheduled", "True", "Placed")
+    assert models.get("late")["status"]["model"]["kvHeads"] == 2
 
 
 def test_a_max_model_len_above_the_models_context_is_refused_with_what_it_takes(

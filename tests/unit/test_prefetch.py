@@ -18,7 +18,13 @@ import yaml
 from tests.unit.builders import model
 from tests.unit.hub_standin import HubStandIn, serve
 from tests.unit.safetensors_files import write_safetensors
-from triton_vllm_operator.prefetch_status import CACHED, cached_verdict, parse_report
+from triton_vllm_operator.prefetch_script import failure
+from triton_vllm_operator.prefetch_status import (
+    CACHED,
+    cached_verdict,
+    parse_report,
+    progress,
+)
 from triton_vllm_operator.render.manifests import render_service
 from triton_vllm_operator.render.prefetch import (
     prefetch_job_name,
@@ -290,7 +296,7 @@ GIB = 1024**3
             json.dumps({"event": "progress", "done": 3 * GIB, "total": 12 * GIB}),
             "False",
             "Downloading",
-            "3.0 GiB of 12.0 GiB (25%) of acme/tiny-llama@main downloaded into models.",
+            "Downloading: 3.0 GiB of 12.0 GiB (25%) of acme/tiny-llama@main into models.",
         ),
         (
             {"status": {"active": 1}},
@@ -342,3 +348,72 @@ def test_report_is_the_last_json_line_of_a_log() -> None:
     log = 'noise\n{"event": "start", "total": 5}\nWarning: x\n{"event": "progress", "done": 1}\n'
     assert parse_report(log) == {"event": "progress", "done": 1}
     assert parse_report("no json here") is None
+
+
+@pytest.mark.parametrize(
+    ("done", "total", "text"),
+    [
+        (int(1.25 * GIB), 15 * GIB, "1.2 GiB of 15.0 GiB (8%)"),
+        (0, 15 * GIB, "0.0 GiB of 15.0 GiB (0%)"),
+        (15 * GIB, 15 * GIB, "15.0 GiB of 15.0 GiB (100%)"),
+        (20 * GIB, 15 * GIB, "15.0 GiB of 15.0 GiB (100%)"),  # partial files of a dead attempt
+        (300 * 1024**2, 0, "300.0 MiB"),  # the total is not known yet
+        (12 * 1024**2, 26 * 1024**2, "12.0 MiB of 26.0 MiB (46%)"),  # a small model: in MiB
+        (512 * 1024**2, 2 * GIB, "0.5 GiB of 2.0 GiB (25%)"),
+    ],
+)
+def test_progress_is_bytes_done_of_the_total_and_a_share(done: int, total: int, text: str) -> None:
+    assert progress(done, total) == text
+
+
+def test_progress_reaches_cached_from_the_log_tail_of_the_running_attempt() -> None:
+    lines = [
+        "Fetching 5 files:   0%|          | 0/5",
+        json.dumps({"event": "start", "total": 15 * GIB}),
+        json.dumps({"event": "progress", "done": int(1.25 * GIB), "total": 15 * GIB}),
+        "Fetching 5 files:  20%|##        | 1/5",  # huggingface_hub's own progress bar
+    ]
+    verdict = cached_verdict(prefetching(), {"status": {"active": 1}}, [], "\n".join(lines))
+    assert verdict.reason == "Downloading"
+    assert verdict.message.startswith("Downloading: 1.2 GiB of 15.0 GiB (8%) of acme/tiny-llama")
+    failed = [pod("Failed", "t1", FAILED_DISK)]
+    again = cached_verdict(prefetching(), {"status": {"active": 1}}, failed, lines[2])
+    assert again.message.endswith("into models (attempt 2 of 7).")
+
+
+def test_progress_reports_of_the_real_program_are_what_the_operator_parses(
+    hub: HubStandIn, tmp_path: Path
+) -> None:
+    code, reports = finish(prefetch(hub, tmp_path))
+    assert code == 0
+    progress_reports = [r for r in reports if r["event"] == "progress"]
+    assert progress_reports, reports  # every 0.1 s here (5 s in the Job)
+    total = reports[-1]["total"]
+    for report in progress_reports:
+        verdict = cached_verdict(prefetching(), {"status": {"active": 1}}, [], json.dumps(report))
+        assert f"of {total / 1024**2:.1f} MiB (" in verdict.message
+        assert 0 <= report["done"] <= total
+
+
+@pytest.mark.parametrize(
+    ("error", "reason", "words"),
+    [
+        (OSError(28, "No space left on device"), "DiskFull", "give storage a larger claim"),
+        (PermissionError(13, "Permission denied"), "DownloadFailed", "Permission denied"),
+    ],
+    ids=["disk-full", "other-os-error"],
+)
+def test_a_local_failure_is_named(error: BaseException, reason: str, words: str) -> None:
+    """A fake error: a full volume cannot be provoked without mounting a small filesystem."""
+    got_reason, message = failure(error)
+    assert got_reason == reason and words in message
+
+
+def test_a_token_without_access_to_the_gated_repo_is_denied(
+    hub: HubStandIn, tmp_path: Path
+) -> None:
+    code, reports = finish(prefetch(hub, tmp_path, "acme/gated", token="hf_not_the_right_one"))
+    assert code == 1
+    assert reports[-1]["reason"] == "HubAccessDenied", reports[-1]
+    assert "accept" in reports[-1]["message"]
+    assert {r.status for r in hub.requests if "acme/gated" in r.path} == {403}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,15 @@ from tests.unit.test_reconcile import NOW, conditions, empty, message, stored, w
 from triton_vllm_operator.facts_lookup import FactsLookup
 from triton_vllm_operator.hub import ModelNotFound, NeedsToken
 from triton_vllm_operator.model_facts import ModelFacts, ModelFactsError, facts_from_dir
-from triton_vllm_operator.reconcile import Observed, Plan, needs_facts, plan_reconcile
+from triton_vllm_operator.reconcile import (
+    Observed,
+    OwnPod,
+    Plan,
+    needs_facts,
+    plan_reconcile,
+    progress_pod,
+)
+from triton_vllm_operator.render.prefetch import PROGRESS_SECONDS
 from triton_vllm_operator.settings import Settings
 from triton_vllm_operator.sized_placement import FactsQuery
 
@@ -141,10 +150,12 @@ def test_a_failed_lookup_with_auto_and_no_size_places_nothing_and_says_what_to_s
     assert "Retried with backoff" in message(result.status, "ModelFacts")
 
 
-def test_a_gated_model_with_a_token_secret_says_the_operator_cannot_read_it() -> None:
-    body = model_dict(modelSizeGiB=16, storage={"hfTokenSecret": {"name": "hf", "key": "token"}})
-    result = plan(body, empty(facts=NeedsToken("acme/gated is gated at the Hub.")))
-    assert "no access to Secrets" in message(result.status, "ModelFacts")
+def test_a_gated_model_without_a_token_secret_is_told_to_name_one() -> None:
+    body = model_dict(modelSizeGiB=16)
+    text = "acme/gated is gated at the Hub: set spec.storage.hfTokenSecret."
+    result = plan(body, empty(facts=NeedsToken(text)))
+    assert conditions(result.status)["ModelFacts"] == ("False", "HubTokenRequired")
+    assert text in message(result.status, "ModelFacts")
 
 
 def test_a_path_model_with_auto_and_no_size_says_to_set_the_size() -> None:
@@ -184,7 +195,9 @@ class _Cache:
         self.fail = True
         self._facts = facts
 
-    def facts(self, repo: str, revision: str | None, endpoint: str | None) -> ModelFacts:
+    def facts(
+        self, repo: str, revision: str | None, endpoint: str | None, token: str | None = None
+    ) -> ModelFacts:
         self.calls += 1
         if self.fail:
             raise ModelNotFound(f"{repo} was not found")
@@ -307,3 +320,42 @@ def test_prefetch_starts_while_no_node_fits_yet() -> None:
     assert [m["kind"] for m in result.apply] == ["Job"]
     assert conditions(result.status)["Scheduled"][0] == "False"
     assert conditions(result.status)["Cached"] == ("False", "Pending")
+
+
+def _prefetch_pod(job: str, phase: str = "Running") -> OwnPod:
+    return OwnPod(f"{job}-x7k2p", None, None, job=job, phase=phase)
+
+
+def test_a_running_download_shows_its_progress_and_is_looked_at_again_until_it_ends() -> None:
+    gib = 1024**3
+    body = model_dict(tensorParallelSize=1, storage=PREFETCH)
+    first = plan(body, empty())
+    children = {(m["kind"], m["metadata"]["name"]): stored(m) for m in first.apply}
+    (job,) = [m for m in first.apply if m["kind"] == "Job"]
+    name = job["metadata"]["name"]
+    children[("Job", name)]["status"] = {"active": 1}
+    pod = _prefetch_pod(name)
+    observed = empty(children=children, own_pods=[pod])
+    assert progress_pod(body, observed, SETTINGS) == pod.name  # whose log the operator reads
+    report = json.dumps({"event": "progress", "done": 3 * gib, "total": 12 * gib})
+    running = plan(body, empty(children=children, own_pods=[pod], prefetch_log=report))
+    assert conditions(running.status)["Cached"] == ("False", "Downloading")
+    assert message(running.status, "Cached").startswith("Downloading: 3.0 GiB of 12.0 GiB (25%)")
+    assert running.recheck_after == PROGRESS_SECONDS
+    later = json.dumps({"event": "progress", "done": 6 * gib, "total": 12 * gib})
+    again = plan(body, empty(children=children, own_pods=[pod], prefetch_log=later))
+    assert "6.0 GiB of 12.0 GiB (50%)" in message(again.status, "Cached")
+    assert not again.events  # the status is rewritten, but no Event per report
+    # A pod not started yet: its start is an event of its own, no re-check is needed.
+    waiting = empty(children=children, own_pods=[_prefetch_pod(name, "Pending")])
+    assert progress_pod(body, waiting, SETTINGS) is None
+    assert plan(body, waiting).recheck_after is None
+    # Progress turned off: no log read, no re-check.
+    off = Settings(prefetch_progress=False)
+    assert progress_pod(body, observed, off) is None
+    assert plan(body, observed, off).recheck_after is None
+    # Done: nothing left to look at.
+    children[("Job", name)] = _job_done(job)
+    done = empty(children=children, own_pods=[pod])
+    assert progress_pod(body, done, SETTINGS) is None
+    assert plan(body, done).recheck_after is None

@@ -54,3 +54,9 @@ def test_model_facts_settings() -> None:
     assert settings.facts_timeout_seconds == 3.0
     with pytest.raises(ValidationError, match="hf_endpoint"):
         Settings.from_env({"TRITON_VLLM_HF_ENDPOINT": "mirror.example"})
+
+
+def test_prefetch_progress_is_read_unless_turned_off() -> None:
+    assert Settings.from_env({}).prefetch_progress is True
+    off = Settings.from_env({"TRITON_VLLM_PREFETCH_PROGRESS": "false"})
+    assert off.prefetch_progress is False

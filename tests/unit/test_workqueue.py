@@ -49,3 +49,17 @@ def test_failures_back_off_exponentially_and_success_resets() -> None:
         return delays
 
     assert asyncio.run(scenario()) == [0.01, 0.02, 0.04, 0.04, 0.01]
+
+
+def test_a_key_added_after_a_delay_comes_back_once_however_often_it_is_asked() -> None:
+    async def scenario() -> tuple[list[str], int]:
+        queue: WorkQueue[str] = WorkQueue()
+        for _ in range(5):  # one pass per event while a download runs: one timer
+            queue.add_after("a", 0.05)
+        assert len(queue) == 0
+        got = [await asyncio.wait_for(queue.get(), 1)]
+        queue.done("a")
+        await asyncio.sleep(0.2)
+        return got, len(queue)
+
+    assert asyncio.run(scenario()) == (["a"], 0)

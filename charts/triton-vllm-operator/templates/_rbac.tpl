@@ -14,13 +14,18 @@ what the operator and kopf really call:
   children above, and delete (the autoscaler of a model whose spec.autoscaling is removed, or an
   HPA replaced by a ScaledObject once KEDA is installed).
 - pods: list+watch (GPUs held on each node; the model's pods' PodScheduled). events: create.
+- secrets: get only, with operator.modelFacts.readTokenSecrets (the token a model names in
+  spec.storage.hfTokenSecret, for the facts lookup of a gated repo), narrowed to
+  operator.modelFacts.tokenSecretNames when set. Never list or watch.
+- pods/log: get only, with operator.prefetch.readProgress (the last lines of a running prefetch
+  pod: the download's bytes done and total).
 - leases, in the release namespace only: get+create+update (leader election).
 - nodes: list+watch (GPU placement). customresourcedefinitions: list+watch (kopf's resource
   discovery). namespaces: list+watch, only when watching chosen namespaces (kopf's namespace
   observer; unused cluster-wide).
 No update anywhere but the Lease, no delete of Deployments or Services (children go with their
-model through ownerReferences), no Secrets (tokens reach the pods only by secretKeyRef), no
-wildcards.
+model through ownerReferences), no list or watch of Secrets (tokens reach the pods only by
+secretKeyRef), no wildcards.
 */}}
 
 {{- define "tvo.rules.namespaced" -}}
@@ -57,6 +62,19 @@ wildcards.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+{{- if and .Values.operator.modelFacts.enabled .Values.operator.modelFacts.readTokenSecrets }}
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+  {{- with .Values.operator.modelFacts.tokenSecretNames }}
+  resourceNames: {{ toJson . }}
+  {{- end }}
+{{- end }}
+{{- if .Values.operator.prefetch.readProgress }}
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
+{{- end }}
 {{- end }}
 
 {{- define "tvo.rules.cluster" -}}

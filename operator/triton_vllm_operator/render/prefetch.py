@@ -15,6 +15,7 @@ DEFAULT_REVISION = "main"
 # Kubernetes retries a failed pod with an exponential backoff (10 s, 20 s, 40 s, ... 6 min).
 BACKOFF_LIMIT = 6
 PROGRESS_SECONDS = 5
+PREFETCH_CONTAINER = "prefetch"
 MAX_NAME = 63
 
 
@@ -48,6 +49,8 @@ def _env(model: TritonVLLMModel) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": "HF_HOME", "value": f"{CACHE_MOUNT}/huggingface"},
         {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
+        # The program reports progress itself; tqdm's bars would only crowd the log's tail.
+        {"name": "HF_HUB_DISABLE_PROGRESS_BARS", "value": "1"},
         {"name": "PREFETCH_PROGRESS_SECONDS", "value": str(PROGRESS_SECONDS)},
     ]
     if storage.endpoint:
@@ -85,7 +88,7 @@ def render_prefetch_job(model: TritonVLLMModel, settings: Settings) -> dict[str,
     if model.metadata.uid:
         metadata["ownerReferences"] = [owner_reference(model)]
     container = {
-        "name": "prefetch",
+        "name": PREFETCH_CONTAINER,
         "image": spec.triton.image or settings.triton_image,
         "command": ["python3", "-c", prefetch_script(), spec.model, prefetch_revision(model)],
         "env": _env(model),

@@ -1,0 +1,119 @@
+"""The chart's RBAC as `helm template` renders it: Secrets only by `get` (the token of a gated
+model's facts lookup) and pod logs only by `get` (a running download's progress), each behind a
+value that is on by default, in the watched namespaces only.
+
+helm is the pinned one hack/cluster.sh builds with the control plane (`hack/cluster.sh
+bin-dir`); without it built the module is skipped, as `make test` builds it first.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "triton-vllm-operator"
+
+
+def _helm() -> Path | None:
+    out = subprocess.run(
+        [str(ROOT / "hack" / "cluster.sh"), "bin-dir"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    path = Path(out.stdout.strip()) / "helm"
+    return path if out.returncode == 0 and path.is_file() else None
+
+
+HELM = _helm()
+pytestmark = pytest.mark.skipif(HELM is None, reason="helm is built by hack/cluster.sh build")
+
+
+def template(*values: str) -> list[dict[str, Any]]:
+    assert HELM is not None
+    out = subprocess.run(
+        [str(HELM), "template", "tvo", str(CHART), "--namespace", "ops", *values],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def rules_for(docs: list[dict[str, Any]], resource: str) -> dict[str, list[dict[str, Any]]]:
+    """Per Role or ClusterRole (kind/namespace/name), its rules that name `resource`."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for doc in docs:
+        if doc["kind"] in ("Role", "ClusterRole"):
+            where = (
+                f"{doc['kind']}/{doc['metadata'].get('namespace', '')}/{doc['metadata']['name']}"
+            )
+            found[where] = [r for r in doc["rules"] if resource in r["resources"]]
+    return {k: v for k, v in found.items() if v}
+
+
+def env(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (deploy,) = [d for d in docs if d["kind"] == "Deployment"]
+    return {
+        e["name"]: e.get("value")
+        for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+
+
+def test_by_default_secrets_may_only_be_got_never_listed_or_watched() -> None:
+    rules = rules_for(template(), "secrets")
+    assert list(rules) == ["ClusterRole//tvo-triton-vllm-operator-ops"]
+    (rule,) = rules["ClusterRole//tvo-triton-vllm-operator-ops"]
+    assert rule == {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}
+
+
+def test_the_token_secrets_can_be_narrowed_to_named_ones() -> None:
+    docs = template("--set", "operator.modelFacts.tokenSecretNames={hf,hf-gated}")
+    ((rule,),) = rules_for(docs, "secrets").values()
+    assert rule["verbs"] == ["get"] and rule["resourceNames"] == ["hf", "hf-gated"]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["--set", "operator.modelFacts.readTokenSecrets=false"],
+        ["--set", "operator.modelFacts.enabled=false"],
+    ],
+    ids=["value-off", "facts-off"],
+)
+def test_no_secret_rights_when_lookups_do_not_read_tokens(values: list[str]) -> None:
+    assert rules_for(template(*values), "secrets") == {}
+
+
+def test_namespaced_mode_reads_secrets_in_the_watched_namespaces_only() -> None:
+    rules = rules_for(template("--set", "watchNamespaces={team-a,team-b}"), "secrets")
+    assert set(rules) == {
+        "Role/team-a/tvo-triton-vllm-operator",
+        "Role/team-b/tvo-triton-vllm-operator",
+    }
+
+
+def test_pod_logs_may_be_got_for_progress_and_the_operator_is_told() -> None:
+    docs = template()
+    ((rule,),) = rules_for(docs, "pods/log").values()
+    assert rule == {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}
+    assert env(docs)["TRITON_VLLM_PREFETCH_PROGRESS"] == "true"
+    off = template("--set", "operator.prefetch.readProgress=false")
+    assert rules_for(off, "pods/log") == {}
+    assert env(off)["TRITON_VLLM_PREFETCH_PROGRESS"] == "false"
+
+
+def test_no_rule_lists_or_watches_secrets_or_uses_wildcards() -> None:
+    for values in ([], ["--set", "watchNamespaces={team-a}"]):
+        for doc in template(*values):
+            for rule in doc.get("rules") or [] if doc["kind"] in ("Role", "ClusterRole") else []:
+                assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
+                if {"secrets", "pods/log"} & set(rule["resources"]):
+                    assert rule["verbs"] == ["get"], rule
