@@ -94,8 +94,12 @@ def test_examples_render(example: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     docs = list(yaml.safe_load_all(result.stdout))
     expected = ["ConfigMap", "Deployment", "Service"]
-    if yaml.safe_load(example.read_text())["spec"].get("replicas", 1) > 1:
+    spec = yaml.safe_load(example.read_text())["spec"]
+    autoscaling = spec.get("autoscaling")
+    if (autoscaling["maxReplicas"] if autoscaling else spec.get("replicas", 1)) > 1:
         expected.append("PodDisruptionBudget")
+    if autoscaling:
+        expected.append("ScaledObject")
     assert [d["kind"] for d in docs] == expected
 
 
