@@ -170,7 +170,17 @@ def test_keda_installed_later_replaces_the_hpa_and_removing_autoscaling_restores
     custom = client.CustomObjectsApi(models.apps.api_client)
     try:
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(keda_crds()))
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{KEDA_CRD}")
+        # (kubectl wait fails at once on a CRD whose status has no conditions yet)
+        wait_for(
+            lambda: (
+                cluster.kubectl(
+                    "wait", "--for=condition=Established", f"crd/{KEDA_CRD}", check=False
+                ).returncode
+                == 0
+            ),
+            30,
+            "KEDA's CRD to be established",
+        )
         models.wait_condition("later", "Autoscaling", "True", "KEDA", timeout=60)
         scaled = custom.get_namespaced_custom_object(
             "keda.sh", "v1alpha1", models.namespace, "scaledobjects", "later"
