@@ -511,7 +511,8 @@ class Keda:
                 f"--health-probe-bind-address=127.0.0.1:{self.probe_port}",
                 f"--metrics-service-bind-address=127.0.0.1:{self.grpc_port}",
                 f"--cert-dir={self.cert_dir}",
-                f"--ca-dir={self.cert_dir}",
+                # CAs the scalers trust beyond the system's (an HTTPS Prometheus): none here.
+                f"--ca-dir={self.dir / 'custom-ca'}",
                 "--enable-cert-rotation=false",
                 "--enable-webhook-patching=false",
                 "--enable-apiservice-patching=false",
@@ -665,6 +666,7 @@ class Keda:
         """Apply the CRDs and cluster objects, start operator and adapter, and wait until the
         operator is ready and external.metrics.k8s.io answers through the aggregator."""
         make_keda_certs(self.cert_dir)
+        (self.dir / "custom-ca").mkdir(parents=True, exist_ok=True)
         self.apply_crds()
         self.kubectl("apply", "--server-side", "--field-manager=keda-stack", "-f", "-",
                      input=self._cluster_objects())  # fmt: skip

@@ -287,7 +287,8 @@ def test_keda_scales_a_deployment_out_and_back_on_a_prometheus_series(
     assert stack.keda.external_metric(namespace, "s0-prometheus", name) == [30.0]
     assert t.hpa_condition("ScalingLimited") == "True"  # 6 wanted, 4 allowed
 
-    # The queue drains: back to minReplicaCount after the 5 s stabilization window.
+    # The queue drains: back to minReplicaCount once the 5 s stabilization window holds no
+    # higher recommendation (counted from the HPA's last high one, so possibly < 5 s from here).
     gateway.set(SERIES, labels, 0)
     down = follow(
         {
@@ -299,7 +300,6 @@ def test_keda_scales_a_deployment_out_and_back_on_a_prometheus_series(
         stack,
     )
     record(test, "queue 30 -> 0", down)
-    assert down["replicas 1"] >= 5, "scaled in before the stabilization window"
     t.custom.delete_namespaced_custom_object(
         "keda.sh", "v1alpha1", namespace, "scaledobjects", name
     )
