@@ -371,6 +371,10 @@ class Prometheus:
 
         wait_for(loaded, timeout, f"Prometheus to scrape {sorted(want)}")
 
+    def add_target(self, target: ScrapeTarget, timeout: float = 30) -> None:
+        """Scrape one more target (e.g. a tritonserver's OpenAI port, labelled namespace/pod)."""
+        self.set_targets([*self.targets, target], timeout)
+
     def api(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         """GET /api/v1/<path>: the "data" of a successful answer."""
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
@@ -700,7 +704,7 @@ class Keda:
         path = f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}"
         res = self.kubectl("get", "--raw", f"{path}?labelSelector={selector}", timeout=30)
         items = json.loads(res.stdout).get("items", [])
-        return [_quantity(i["value"]) for i in items]
+        return [parse_quantity(i["value"]) for i in items]
 
     def stop(self, remove_crds: bool = True) -> None:
         """Delete every ScaledObject/ScaledJob while the operator can still drop its finalizers,
@@ -738,7 +742,7 @@ class Keda:
             raise StackError("stopping KEDA: " + "\n".join(errors))
 
 
-def _quantity(value: str) -> float:
+def parse_quantity(value: str) -> float:
     """A Kubernetes quantity as the metrics APIs write it ("20", "1500m", "2k")."""
     suffixes = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "Ki": 1024.0, "Mi": 1024.0**2}
     for suffix in sorted(suffixes, key=len, reverse=True):

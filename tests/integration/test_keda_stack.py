@@ -41,7 +41,9 @@ def gateway() -> Iterator[SeriesServer]:
 
 
 @pytest.fixture(scope="module")
-def stack(cluster: ClusterHandle, gateway: SeriesServer) -> Iterator[AutoscalingStack]:
+def stack(
+    cluster: ClusterHandle, gateway: SeriesServer, request: pytest.FixtureRequest
+) -> Iterator[AutoscalingStack]:
     # Kept after the run (logs); cleared by the next one.
     wd = work_dir() / "keda-stack"
     shutil.rmtree(wd, ignore_errors=True)
@@ -51,10 +53,24 @@ def stack(cluster: ClusterHandle, gateway: SeriesServer) -> Iterator[Autoscaling
         targets=[ScrapeTarget(gateway.address, labels={"job": "gateway"}, honor_labels=True)],
         kubectl=cluster.bin_dir / "kubectl",
     )
+    t0 = time.monotonic()
     stack.start()
+    record(
+        "stack", "start", {"Prometheus ready, KEDA's APIService Available": time.monotonic() - t0}
+    )
     yield stack
     stack.stop()
     (wd / "timings.json").write_text(json.dumps(TIMINGS, indent=2) + "\n")
+    # Shown without -s too: the benchmark table is made from these lines.
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if capture is not None and reporter is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line("")
+            for test, steps in TIMINGS.items():
+                for step, seconds in steps.items():
+                    reporter.write_line(f"[keda-stack] {test} / {step}: {seconds:.2f} s")
+            reporter.write_line(f"[keda-stack] timings: {wd / 'timings.json'}")
 
 
 def follow(
@@ -86,7 +102,7 @@ def follow(
 
 
 def record(test: str, step: str, times: dict[str, float]) -> None:
-    TIMINGS.setdefault(test, {}).update({f"{step}: {k}": v for k, v in times.items()})
+    TIMINGS.setdefault(test, {}).update({f"{step}: {k}": round(v, 2) for k, v in times.items()})
     print(f"[keda-stack] {test} / {step}: " + ", ".join(f"{k} {v:.2f} s" for k, v in times.items()))
 
 
