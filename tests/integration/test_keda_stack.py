@@ -30,6 +30,9 @@ pytestmark = pytest.mark.cluster
 
 SERIES = "gateway_queue_depth"
 POLL_S = 0.1
+# KEDA times its cooldowns from creationTimestamp / status.lastActiveTime, which the API keeps to
+# the second; its 1 s polls and Prometheus' 1 s scrapes shift them by up to a second more.
+SLACK_S = 2
 TIMINGS: dict[str, dict[str, float]] = {}
 
 
@@ -346,15 +349,13 @@ def test_keda_scales_to_zero_and_activates_on_a_series_outside_the_pods(
         initial_cooldown_s=initial_cooldown,
         scale_down_window_s=window,
     )
-    created = time.monotonic()
     t.custom.create_namespaced_custom_object("keda.sh", "v1alpha1", namespace, "scaledobjects", so)
 
     # Never active yet: to zero once initialCooldownPeriod has passed since creation (without
     # it, a new target is scaled to zero at once, before its first request).
     idle = follow({"replicas 0": t.replicas_are(0), "pods gone": t.ready_are(0)}, 60, stack)
     record(test, "new, idle (from ScaledObject creation)", idle)
-    assert idle["replicas 0"] >= initial_cooldown - 1, "scaled to zero within initialCooldownPeriod"
-    assert time.monotonic() - created >= initial_cooldown - 1
+    assert idle["replicas 0"] >= initial_cooldown - SLACK_S, "to zero within initialCooldownPeriod"
 
     # Below the activation threshold: stays at zero.
     gateway.set(SERIES, labels, 1)
@@ -393,7 +394,7 @@ def test_keda_scales_to_zero_and_activates_on_a_series_outside_the_pods(
     down = follow(steps, cooldown + 60, stack, since=t_down)
     record(test, "series gone (from 3 replicas)", down)
     assert down["replicas 1 (HPA)"] < down["replicas 0 (KEDA cooldown)"]
-    assert down["replicas 0 (KEDA cooldown)"] >= cooldown - 1, "to zero within cooldownPeriod"
+    assert down["replicas 0 (KEDA cooldown)"] >= cooldown - SLACK_S, "to zero within cooldownPeriod"
     t.custom.delete_namespaced_custom_object(
         "keda.sh", "v1alpha1", namespace, "scaledobjects", name
     )
