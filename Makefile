@@ -59,7 +59,7 @@ test-unit: install ## Unit tests only (no cluster, no serving env)
 	$(VENV)/bin/pytest -m "not cluster and not serving" -ra
 
 .PHONY: test
-test: install serving-env cluster-build chart-tools lint ## Every test: unit, real control plane, real tritonserver + vLLM, demo
+test: install serving-env cluster-build autoscaling-tools chart-tools lint ## Every test: unit, real control plane, real tritonserver + vLLM, demo
 	$(VENV)/bin/pytest -ra
 
 .PHONY: run
@@ -124,6 +124,10 @@ demo-down: ## Stop everything the demo started
 .PHONY: cluster-build
 cluster-build: ## Build etcd, kube-*, kubectl, kwok and helm from the Go module proxy (cached)
 	hack/cluster.sh build
+
+.PHONY: autoscaling-tools
+autoscaling-tools: ## Build KEDA (operator, metrics apiserver) and Prometheus from the Go module proxy (cached)
+	hack/autoscaling-tools.sh
 
 .PHONY: cluster-up
 cluster-up: cluster-build ## Start the local control plane with simulated GPU nodes

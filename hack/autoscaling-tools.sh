@@ -66,7 +66,9 @@ cmd_build() {
   local t0=$SECONDS
   log "cold build into $TOOLS (KEDA and Prometheus: 10-25 minutes on 2 cores; cached after)"
   if ! [ -x "$BIN/prometheus" ]; then
-    LDFLAGS="-X github.com/prometheus/common/version.Version=${PROMETHEUS_VERSION#v0.}" \
+    # Module version v0.3XX.Y is Prometheus 3.XX.Y (what `prometheus --version` should say).
+    local pv="${PROMETHEUS_VERSION#v0.}"
+    LDFLAGS="-X github.com/prometheus/common/version.Version=${pv:0:1}.${pv:1}" \
       build_in_wrapper prometheus github.com/prometheus/prometheus "$PROMETHEUS_VERSION" \
       github.com/prometheus/prometheus/cmd/prometheus=prometheus
   fi
