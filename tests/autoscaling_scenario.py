@@ -223,6 +223,7 @@ def scale_out_and_in(
     timeline = Timeline()
     load = Load(served, clients=clients, max_seconds=240 * patience)
     load.start()
+    timeline.mark("load")
     try:
         wait_until(lambda: (stack.prometheus.query_value(query) or 0) >= 4, 60, "a queue")
         timeline.mark("queue")
