@@ -32,6 +32,7 @@ import math
 import multiprocessing
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -537,6 +538,9 @@ def main(argv: list[str] | None = None) -> int:
         replot(args.replot)
         return 0
     os.environ.update({k: os.environ.get(k, v) for k, v in GPU_ENV.items()})
+    # The servers run in sessions of their own; stopped by a time limit (SIGTERM), unwind so
+    # that their context managers stop them, rather than leave them holding the GPU's memory.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     totals = [int(n) for n in args.requests.split(",")] if args.requests else []
     levels = [
