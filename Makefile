@@ -96,7 +96,7 @@ bench-openai: install serving-env ## The OpenAI port vs `vllm serve`, same engin
 	$(PY) -m bench.openai_vs_vllm_serve $(BENCH_ARGS)
 
 .PHONY: bench-gpu
-bench-gpu: ## On NVIDIA GPUs: Triton + tritonvllm vs raw vLLM, 8B-shape Llama (BENCH_ARGS='--tp 2'; GPU_WHEELHOUSE=DIR offline) -> docs/benchmarks/gpu-tp<N>.md
+bench-gpu: ## On NVIDIA GPUs: Triton + tritonvllm vs raw vLLM, 8B-shape Llama (BENCH_ARGS='--tp 2'; GPU_WHEELHOUSE=DIR offline) -> docs/benchmarks/gpu-tp<N>.md; BENCH_ARGS='--paths openai': our OpenAI port vs vllm serve -> gpu-openai.md
 	env="$$(hack/gpu-env.sh --print)" && PYTHONPATH=operator:. "$$env/venv/bin/python" -m bench.gpu_bench $(BENCH_ARGS)
 
 .PHONY: gpu-wheelhouse

@@ -13,6 +13,13 @@ Workload: 256-token prompts (distinct; prefix caching off), 128 output tokens wi
 a closed loop of C streams per level after a warm-up round. Output tokens are counted exactly
 (token ids on the raw side, the backend's ``num_output_tokens`` on the Triton side).
 Writes docs/benchmarks/gpu-tp<N>.md and .png and prints the table.
+
+With ``--paths openai`` (issue 15): the OpenAI path instead, the field's load client
+(``vllm bench serve --backend openai``, ``/v1/completions`` streamed) against (c) the same
+tritonserver's OpenAI port (vLLM's OpenAI app in the backend stub, ``OPENAI_API_PORT``) and
+(d) vLLM's own ``vllm serve``, both up at once on the one GPU (half its memory each), on the same
+engine arguments, the levels in alternating order over ``--openai-rounds`` rounds (each row: that
+server's median round). Writes docs/benchmarks/gpu-openai.md, .png and .json.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import math
 import multiprocessing
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -313,6 +321,48 @@ def plot(summaries: list[Summary], tp: int, gpu: str, target: Path) -> None:
     plt.close(fig)
 
 
+def profile_stub(
+    server_pid: int, seconds: float, out: Path, processes: int
+) -> subprocess.Popen[bytes] | None:
+    """py-spy (on PATH) records the backend stub for ``seconds``, after a delay that skips the
+    clients' start and warm-up; writes stub-profile-p<processes>.txt (raw) and .svg into out."""
+    import shutil
+
+    spy = shutil.which("py-spy")
+    stubs = [
+        pid
+        for pid in _descendants(server_pid)
+        if Path(f"/proc/{pid}/comm").read_text().startswith("triton_python")
+    ]
+    if spy is None or not stubs:
+        print(f"no profile: py-spy {spy}, stubs {stubs}", file=sys.stderr, flush=True)
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    script = (
+        f"sleep 8; {spy} record --pid {stubs[0]} --duration {int(seconds)} --rate 200 "
+        f"--format raw --output {out}/stub-profile-p{processes}.txt --nonblocking --threads "
+        f">{out}/stub-profile-p{processes}.log 2>&1"
+    )
+    return subprocess.Popen(["bash", "-c", script])
+
+
+def _descendants(root: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+    tree, grew = {root}, True
+    while grew:
+        children = {pid for pid, parent in parents.items() if parent in tree} - tree
+        grew = bool(children)
+        tree |= children
+    return sorted(tree - {root})
+
+
 def _processes(summary: Summary) -> int:
     return int(summary.path.split(":")[1])
 
@@ -322,6 +372,124 @@ def replot(results: Path) -> None:
     data = json.loads(results.read_text())
     summaries = [Summary(**s) for s in data["summaries"]]
     plot(summaries, data["tp"], data["gpu"], results.with_suffix(".png"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The OpenAI path: our OpenAI port against `vllm serve`, the field's load client
+
+
+def openai_paths(
+    python: Path,
+    work: Path,
+    model_dir: Path,
+    engine_args: dict[str, Any],
+    args: argparse.Namespace,
+) -> None:
+    """``vllm bench serve`` against our OpenAI port and ``vllm serve``; writes gpu-openai.*"""
+    from bench import openai_vs_vllm_serve as oai
+    from tests.operator_process import free_ports
+
+    venv = python.parent.parent
+    levels = [int(c) for c in (args.openai_concurrency or args.concurrency).split(",")]
+    bench_args = argparse.Namespace(
+        input_len=args.prompt_tokens,
+        output_len=args.max_tokens,
+        requests_per_stream=4,
+        min_requests=8,
+        rounds=args.openai_rounds,
+    )
+    started = f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC"
+    ours_port, vllm_port = free_ports(2)
+    repository = write_repository(
+        work / "openai-repository",
+        model_dir,
+        engine_args,
+        {"OPENAI_API_PORT": str(ours_port), "OPENAI_API_HOST": "127.0.0.1"},
+        oai.MODEL,
+        args.tp,
+    )
+    rendered = json.loads((repository / oai.MODEL / "1" / "model.json").read_text())
+    rendered.pop("model", None)
+    results: list[Any] = []
+    gpu = gpu_description()
+    versions_line = stack_versions(python)
+
+    def write() -> None:
+        header = [
+            "# GPU: the backend's OpenAI port against `vllm serve`, same engine, same client",
+            "",
+            f"`make bench-gpu BENCH_ARGS='--paths openai'` (bench/gpu_bench.py), {started}, on "
+            f"{gpu}. Versions: {versions_line}; vLLM 0.24.0 is older than the serving image's "
+            "and the CPU tests' (versions.env `VLLM_VERSION`): the GPU machine's preinstalled "
+            "torch 2.11 forces it (`VLLM_GPU_VERSION`).",
+            "",
+            "Model: a Llama 3 8B-shaped config (bfloat16) with `load_format: dummy` (random "
+            "weights) and a word-level tokenizer of 128,256 tokens (`hack/tiny_model.py --shape "
+            "llama-8b`). Both servers were up at once on the one GPU, on the same engine "
+            f"arguments: `{json.dumps(rendered)}` (ours: model.json as the operator renders it, "
+            "with `OPENAI_API_PORT` set through spec.triton.config; `vllm serve`: the same as "
+            "flags; `max_num_batched_tokens` named because the two entry points default it "
+            "differently). Load client: `vllm bench serve --backend openai` (`/v1/completions`, "
+            f"streamed), random prompts of {args.prompt_tokens} tokens, {args.max_tokens} output "
+            "tokens each (`--ignore-eos`, temperature 0), `--max-concurrency C`, 4 x C requests "
+            f"(8 at C=1) after C warm-up requests. {args.openai_rounds} round(s) per level, the "
+            "two servers back to back in each, the order alternating; each row is that "
+            "server's median round by tokens/s. Target (issue 15): >= 0.95x `vllm serve`'s "
+            "output tok/s and TTFT p50 within 1.1x at every concurrency.",
+        ]
+        text = oai.render_markdown(
+            results, bench_args, started, (0.0, 0.0), header, "gpu-openai.png"
+        )
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "gpu-openai.md").write_text(text + "".join(f"\n{n}\n" for n in args.note))
+        (args.out / "gpu-openai.json").write_text(
+            json.dumps(
+                {"gpu": gpu, "versions": versions_line, "engine_args": rendered,
+                 "results": [r.__dict__ for r in results]},
+                indent=1,
+            )
+        )  # fmt: skip
+        if results:
+            oai.plot(results, args.out / "gpu-openai.png")
+
+    print("tritonserver with its OpenAI port ...", file=sys.stderr, flush=True)
+    begun = time.monotonic()
+    # One server after the other: each profiles the GPU's free memory as it starts.
+    with oai.tritonserver(
+        repository, work / "openai-tritonserver.log", oai.MODEL, avoid=(ours_port, vllm_port)
+    ):
+        print(f"ready in {time.monotonic() - begun:.0f} s", file=sys.stderr, flush=True)
+        begun = time.monotonic()
+        with oai.vllm_serve(
+            venv, model_dir, vllm_port, rendered, work / "vllm-serve.log"
+        ) as theirs:
+            print(f"vllm serve ready in {time.monotonic() - begun:.0f} s", file=sys.stderr)
+            urls = {"ours": f"http://127.0.0.1:{ours_port}", "vllm": theirs}
+            runs = 0
+            for level in levels:
+                rounds: dict[str, list[Any]] = {target: [] for target in oai.TARGETS}
+                for index in range(args.openai_rounds):
+                    order = list(oai.TARGETS) if runs % 2 == 0 else list(reversed(oai.TARGETS))
+                    runs += 1
+                    for target in order:
+                        data = oai.bench_level(
+                            venv, urls[target], model_dir, level, bench_args,
+                            work / f"openai-{target}-c{level}-r{index}.json",
+                            work / "openai-client.log",
+                        )  # fmt: skip
+                        result = oai.Result.from_bench(target, level, data)
+                        rounds[target].append(result)
+                        print(
+                            f"C={level} round {index} {oai.TARGETS[target]}: "
+                            f"{result.tokens_per_s:.0f} tok/s, TTFT p50 "
+                            f"{result.ttft_p50_ms:.1f} ms, ITL p50 {result.itl_p50_ms:.2f} ms",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                results.extend(oai.median_round(rounds[target]) for target in oai.TARGETS)
+                write()  # after every level: a run stopped at its time limit keeps the rest
+    write()
+    print((args.out / "gpu-openai.md").read_text())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,7 +504,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt-tokens", type=int, default=256)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--client-processes", type=int, default=8)
-    parser.add_argument("--paths", default="raw,triton")
+    parser.add_argument("--paths", default="raw,triton", help="raw,triton and/or openai")
+    parser.add_argument("--openai-rounds", type=int, default=2)
+    parser.add_argument("--openai-concurrency", default="", help="levels (default --concurrency)")
+    parser.add_argument(
+        "--openai-gpu-memory-utilization", type=float, default=0.42,
+        help="each of the two OpenAI servers' share (both are up at once)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--openai-max-num-batched-tokens", type=int, default=8192,
+        help="set for both OpenAI servers (vllm serve's default on this GPU; AsyncLLM's is 2048)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--profile-stub", type=float, default=0.0, metavar="SECONDS",
+        help="py-spy the backend stub for this long during the top concurrency (Triton path)",
+    )  # fmt: skip
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.85)
     parser.add_argument("--work-dir", type=Path, help="keep logs and the repository here")
     parser.add_argument("--out", type=Path, default=OUT_DIR)
@@ -356,6 +538,9 @@ def main(argv: list[str] | None = None) -> int:
         replot(args.replot)
         return 0
     os.environ.update({k: os.environ.get(k, v) for k, v in GPU_ENV.items()})
+    # The servers run in sessions of their own; stopped by a time limit (SIGTERM), unwind so
+    # that their context managers stop them, rather than leave them holding the GPU's memory.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     totals = [int(n) for n in args.requests.split(",")] if args.requests else []
     levels = [
@@ -399,6 +584,13 @@ def main(argv: list[str] | None = None) -> int:
             MODEL,
             args.tp,
         )
+        if "openai" in paths:
+            openai_args = {
+                **engine_args,
+                "gpu_memory_utilization": args.openai_gpu_memory_utilization,
+                "max_num_batched_tokens": args.openai_max_num_batched_tokens,
+            }
+            openai_paths(python, work, model_dir, openai_args, args)
         if "raw" in paths:
             print("raw vLLM engine ...", file=sys.stderr, flush=True)
             config = {
@@ -421,9 +613,18 @@ def main(argv: list[str] | None = None) -> int:
                     if concurrency == max(concurrencies):
                         counts.append(2 * args.client_processes)
                     for processes in counts:
+                        profile = None
+                        if (
+                            args.profile_stub
+                            and concurrency == max(concurrencies)
+                            and processes == counts[0]
+                        ):
+                            profile = profile_stub(pid, args.profile_stub, args.out, processes)
                         level = triton_level(
                             pid, grpc, sampling, prompt_list, concurrency, total, processes
                         )
+                        if profile is not None:
+                            profile.wait(timeout=args.profile_stub + 60)
                         used = max(1, min(processes, concurrency))
                         summaries.append(summarize(f"triton:{used}", level))
                         print(
@@ -431,6 +632,8 @@ def main(argv: list[str] | None = None) -> int:
                             file=sys.stderr,
                             flush=True,
                         )
+        if not summaries:
+            return 0
         summaries.sort(
             key=lambda s: (s.concurrency, s.path != "raw", 0 if s.path == "raw" else _processes(s))
         )

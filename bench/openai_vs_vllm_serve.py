@@ -60,6 +60,7 @@ KEPT_MARKER = (
     "<!-- written by hand from here on: kept when make bench-openai rewrites this file -->"
 )
 SERVE_MODULE = "vllm.entrypoints.launchers.api_server.entry"  # `vllm serve`, one API server
+SERVE_MODULE_0_24 = "vllm.entrypoints.openai.api_server"  # the same in vLLM 0.24 (the GPU bench's)
 BENCH_SERVE = (  # `vllm bench serve`
     "import sys; from vllm.benchmarks.serve import add_cli_args, main; "
     "from vllm.utils.argparse_utils import FlexibleArgumentParser; "
@@ -108,15 +109,34 @@ def median_round(rounds: list[Result]) -> Result:
 
 
 def cli_flags(engine_args: dict[str, Any]) -> list[str]:
-    """Engine arguments as ``vllm serve`` flags."""
+    """Engine arguments as ``vllm serve`` flags (False as ``--no-<flag>``, as vLLM parses it)."""
     flags: list[str] = []
     for key, value in engine_args.items():
         flag = "--" + key.replace("_", "-")
         if value is True:
             flags.append(flag)
-        elif value is not False:
+        elif value is False:
+            flags.append("--no-" + key.replace("_", "-"))
+        else:
             flags += [flag, str(value)]
     return flags
+
+
+def serve_module(venv: Path) -> str:
+    """The module of ``vllm serve`` in that venv's vLLM (its place moved after 0.24)."""
+    out = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import importlib.util as u; print(u.find_spec('vllm').submodule_search_locations[0])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    package = Path(out.stdout.strip())
+    return SERVE_MODULE if (package / "entrypoints" / "launchers").is_dir() else SERVE_MODULE_0_24
 
 
 @contextlib.contextmanager
@@ -129,7 +149,7 @@ def vllm_serve(
     command = [
         str(venv / "bin" / "python"),
         "-m",
-        SERVE_MODULE,
+        serve_module(venv),
         "--model",
         str(model_dir),
         "--served-model-name",
@@ -242,12 +262,9 @@ def ratio(ours: float, theirs: float) -> str:
     return f"{ours / theirs:.2f}" if min(ours, theirs) >= 0.05 else "-"
 
 
-def render_markdown(
-    results: list[Result], args: argparse.Namespace, started: str, load: tuple[float, float]
-) -> str:
-    by_key = {(r.target, r.concurrency): r for r in results}
-    levels = sorted({r.concurrency for r in results})
-    lines = [
+def cpu_header(args: argparse.Namespace, started: str, load: tuple[float, float]) -> list[str]:
+    """Title and description of the CPU run (make bench-openai)."""
+    return [
         "# The OpenAI API: the backend's OpenAI port against `vllm serve`",
         "",
         f"Written by `make bench-openai` ({Path(__file__).name}), {started}, on "
@@ -260,6 +277,22 @@ def render_markdown(
         "alternating); each row is that server's median round by tokens/s. "
         f"Load average of the machine: {load[0]:.1f} at the start, {load[1]:.1f} at the end "
         f"({os.cpu_count()} CPUs).",
+    ]
+
+
+def render_markdown(
+    results: list[Result],
+    args: argparse.Namespace,
+    started: str,
+    load: tuple[float, float],
+    header: list[str] | None = None,
+    plot_name: str = "openai.png",
+) -> str:
+    """The tables; ``header`` (lines) replaces the CPU run's title and description."""
+    by_key = {(r.target, r.concurrency): r for r in results}
+    levels = sorted({r.concurrency for r in results})
+    lines = list(header) if header else cpu_header(args, started, load)
+    lines += [
         "",
         "| C | server | requests | output tok/s | TTFT p50 ms | TTFT p99 ms "
         "| ITL p50 ms | ITL p99 ms | ITL mean ms | rounds |",
@@ -294,7 +327,7 @@ def render_markdown(
             f"| {ratio(ours.itl_p99_ms, theirs.itl_p99_ms)} "
             f"| {ratio(ours.itl_mean_ms, theirs.itl_mean_ms)} |"
         )
-    lines += ["", "![throughput and latency by concurrency](openai.png)", ""]
+    lines += ["", f"![throughput and latency by concurrency]({plot_name})", ""]
     return "\n".join(lines)
 
 

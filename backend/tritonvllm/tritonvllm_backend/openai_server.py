@@ -34,9 +34,7 @@ START_TIMEOUT_S = 120.0
 
 def frontend_arg_names() -> set[str]:
     """The names of vLLM's OpenAI server arguments (FrontendArgs fields)."""
-    from vllm.entrypoints.launchers.cli_args import FrontendArgs
-
-    return {f.name for f in dataclasses.fields(FrontendArgs)}
+    return {f.name for f in dataclasses.fields(_args_api()[0])}
 
 
 class OpenAIServer:
@@ -73,10 +71,9 @@ class OpenAIServer:
         """
         import uvicorn
         from vllm import envs
-        from vllm.entrypoints.launchers.api_server.app_state import init_app_state
-        from vllm.entrypoints.launchers.app import build_app
-        from vllm.entrypoints.launchers.launcher import NoSignalServer
         from vllm.utils.system_utils import set_ulimit
+
+        build_app, init_app_state, NoSignalServer = _app_api()
 
         if self._sock is None:
             raise RuntimeError("the OpenAI server was stopped")
@@ -142,16 +139,13 @@ def namespace(
     """
     from pydantic import ValidationError
     from vllm.engine.arg_utils import AsyncEngineArgs
-    from vllm.entrypoints.launchers.cli_args import (
-        FrontendArgs,
-        make_arg_parser,
-        validate_parsed_serve_args,
-    )
-    from vllm.entrypoints.launchers.launcher import validate_api_server_args
     from vllm.entrypoints.openai.models.protocol import LoRAModulePath
     from vllm.tool_parsers import ToolParserManager
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
+    FrontendArgs, make_arg_parser, validate_parsed_serve_args, validate_api_server_args = (
+        _args_api()
+    )
     check_not_reserved(frontend)
     values = dict(frontend)
     if values.get("lora_modules"):
@@ -172,7 +166,13 @@ def namespace(
     args.host, args.port = address.host, address.port
     # What the engine will do with reasoning_parser when it builds its config, done now so the
     # server's checks below see it.
-    args.structured_outputs_config = engine_args.create_structured_outputs_config()
+    merge = getattr(engine_args, "create_structured_outputs_config", None)
+    if merge is not None:
+        args.structured_outputs_config = merge()
+    else:  # vLLM 0.24 merges the reasoning parser into the config when it builds the engine
+        args.structured_outputs_config = engine_args.structured_outputs_config
+        if engine_args.reasoning_parser:
+            args.structured_outputs_config.reasoning_parser = engine_args.reasoning_parser
     try:
         if args.tool_parser_plugin:
             ToolParserManager.import_tool_parser(args.tool_parser_plugin)
@@ -182,6 +182,46 @@ def namespace(
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         raise OpenAIConfigError(f"model.json: OpenAI server arguments: {message}") from None
     return args
+
+
+def _args_api() -> tuple[Any, Any, Any, Any]:
+    """FrontendArgs, make_arg_parser, validate_parsed_serve_args, validate_api_server_args.
+
+    Under vllm.entrypoints.launchers since vLLM 0.3x; under vllm.entrypoints.openai in 0.24 (the
+    GPU benchmark's release, forced by the GPU machine's torch).
+    """
+    try:
+        from vllm.entrypoints.launchers.cli_args import (
+            FrontendArgs,
+            make_arg_parser,
+            validate_parsed_serve_args,
+        )
+        from vllm.entrypoints.launchers.launcher import validate_api_server_args
+    except ImportError:  # vLLM 0.24
+        from vllm.entrypoints.openai.api_server import validate_api_server_args
+        from vllm.entrypoints.openai.cli_args import (
+            FrontendArgs,
+            make_arg_parser,
+            validate_parsed_serve_args,
+        )
+    return FrontendArgs, make_arg_parser, validate_parsed_serve_args, validate_api_server_args
+
+
+def _app_api() -> tuple[Any, Any, Any]:
+    """build_app, init_app_state and a uvicorn Server that installs no signal handlers."""
+    try:
+        from vllm.entrypoints.launchers.api_server.app_state import init_app_state
+        from vllm.entrypoints.launchers.app import build_app
+        from vllm.entrypoints.launchers.launcher import NoSignalServer
+    except ImportError:  # vLLM 0.24: no NoSignalServer; uvicorn installs none off the main thread
+        import uvicorn
+        from vllm.entrypoints.openai.api_server import build_app, init_app_state
+
+        class NoSignalServer(uvicorn.Server):  # type: ignore[no-redef]
+            def install_signal_handlers(self) -> None:
+                pass
+
+    return build_app, init_app_state, NoSignalServer
 
 
 def _bind(address: ListenAddress) -> socket.socket:
