@@ -76,12 +76,10 @@ def namespace(api: client.ApiClient) -> str:
 
 def rows(out_in: Timeline, zero: Timeline) -> list[tuple[str, float]]:
     return [
-        (
-            "queue seen -> scale-out decided (replicas > 1)",
-            out_in.between("queue", "scale-out decided"),
-        ),
-        ("queue seen -> 3 replicas Ready (kwok pods)", out_in.between("queue", "3 replicas ready")),
-        ("queue seen -> model Ready with 3", out_in.between("queue", "model Ready with 3")),
+        ("load starts -> Prometheus sees a queue of 4", out_in.between("load", "queue")),
+        ("load starts -> scale-out decided", out_in.between("load", "scale-out decided")),
+        ("load starts -> 3 replicas Ready (kwok)", out_in.between("load", "3 replicas ready")),
+        ("load starts -> model Ready with 3", out_in.between("load", "model Ready with 3")),
         ("queue empty -> back at minReplicas (1)", out_in.between("idle", "scaled in")),
         ("new idle model -> at zero", zero.events["new model at zero"]),
         ("gateway queue -> woken (0 -> 1)", zero.between("gateway queue", "woken")),
