@@ -87,6 +87,10 @@ chart-lint: install cluster-build chart-tools ## helm lint, hadolint, kubeconfor
 bench-operator: install cluster-build ## Operator scale: N=10,100,1000 models on kwok nodes -> docs/benchmarks/operator.md
 	$(PY) -m bench.operator_scale $(BENCH_ARGS)
 
+.PHONY: bench-autoscaling
+bench-autoscaling: install serving-env cluster-build autoscaling-tools ## Autoscaling timings with the defaults (real engine, Prometheus, KEDA) -> docs/benchmarks/autoscaling.md
+	$(PY) -m bench.autoscaling $(BENCH_ARGS)
+
 .PHONY: bench-backend
 bench-backend: install serving-env ## Triton + tritonvllm vs the raw vLLM engine over a concurrency sweep -> docs/benchmarks/backend.md
 	$(PY) -m bench.backend_overhead $(BENCH_ARGS)
