@@ -42,6 +42,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -196,6 +197,14 @@ def _label_text(labels: Mapping[str, str]) -> str:
     return "{" + ",".join(f'{k}="{v}"' for k, v in sorted(esc.items())) + "}"
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A scrape that timed out hangs up before the answer: not an error worth a traceback."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class SeriesServer:
     """A tiny HTTP server on 127.0.0.1 exposing gauges in Prometheus' text format at /metrics
     (a gateway's queue or request rate, standing in for the real one). Thread-safe."""
@@ -220,7 +229,7 @@ class SeriesServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _QuietServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="series-server", daemon=True
