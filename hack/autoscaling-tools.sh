@@ -64,7 +64,7 @@ cmd_build() {
   go_env
   mkdir -p "$BIN"
   local t0=$SECONDS
-  log "cold build into $TOOLS (KEDA and Prometheus: 10-25 minutes on 2 cores; cached after)"
+  log "cold build into $TOOLS (KEDA and Prometheus: about 30 minutes on 2 cores; cached after)"
   if ! [ -x "$BIN/prometheus" ]; then
     # Module version v0.3XX.Y is Prometheus 3.XX.Y (what `prometheus --version` should say).
     local pv="${PROMETHEUS_VERSION#v0.}"
