@@ -55,8 +55,13 @@ def deployment_readiness(
     endpoint: str,
     applying: bool,
     zero_message: str = "spec.replicas is 0.",
+    autoscaled_floor: int | None = None,
 ) -> tuple[Verdict, int, int]:
     """Ready from the live Deployment, for the config rendered now; also ready/updated counts.
+
+    `autoscaled_floor`: the replicas are an autoscaler's, and the model serves once this many
+    (its minimum, at least one) run this config: scaling out or in is not a rollout, and Ready
+    does not flap with the load.
 
     True only when the Deployment runs the template rendered for this generation (its config
     hash), has observed its own latest spec, and every replica is updated, ready and available
@@ -91,6 +96,18 @@ def deployment_readiness(
         return verdict, ready, updated
     if replicas == 0:
         return Verdict(READY, "False", "ScaledToZero", zero_message), ready, updated
+    if autoscaled_floor is not None and total <= updated:
+        # Every pod runs this config; the autoscaler is moving between counts.
+        floor = min(max(autoscaled_floor, 1), replicas)
+        if ready >= floor and available >= floor:
+            if ready >= replicas and total == replicas:
+                message = f"All {replicas} replicas serve the model at {endpoint}."
+            else:
+                message = (
+                    f"{ready} of {replicas} replicas ready (the autoscaler is scaling); the "
+                    f"model serves at {endpoint}."
+                )
+            return Verdict(READY, "True", "ModelServing", message), ready, updated
     if updated < replicas or total > replicas:
         old = max(total - updated, 0)
         message = f"Rolling out: {counts}, {old} old pod(s) still running."

@@ -437,8 +437,9 @@ def _verdicts(
         live_spec = (live_deployment or {}).get("spec") or {}
         desired = int(live_spec.get("replicas", 1))
         zero = "Scaled to zero by the autoscaler; the activation query wakes it."
+    floor = model.spec.autoscaling.min_replicas if model.spec.autoscaling else None
     ready, ready_replicas, updated = deployment_readiness(
-        live_deployment, desired, config_hash, url, applying, zero
+        live_deployment, desired, config_hash, url, applying, zero, floor
     )
     scheduled = _scheduled(placed, observed, config_hash, tp)
     if cached is not None and cached.status != "True" and live_deployment is None:

@@ -274,3 +274,33 @@ def test_a_query_needs_keda_and_quantities_are_kubernetes_ones() -> None:
     forced = model(autoscaling={"maxReplicas": 2, "provider": "KEDA"})
     plan = plan_autoscaler(forced, keda_served=False, default_prometheus=PROMETHEUS)
     assert plan is not None and plan.verdict.reason == "KEDANotInstalled"
+
+
+def _scaling(body: dict[str, Any], desired: int, total: int, ready: int, updated: int) -> Plan:
+    first = converge(body, Observed(nodes=NODES, pods=[], keda_served=True))
+    observed = after(first, keda=True, deployment_replicas=desired)
+    live = dict(observed.children[("Deployment", "llama")])
+    live["status"] = {
+        "observedGeneration": 1,
+        "replicas": total,
+        "updatedReplicas": updated,
+        "readyReplicas": ready,
+        "availableReplicas": ready,
+    }
+    children = {**observed.children, ("Deployment", "llama"): live}
+    return converge(body, Observed(nodes=NODES, pods=[], children=children, keda_served=True))
+
+
+def test_scaling_out_or_in_is_not_a_rollout_and_ready_does_not_flap() -> None:
+    body = model_dict(tensorParallelSize=1, autoscaling={"maxReplicas": 4})
+    _scaling(body, desired=3, total=3, ready=1, updated=3)  # two new pods starting
+    assert conditions(body["status"])["Ready"] == ("True", "ModelServing")
+    assert "1 of 3 replicas ready (the autoscaler is scaling)" in message(body["status"], "Ready")
+    _scaling(body, desired=1, total=3, ready=3, updated=3)  # two pods going
+    assert conditions(body["status"])["Ready"] == ("True", "ModelServing")
+    # Below the minimum, or old pods of another config, is not serving as asked.
+    floor = model_dict(tensorParallelSize=1, autoscaling={"minReplicas": 2, "maxReplicas": 4})
+    _scaling(floor, desired=2, total=2, ready=1, updated=2)
+    assert conditions(floor["status"])["Ready"] == ("False", "PodsNotReady")
+    _scaling(body, desired=2, total=3, ready=3, updated=2)
+    assert conditions(body["status"])["Ready"] == ("False", "RollingOut")
