@@ -114,8 +114,10 @@ def write_report(
         "| --- | ---: |",
         *[f"| {step} | {seconds:.1f} |" for step, seconds in table],
         "",
-        "Scale-in and the return to zero are the configured windows (scale-down stabilization,",
-        "idleSeconds) plus what KEDA's polling and the HPA's sync add.",
+        "Scale-out and waking take up to one polling interval (15 s) plus an HPA sync; scale-in",
+        "and the return to zero take the configured windows (stabilization, idleSeconds):",
+        "the stabilization window counts from the HPA's last high recommendation, which can come",
+        "just before Prometheus shows the empty queue, hence slightly under 300 s.",
         "",
     ]
     out.mkdir(parents=True, exist_ok=True)
