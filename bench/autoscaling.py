@@ -60,6 +60,8 @@ class Sampler:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        # The scenario returns on the last change: keep the state it ended in.
+        self.points.append((time.monotonic() - self.t0, replicas(self.models, self.name)))
 
 
 def namespace(api: client.ApiClient) -> str:
