@@ -56,12 +56,15 @@ def deployment_readiness(
     applying: bool,
     zero_message: str = "spec.replicas is 0.",
     autoscaled_floor: int | None = None,
+    serving_before: Verdict | None = None,
 ) -> tuple[Verdict, int, int]:
     """Ready from the live Deployment, for the config rendered now; also ready/updated counts.
 
     `autoscaled_floor`: the replicas are an autoscaler's, and the model serves once this many
     (its minimum, at least one) run this config: scaling out or in is not a rollout, and Ready
-    does not flap with the load.
+    does not flap with the load. `serving_before`: the model's Ready=True for this generation and
+    config, kept while the Deployment controller catches up with a replica count the autoscaler
+    set (nothing else changes the Deployment's spec while our template stands).
 
     True only when the Deployment runs the template rendered for this generation (its config
     hash), has observed its own latest spec, and every replica is updated, ready and available
@@ -88,6 +91,8 @@ def deployment_readiness(
         return Verdict(READY, "False", "RollingOut", message), ready, 0
     generation = (deployment.get("metadata") or {}).get("generation")
     if generation is not None and status.get("observedGeneration") != generation:
+        if autoscaled_floor is not None and serving_before is not None:
+            return serving_before, ready, updated
         message = f"The Deployment controller has not seen the new spec yet; {counts}."
         return Verdict(READY, "False", "RollingOut", message), ready, updated
     if progressing.get("reason") == "ProgressDeadlineExceeded":

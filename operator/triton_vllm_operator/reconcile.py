@@ -439,7 +439,14 @@ def _verdicts(
         zero = "Scaled to zero by the autoscaler; the activation query wakes it."
     floor = model.spec.autoscaling.min_replicas if model.spec.autoscaling else None
     ready, ready_replicas, updated = deployment_readiness(
-        live_deployment, desired, config_hash, url, applying, zero, floor
+        live_deployment,
+        desired,
+        config_hash,
+        url,
+        applying,
+        zero,
+        floor,
+        _serving(body, config_hash),
     )
     scheduled = _scheduled(placed, observed, config_hash, tp)
     if cached is not None and cached.status != "True" and live_deployment is None:
@@ -467,6 +474,22 @@ def _verdicts(
 
 
 AUTOSCALER_KINDS = ("ScaledObject", "HorizontalPodAutoscaler")
+
+
+def _serving(body: Mapping[str, Any], config_hash: str) -> Verdict | None:
+    """The model's Ready=True, if it says so for this generation and this config."""
+    status = body.get("status") or {}
+    generation = (body.get("metadata") or {}).get("generation")
+    if status.get("configHash") != config_hash:
+        return None
+    for condition in status.get("conditions") or []:
+        if (
+            condition.get("type") == READY
+            and condition.get("status") == "True"
+            and condition.get("observedGeneration") == generation
+        ):
+            return Verdict(READY, "True", condition["reason"], condition.get("message", ""))
+    return None
 
 
 def _autoscaler(

@@ -304,3 +304,32 @@ def test_scaling_out_or_in_is_not_a_rollout_and_ready_does_not_flap() -> None:
     assert conditions(floor["status"])["Ready"] == ("False", "PodsNotReady")
     _scaling(body, desired=2, total=3, ready=3, updated=2)
     assert conditions(body["status"])["Ready"] == ("False", "RollingOut")
+
+
+def test_the_instant_the_deployment_controller_lags_behind_a_new_count_keeps_ready() -> None:
+    body = model_dict(tensorParallelSize=1, autoscaling={"maxReplicas": 4})
+    _scaling(body, desired=1, total=1, ready=1, updated=1)
+    assert conditions(body["status"])["Ready"] == ("True", "ModelServing")
+    before = copy.deepcopy(body["status"])
+    # The HPA set 3: the Deployment's generation moved, its status not yet.
+    first = converge(copy.deepcopy(body), Observed(nodes=NODES, pods=[], keda_served=True))
+    observed = after(first, keda=True, deployment_replicas=3)
+    live = dict(observed.children[("Deployment", "llama")])
+    live["metadata"] = {**live["metadata"], "generation": 2}
+    live["status"] = {**live["status"], "observedGeneration": 1, "replicas": 1}
+    children = {**observed.children, ("Deployment", "llama"): live}
+    plan = converge(body, Observed(nodes=NODES, pods=[], children=children, keda_served=True))
+    assert conditions(plan.status)["Ready"] == ("True", "ModelServing")
+    assert plan.events == [] and plan.apply == []
+    ready = [c for c in plan.status["conditions"] if c["type"] == "Ready"]
+    assert ready == [c for c in before["conditions"] if c["type"] == "Ready"]
+    # A model whose replicas are its own still waits for the controller.
+    fixed = model_dict(tensorParallelSize=1, replicas=1)
+    observed = after(converge(fixed, Observed(nodes=NODES, pods=[])), keda=False)
+    converge(fixed, observed)
+    assert conditions(fixed["status"])["Ready"] == ("True", "ModelServing")
+    live = dict(observed.children[("Deployment", "llama")])
+    live["metadata"] = {**live["metadata"], "generation": 2}
+    children = {**observed.children, ("Deployment", "llama"): live}
+    converge(fixed, Observed(nodes=NODES, pods=[], children=children))
+    assert conditions(fixed["status"])["Ready"] == ("False", "RollingOut")
