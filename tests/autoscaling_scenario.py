@@ -220,6 +220,7 @@ def scale_out_and_in(
     query = f'sum(vllm:num_requests_waiting{{namespace="{models.namespace}",model_name="{name}"}})'
     wait_until(lambda: stack.prometheus.query_value(query) is not None, 60, "the engine's series")
     assert replicas(models, name) == 1
+    serving_since = models.condition(name, "Ready")["lastTransitionTime"]
     timeline = Timeline()
     load = Load(served, clients=clients, max_seconds=240 * patience)
     load.start()
@@ -246,7 +247,9 @@ def scale_out_and_in(
     timeline.mark("idle")
     wait_until(lambda: replicas(models, name) == 1, 180 * patience, "the scale-in")
     timeline.mark("scaled in")
-    models.wait_condition(name, "Ready", "True", timeout=60)
+    ready = models.wait_condition(name, "Ready", "True", timeout=60)
+    # Scaling out and back in is not a rollout: Ready never left True on the way.
+    assert ready["lastTransitionTime"] == serving_since, models.events(name)
     return timeline
 
 
