@@ -29,9 +29,9 @@ from tests.autoscaling_scenario import (
     zero_and_back,
 )
 from tests.autoscaling_stack import AutoscalingStack, ScrapeTarget, SeriesServer
-from tests.integration.models import Models
+from tests.integration.models import Models, running_operator
 from tests.kube import ensure_cluster
-from tests.operator_process import CRD, OperatorProcess, free_ports
+from tests.operator_process import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "docs" / "benchmarks"
@@ -155,8 +155,6 @@ def main(argv: list[str] | None = None) -> int:
     patience = max(1.0, (args.scale_down_stabilization_seconds + args.idle_seconds) / 60)
     cluster = ensure_cluster()
     api = cluster.api_client()
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/tritonvllmmodels.tritonvllm.io")
     gateway = SeriesServer()
     samples: dict[str, list[tuple[float, int]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -165,26 +163,22 @@ def main(argv: list[str] | None = None) -> int:
         with (
             engine("chat", work / "engine", free_ports(1)[0]) as served,
             AutoscalingStack(cluster.kubeconfig, work / "stack", targets=targets) as stack,
-        ):
-            operator = OperatorProcess(
-                cluster.kubeconfig,
+            running_operator(
+                cluster,
                 work / "operator.log",
                 {"TRITON_VLLM_PROMETHEUS_ADDRESS": stack.prometheus_url},
-            )
-            operator.start()
-            try:
-                models = Models(api, namespace(api))
-                with Sampler(models, "chat", time.monotonic()) as sampler:
-                    out_in = scale_out_and_in(models, served, stack, settings, patience=patience)
-                samples["scale out on the engine's queue, back in when idle"] = sampler.points
-                with Sampler(models, "sleepy", time.monotonic()) as sampler:
-                    zero = zero_and_back(
-                        models, gateway, stack, settings, args.idle_seconds, patience=patience
-                    )
-                samples["scale to zero, woken by the gateway's queue"] = sampler.points
-                client.CoreV1Api(api).delete_namespace(models.namespace)
-            finally:
-                operator.stop()
+            ),
+        ):
+            models = Models(api, namespace(api))
+            with Sampler(models, "chat", time.monotonic()) as sampler:
+                out_in = scale_out_and_in(models, served, stack, settings, patience=patience)
+            samples["scale out on the engine's queue, back in when idle"] = sampler.points
+            with Sampler(models, "sleepy", time.monotonic()) as sampler:
+                zero = zero_and_back(
+                    models, gateway, stack, settings, args.idle_seconds, patience=patience
+                )
+            samples["scale to zero, woken by the gateway's queue"] = sampler.points
+            client.CoreV1Api(api).delete_namespace(models.namespace)
     gateway.close()
     write_report(
         rows(out_in, zero), samples, {**settings, "idleSeconds": args.idle_seconds}, args.out

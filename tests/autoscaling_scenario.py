@@ -13,7 +13,7 @@ import json
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +23,7 @@ import openai
 import requests
 from kubernetes import client
 
-from tests.autoscaling_stack import AutoscalingStack, ScrapeTarget, SeriesServer
+from tests.autoscaling_stack import AutoscalingStack, ScrapeTarget, SeriesServer, wait_for
 from tests.integration.models import Models
 from tests.serving.conftest import (
     ROOT,
@@ -160,17 +160,6 @@ class Timeline:
         return self.events[then] - self.events[first]
 
 
-def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last: {last}")
-
-
 GATEWAY_QUEUE = "gateway_queue_depth"
 
 
@@ -216,9 +205,9 @@ def scale_out_and_in(
     models.wait_condition(name, "Ready", "True", timeout=90)
     autoscaling_condition = models.wait_condition(name, "Autoscaling", "True", "KEDA", timeout=60)
     assert "vllm:num_requests_waiting" in autoscaling_condition["message"]
-    wait_until(lambda: scaled_object_ready(models, name), 90, "KEDA to take the ScaledObject")
+    wait_for(lambda: scaled_object_ready(models, name), 90, "KEDA to take the ScaledObject")
     query = f'sum(vllm:num_requests_waiting{{namespace="{models.namespace}",model_name="{name}"}})'
-    wait_until(lambda: stack.prometheus.query_value(query) is not None, 60, "the engine's series")
+    wait_for(lambda: stack.prometheus.query_value(query) is not None, 60, "the engine's series")
     assert replicas(models, name) == 1
     serving_since = models.condition(name, "Ready")["lastTransitionTime"]
     timeline = Timeline()
@@ -226,14 +215,14 @@ def scale_out_and_in(
     load.start()
     timeline.mark("load")
     try:
-        wait_until(lambda: (stack.prometheus.query_value(query) or 0) >= 4, 60, "a queue")
+        wait_for(lambda: (stack.prometheus.query_value(query) or 0) >= 4, 60, "a queue")
         timeline.mark("queue")
-        wait_until(lambda: replicas(models, name) > 1, 120 * patience, "a scale-out")
+        wait_for(lambda: replicas(models, name) > 1, 120 * patience, "a scale-out")
         timeline.mark("scale-out decided")
-        wait_until(lambda: replicas(models, name) == 3, 120 * patience, "3 replicas")
-        wait_until(lambda: ready_pods(models, name) == 3, 60, "3 ready pods")
+        wait_for(lambda: replicas(models, name) == 3, 120 * patience, "3 replicas")
+        wait_for(lambda: ready_pods(models, name) == 3, 60, "3 ready pods")
         timeline.mark("3 replicas ready")
-        wait_until(
+        wait_for(
             lambda: "All 3 replicas" in models.condition(name, "Ready").get("message", ""),
             60,
             "Ready with 3 replicas",
@@ -243,9 +232,9 @@ def scale_out_and_in(
     finally:
         load.stop()
     assert load.completed > 0, load.errors[:3]
-    wait_until(lambda: stack.prometheus.query_value(query) == 0, 60, "an empty queue")
+    wait_for(lambda: stack.prometheus.query_value(query) == 0, 60, "an empty queue")
     timeline.mark("idle")
-    wait_until(lambda: replicas(models, name) == 1, 180 * patience, "the scale-in")
+    wait_for(lambda: replicas(models, name) == 1, 180 * patience, "the scale-in")
     timeline.mark("scaled in")
     ready = models.wait_condition(name, "Ready", "True", timeout=60)
     # Scaling out and back in is not a rollout: Ready never left True on the way.
@@ -279,20 +268,20 @@ def zero_and_back(
     )
     models.wait_condition(name, "Autoscaling", "True", "KEDA", timeout=60)
     timeline = Timeline()
-    wait_until(lambda: replicas(models, name) == 0, 120 * patience, "the idle model at zero")
+    wait_for(lambda: replicas(models, name) == 0, 120 * patience, "the idle model at zero")
     timeline.mark("new model at zero")
     zero = models.wait_condition(name, "Ready", "False", "ScaledToZero", timeout=60)
     assert "activation query wakes it" in zero["message"]
-    wait_until(lambda: not models.pods(name), 60, "its pods to go")
+    wait_for(lambda: not models.pods(name), 60, "its pods to go")
     gateway.set(GATEWAY_QUEUE, labels, 3)
     timeline.mark("gateway queue")
-    wait_until(lambda: replicas(models, name) >= 1, 90 * patience, "the wake-up")
+    wait_for(lambda: replicas(models, name) >= 1, 90 * patience, "the wake-up")
     timeline.mark("woken")
     models.wait_condition(name, "Ready", "True", timeout=60)
     timeline.mark("ready again")
     assert replicas(models, name) == 1  # the wake-only trigger never asks for more
     gateway.set(GATEWAY_QUEUE, labels, 0)
     timeline.mark("gateway idle")
-    wait_until(lambda: replicas(models, name) == 0, 120 * patience, "back at zero")
+    wait_for(lambda: replicas(models, name) == 0, 120 * patience, "back at zero")
     timeline.mark("back at zero")
     return timeline

@@ -33,7 +33,7 @@ from .placement import (
 )
 from .placing import Placed, facts_verdict, place_model, sticky
 from .prefetch_status import cached_verdict
-from .render.autoscaling import AutoscalerPlan, plan_autoscaler
+from .render.autoscaling import plan_autoscaler
 from .render.manifests import (
     CONFIG_HASH_ANNOTATION,
     MODEL_LABEL,
@@ -408,7 +408,9 @@ def _verdicts(
         # The Deployment waits for the weights, unless it already runs.
         waiting = ("Deployment", "PodDisruptionBudget")
         children = [m for m in children if m["kind"] not in waiting]
-    scaler = _autoscaler(model, observed, settings)
+    scaler = plan_autoscaler(
+        model, observed.keda_served, settings.prometheus_address, observed.children
+    )
     if scaler is not None:
         extra.append(scaler.verdict)
         if scaler.manifest is not None and any(m["kind"] == "Deployment" for m in children):
@@ -490,22 +492,6 @@ def _serving(body: Mapping[str, Any], config_hash: str) -> Verdict | None:
         ):
             return Verdict(READY, "True", condition["reason"], condition.get("message", ""))
     return None
-
-
-def _autoscaler(
-    model: TritonVLLMModel, observed: Observed, settings: Settings
-) -> AutoscalerPlan | None:
-    """The model's autoscaler plan (None without spec.autoscaling), given the live one."""
-    if model.spec.autoscaling is None:
-        return None
-    name = model.metadata.name
-    first = plan_autoscaler(model, observed.keda_served, settings.prometheus_address)
-    if first is None or first.manifest is None:
-        return first
-    live = observed.children.get((first.manifest["kind"], name))
-    return plan_autoscaler(
-        model, observed.keda_served, settings.prometheus_address, dict(live) if live else None
-    )
 
 
 def _with_conditions(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,18 +30,27 @@ def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "") -> A
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last}")
 
 
+@contextmanager
+def running_operator(
+    cluster: ClusterHandle, log: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[OperatorProcess]:
+    """The committed CRD installed and an operator process running, stopped on exit."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/tritonvllmmodels.tritonvllm.io")
+    process = OperatorProcess(cluster.kubeconfig, log, extra_env)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
 @pytest.fixture(scope="module")
 def operator(
     cluster: ClusterHandle, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/tritonvllmmodels.tritonvllm.io")
-    process = OperatorProcess(
-        cluster.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log"
-    )
-    process.start()
-    yield process
-    process.stop()
+    with running_operator(cluster, tmp_path_factory.mktemp("operator") / "operator.log") as op:
+        yield op
 
 
 class Models:

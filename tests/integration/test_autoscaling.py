@@ -16,9 +16,9 @@ import pytest
 import yaml
 from kubernetes import client
 
-from tests.integration.models import Models, models, wait_for
+from tests.integration.models import Models, models, running_operator, wait_for
 from tests.kube import ClusterHandle
-from tests.operator_process import CRD, OperatorProcess
+from tests.operator_process import OperatorProcess
 
 __all__ = ["models"]  # fixtures
 
@@ -49,14 +49,8 @@ def operator(
 ) -> Iterator[OperatorProcess]:
     """An operator started in a cluster without KEDA (its CRDs are installed by a test)."""
     remove_keda_crds(cluster)
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/tritonvllmmodels.tritonvllm.io")
-    process = OperatorProcess(
-        cluster.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log"
-    )
-    process.start()
-    yield process
-    process.stop()
+    with running_operator(cluster, tmp_path_factory.mktemp("operator") / "operator.log") as op:
+        yield op
 
 
 def _deployment_replicas(models: Models, name: str) -> int | None:

@@ -17,9 +17,9 @@ from kubernetes import client
 
 from tests.autoscaling_scenario import Engine, engine, scale_out_and_in, zero_and_back
 from tests.autoscaling_stack import AutoscalingStack, ScrapeTarget, SeriesServer
-from tests.integration.models import Models
+from tests.integration.models import Models, running_operator
 from tests.kube import ClusterHandle
-from tests.operator_process import CRD, OperatorProcess, free_ports
+from tests.operator_process import OperatorProcess, free_ports
 
 FAST = {"pollingSeconds": 2, "scaleDownStabilizationSeconds": 10}
 
@@ -53,16 +53,9 @@ def stack(cluster: ClusterHandle, work: Path, gateway: SeriesServer) -> Iterator
 def operator(
     cluster: ClusterHandle, work: Path, stack: AutoscalingStack
 ) -> Iterator[OperatorProcess]:
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/tritonvllmmodels.tritonvllm.io")
-    process = OperatorProcess(
-        cluster.kubeconfig,
-        work / "operator.log",
-        {"TRITON_VLLM_PROMETHEUS_ADDRESS": stack.prometheus_url},
-    )
-    process.start()
-    yield process
-    process.stop()
+    env = {"TRITON_VLLM_PROMETHEUS_ADDRESS": stack.prometheus_url}
+    with running_operator(cluster, work / "operator.log", env) as process:
+        yield process
 
 
 @pytest.fixture

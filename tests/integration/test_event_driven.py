@@ -9,26 +9,22 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client
 
-from tests.integration.models import Models, wait_for
+from tests.integration.models import Models, running_operator, wait_for
 from tests.kube import ClusterHandle
-from tests.operator_process import CRD, OperatorProcess
+from tests.operator_process import OperatorProcess
 
 
 @pytest.fixture(scope="module")
 def operator(
     cluster: ClusterHandle, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/tritonvllmmodels.tritonvllm.io")
-    process = OperatorProcess(
-        cluster.kubeconfig,
+    with running_operator(
+        cluster,
         tmp_path_factory.mktemp("operator") / "operator.log",
         # An operator that still polled would poll once in ten minutes here.
-        extra_env={"TRITON_VLLM_RECHECK_SECONDS": "600"},
-    )
-    process.start()
-    yield process
-    process.stop()
+        {"TRITON_VLLM_RECHECK_SECONDS": "600"},
+    ) as process:
+        yield process
 
 
 @pytest.fixture

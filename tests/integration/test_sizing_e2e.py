@@ -16,9 +16,17 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from tests.integration.models import GROUP, PLURAL, VERSION, Models, models, wait_for
+from tests.integration.models import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    Models,
+    models,
+    running_operator,
+    wait_for,
+)
 from tests.kube import ClusterHandle
-from tests.operator_process import CRD, OperatorProcess
+from tests.operator_process import OperatorProcess
 from tests.unit.hub_standin import HubStandIn, serve
 from tests.unit.test_hub import TINY_PARAMETERS, TOKEN, make_repo
 
@@ -39,21 +47,14 @@ def operator(
     cluster: ClusterHandle, hub: HubStandIn, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     """The operator with model facts on, reading them from the stand-in Hub."""
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/tritonvllmmodels.tritonvllm.io")
     work: Path = tmp_path_factory.mktemp("operator")
-    process = OperatorProcess(
-        cluster.kubeconfig,
-        work / "operator.log",
-        extra_env={
-            "TRITON_VLLM_MODEL_FACTS": "true",
-            "TRITON_VLLM_HF_ENDPOINT": hub.url,
-            "TRITON_VLLM_FACTS_CACHE_DIR": str(work / "facts"),
-        },
-    )
-    process.start()
-    yield process
-    process.stop()
+    env = {
+        "TRITON_VLLM_MODEL_FACTS": "true",
+        "TRITON_VLLM_HF_ENDPOINT": hub.url,
+        "TRITON_VLLM_FACTS_CACHE_DIR": str(work / "facts"),
+    }
+    with running_operator(cluster, work / "operator.log", env) as process:
+        yield process
 
 
 def _deployment(models: Models, name: str) -> client.V1Deployment | None:

@@ -5,6 +5,7 @@ that a custom-metrics adapter serves. Pure: the caller says whether KEDA's CRDs 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,8 +148,12 @@ def render_hpa(model: TritonVLLMModel, spec: AutoscalingSpec) -> dict[str, Any]:
     }
 
 
-def _live_condition(live: dict[str, Any] | None, type_: str) -> dict[str, Any]:
-    conditions = ((live or {}).get("status") or {}).get("conditions") or []
+def _live_condition(
+    live: Mapping[tuple[str, str], Mapping[str, Any]], manifest: dict[str, Any], type_: str
+) -> Mapping[str, Any]:
+    """A condition of the live object `manifest` renders, as its controller reports it."""
+    obj = live.get((manifest["kind"], manifest["metadata"]["name"])) or {}
+    conditions = (obj.get("status") or {}).get("conditions") or []
     return next((c for c in conditions if c.get("type") == type_), {})
 
 
@@ -156,13 +161,14 @@ def plan_autoscaler(
     model: TritonVLLMModel,
     keda_served: bool,
     default_prometheus: str | None,
-    live: dict[str, Any] | None = None,
+    live: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
 ) -> AutoscalerPlan | None:
     """Which autoscaler the model gets and why; None when spec.autoscaling is unset.
 
-    `live`: the autoscaler of that kind as the API shows it, whose own conditions (KEDA's Ready,
-    the HPA's ScalingActive) say whether it can read its metrics.
+    `live`: the model's children by (kind, name) as the API shows them; the autoscaler's own
+    conditions (KEDA's Ready, the HPA's ScalingActive) say whether it can read its metrics.
     """
+    live = live or {}
     spec = model.spec.autoscaling
     if spec is None:
         return None
@@ -194,7 +200,7 @@ def plan_autoscaler(
                 ),
             )
         manifest = render_scaled_object(model, spec, prometheus)
-        ready = _live_condition(live, "Ready")
+        ready = _live_condition(live, manifest, "Ready")
         if ready.get("status") == "False":
             message = f"KEDA reports the ScaledObject not ready: {ready.get('message', '')}"
             return AutoscalerPlan(
@@ -239,7 +245,7 @@ def plan_autoscaler(
                 "zero needs KEDA.",
             ),
         )
-    active = _live_condition(live, "ScalingActive")
+    active = _live_condition(live, manifest, "ScalingActive")
     if active.get("status") == "False":
         message = (
             f"The HorizontalPodAutoscaler cannot scale: {active.get('message', '')} (a "
