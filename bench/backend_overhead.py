@@ -35,7 +35,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,8 @@ class Summary:
     responses_per_request: float
     tokens_per_request: float
     cpu_percent: dict[str, float]
+    # Where the first token waited, in ms (Triton levels of make bench-gpu; see gpu_bench.py).
+    waits_ms: dict[str, float] = field(default_factory=dict)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -235,8 +237,9 @@ def run_raw(serving_python: Path, config: dict[str, Any], work: Path, log: Path)
 @contextlib.contextmanager
 def tritonserver(
     repository: Path, log: Path, model: str = MODEL, avoid: tuple[int, ...] = ()
-) -> Iterator[tuple[int, str, str]]:
-    """hack/run-tritonserver.sh on free 127.0.0.1 ports; yields (pid, http, grpc) once ready.
+) -> Iterator[tuple[int, str, str, str]]:
+    """hack/run-tritonserver.sh on free 127.0.0.1 ports; yields (pid, http, grpc, metrics)
+    addresses once ready.
 
     ``avoid``: ports chosen for other servers (such as the model's OpenAI port), not yet bound.
     """
@@ -269,7 +272,7 @@ def tritonserver(
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"tritonserver did not become ready:\n{log.read_text()[-4000:]}")
             time.sleep(0.5)
-        yield process.pid, f"127.0.0.1:{http}", f"127.0.0.1:{grpc}"
+        yield process.pid, f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", f"127.0.0.1:{metrics}"
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -688,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
         triton_paths = [p for p in paths if p != "raw"]
         if triton_paths:
             print("tritonserver ...", file=sys.stderr, flush=True)
-            with tritonserver(repository, work / "tritonserver.log") as (pid, http, grpc):
+            with tritonserver(repository, work / "tritonserver.log") as (pid, http, grpc, _):
                 if args.client_realtime:  # after the server started: it must not inherit it
                     os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
                 try:

@@ -33,6 +33,7 @@ import multiprocessing
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -113,6 +114,49 @@ def _client_process(
         results.put((0.0, [], repr(err), 0.0))
 
 
+# The engine's own latency histograms (REPORT_CUSTOM_METRICS): arrival in AsyncLLM to the first
+# token, and the part of it spent in the engine's waiting queue.
+ENGINE_TTFT = "vllm:time_to_first_token_seconds"
+ENGINE_QUEUE = "vllm:request_queue_time_seconds"
+
+
+def histogram_totals(metrics: str | None) -> dict[str, float]:
+    """``<name>_sum`` and ``<name>_count`` of the engine's TTFT and queue-time histograms, from
+    Triton's metrics endpoint (empty without an address or when it cannot be read)."""
+    if metrics is None:
+        return {}
+    import requests
+
+    try:
+        text = requests.get(f"http://{metrics}/metrics", timeout=10).text
+    except requests.RequestException:
+        return {}
+    wanted = {f"{h}_{part}" for h in (ENGINE_TTFT, ENGINE_QUEUE) for part in ("sum", "count")}
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in wanted:
+            totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return totals
+
+
+def first_token_waits(
+    records: list[Record], before: dict[str, float], after: dict[str, float]
+) -> dict[str, float]:
+    """Mean first-token time as the client saw it, as the engine saw it (from arrival in AsyncLLM)
+    and the engine's queueing within that, in ms; the difference is spent outside the engine
+    (client, gRPC, Triton, the stub before ``add_request`` and after the first output)."""
+    waits = {"client TTFT": 1000 * statistics.fmean(r.first_token - r.sent for r in records)}
+    for label, name in (("engine TTFT", ENGINE_TTFT), ("engine queue", ENGINE_QUEUE)):
+        count = after.get(f"{name}_count", 0.0) - before.get(f"{name}_count", 0.0)
+        if count > 0:
+            total = after.get(f"{name}_sum", 0.0) - before.get(f"{name}_sum", 0.0)
+            waits[label] = 1000 * total / count
+    if "engine TTFT" in waits:
+        waits["outside the engine"] = waits["client TTFT"] - waits["engine TTFT"]
+    return waits
+
+
 def triton_level(
     server_pid: int | None,
     grpc: str,
@@ -122,10 +166,13 @@ def triton_level(
     total: int,
     processes: int,
     model: str = MODEL,
-) -> Level:
+    metrics: str | None = None,
+) -> tuple[Level, dict[str, float]]:
     """One level: ``concurrency`` streams and ``total`` requests over ``processes`` clients.
 
-    CPU is counted for the client processes and, given ``server_pid``, the server's process tree.
+    CPU is counted for the client processes and, given ``server_pid``, the server's process tree;
+    returned with where the first token waited (``first_token_waits``; the engine's part given
+    Triton's ``metrics`` address).
     """
     processes = max(1, min(processes, concurrency))
     context = multiprocessing.get_context("spawn")
@@ -146,9 +193,9 @@ def triton_level(
         server = tree_cpu_seconds(server_pid) if server_pid is not None else {}
         return {**server, MACHINE: machine_busy_seconds()}
 
-    before = cpu_now()
+    before, histograms_before = cpu_now(), histogram_totals(metrics)
     outcomes = [results.get(timeout=1800) for _ in workers]
-    after = cpu_now()
+    after, histograms_after = cpu_now(), histogram_totals(metrics)
     for worker in workers:
         worker.join(timeout=60)
     errors = [error for _, _, error, _ in outcomes if error]
@@ -159,7 +206,8 @@ def triton_level(
     cpu = {name: after[name] - before.get(name, 0.0) for name in after}
     # Clients: their whole run (warm-up included), an upper bound of the measured part.
     cpu["clients"] = sum(used for _, _, _, used in outcomes)
-    return Level(concurrency, started, records, cpu)
+    waits = first_token_waits(records, histograms_before, histograms_after)
+    return Level(concurrency, started, records, cpu), waits
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,6 +312,26 @@ def report(
         cells = [f"{used[c]:.0f}" if c in used else "-" for c in columns]
         name = "raw" if s.path == "raw" else f"Triton, {_processes(s)} clients"
         lines.append(f"| {s.concurrency} | {name} | " + " | ".join(cells) + f" | {machine:.0f} |")
+    waits = ["client TTFT", "engine TTFT", "engine queue", "outside the engine"]
+    lines += [
+        "",
+        "Where a Triton request's first token waited, mean ms: as the client saw it; as the "
+        f"engine saw it (`{ENGINE_TTFT}`: arrival in AsyncLLM to the first token), of which in "
+        f"the engine's waiting queue (`{ENGINE_QUEUE}`); and the difference, spent outside the "
+        "engine (client, gRPC, Triton's front end, the stub before `add_request` and after the "
+        "first output). Raw: the caller's mean TTFT.",
+        "",
+        "| C | path | " + " | ".join(waits) + " |",
+        "| ---: | --- | " + " | ".join("---:" for _ in waits) + " |",
+    ]
+    for s in summaries:
+        if s.path == "raw":
+            base = raw[s.concurrency]
+            mean = base.waits_ms.get("client TTFT", math.nan)
+            lines.append(f"| {s.concurrency} | raw | {mean:.1f} | - | - | - |")
+            continue
+        cells = [f"{s.waits_ms[w]:.1f}" if w in s.waits_ms else "-" for w in waits]
+        lines.append(f"| {s.concurrency} | Triton, {_processes(s)} clients | " + " | ".join(cells))
     if notes:
         lines += ["", *notes]
     text = "\n".join(lines) + "\n"
@@ -603,10 +671,14 @@ def main(argv: list[str] | None = None) -> int:
             raw_levels = run_raw(python, config, work, work / "raw-engine.log")
             print(f"raw done in {time.monotonic() - begun:.0f} s", file=sys.stderr, flush=True)
             summaries += [summarize("raw", level) for level in raw_levels]
+            for summary, level in zip(summaries[-len(raw_levels) :], raw_levels, strict=True):
+                summary.waits_ms = first_token_waits(level.records, {}, {})
         if "triton" in paths:
             print("tritonserver ...", file=sys.stderr, flush=True)
             begun = time.monotonic()
-            with tritonserver(repository, work / "tritonserver.log", MODEL) as (pid, _, grpc):
+            with tritonserver(repository, work / "tritonserver.log", MODEL) as (
+                pid, _, grpc, metrics
+            ):  # fmt: skip
                 print(f"ready in {time.monotonic() - begun:.0f} s", file=sys.stderr, flush=True)
                 for concurrency, total in levels:
                     counts = [args.client_processes]
@@ -620,13 +692,15 @@ def main(argv: list[str] | None = None) -> int:
                             and processes == counts[0]
                         ):
                             profile = profile_stub(pid, args.profile_stub, args.out, processes)
-                        level = triton_level(
-                            pid, grpc, sampling, prompt_list, concurrency, total, processes
-                        )
+                        level, waits = triton_level(
+                            pid, grpc, sampling, prompt_list, concurrency, total, processes,
+                            metrics=metrics,
+                        )  # fmt: skip
                         if profile is not None:
                             profile.wait(timeout=args.profile_stub + 60)
                         used = max(1, min(processes, concurrency))
                         summaries.append(summarize(f"triton:{used}", level))
+                        summaries[-1].waits_ms = waits
                         print(
                             f"C={concurrency} P={used}: {summaries[-1].tokens_per_s:.0f} tok/s",
                             file=sys.stderr,

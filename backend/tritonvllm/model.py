@@ -17,6 +17,7 @@ import json
 import locale
 import os
 import signal
+import sys
 import threading
 import typing
 from pathlib import Path
@@ -34,6 +35,7 @@ from tritonvllm_backend.lora import (
 )
 from tritonvllm_backend.openai_config import OpenAIConfigError, listen_address
 from tritonvllm_backend.pacing import response_budget
+from tritonvllm_backend.sending import gil_switch_interval
 from tritonvllm_backend.typekinds import Kind, kind_of
 
 ENGINE_START_TIMEOUT_S = 900.0
@@ -88,8 +90,12 @@ class TritonPythonModel:
                 parameters.get("STREAM_RESPONSES_PER_SECOND", {}).get("string_value")
             )
             openai_address = listen_address(parameters)
+            switch_interval = gil_switch_interval(
+                parameters.get("GIL_SWITCH_INTERVAL_MS", {}).get("string_value")
+            )
         except ValueError as err:
             raise pb_utils.TritonModelException(f"{self._name}: {err}") from None
+        sys.setswitchinterval(switch_interval)  # this stub runs this one model (sending.py)
         version_dir = os.path.join(args["model_repository"], args["model_version"])
         engine_args, openai_args = self._engine_args(version_dir)
         self._place_instance(args, engine_args)
@@ -115,8 +121,8 @@ class TritonPythonModel:
         self._finalizing = threading.Event()
         self._unload_requested = False
         engine = self._start_engine(engine_args)
-        flush = self._stat_loggers.flush if self._stat_loggers is not None else None
-        self._runner = RequestRunner(engine, sampling_kinds(), self._log, budget, loras, flush)
+        pushed = self._stat_loggers.when_pushed if self._stat_loggers is not None else None
+        self._runner = RequestRunner(engine, sampling_kinds(), self._log, budget, loras, pushed)
         self._loop.submit(self._runner.watch_cancellations())
         self._loop.submit(self._runner.watch_engine(self._engine_died))
         self._log.log_info(f"{_LOG_PREFIX} {self._name}: engine ready")
@@ -206,10 +212,13 @@ class TritonPythonModel:
         )
 
     async def _build_engine(self, engine_args: Any) -> Any:
+        from tritonvllm_backend.metrics import NoPrometheusStatLogger
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        loggers = [self._stat_loggers] if self._stat_loggers is not None else None
-        return AsyncLLM.from_engine_args(engine_args, stat_loggers=loggers)
+        loggers: list[Any] = [self._stat_loggers] if self._stat_loggers is not None else []
+        if self._openai is None:  # vLLM's own registry is exported by the OpenAI port only
+            loggers.append(NoPrometheusStatLogger)
+        return AsyncLLM.from_engine_args(engine_args, stat_loggers=loggers or None)
 
     def execute(self, requests: list[Any]) -> None:
         """Hand each request to the engine loop; responses go out through their senders.

@@ -1,10 +1,11 @@
 """Serve requests on the engine loop: generate, shape, send; streamed or not; cancellable.
 
-Each request is one task on the engine's event loop. Responses are sent from one sender thread,
-and a task awaits its previous send before taking the next engine output, so while a send is in
-flight vLLM merges the newly produced tokens into that request's next output (its DELTA outputs
-aggregate). Under load streams are also paced (pacing.py, ``stream_pause``): each streamed response
-then carries every token produced since the previous one, and the per-response cost of the
+Each request is one task on the engine's event loop. Responses are sent from sender threads
+(sending.py: a stream's first response and every final one on a lane of their own), and a task
+awaits its previous send before taking the next engine output, so while a send is in flight vLLM
+merges the newly produced tokens into that request's next output (its DELTA outputs aggregate).
+Under load streams are also paced (pacing.py, ``stream_pause``): each streamed response then
+carries every token produced since the previous one, and the per-response cost of the
 python backend (Python, a shared-memory message, Triton's response path) is paid once per send,
 not once per token.
 """
@@ -18,6 +19,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -39,6 +41,7 @@ from .outputs import SequenceDelta, shape_response
 from .pacing import STREAM_RESPONSES_PER_SECOND, stream_pause
 from .requests import ParsedRequest, parse_request
 from .sampling import RequestError
+from .sending import ResponseLanes
 from .typekinds import Kind
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -47,8 +50,8 @@ CANCEL_POLL_SECONDS = 0.2
 # flight): with hundreds of streams a poll of every one would cost more than the streams.
 CANCEL_POLLS_PER_TICK = 64
 ENGINE_WATCH_SECONDS = 0.25
-# One sender thread: more do not raise throughput and coalesce less (measured).
-SENDER_THREADS = 1
+# A final response waits at most this long for the metrics push before it (metrics.py).
+METRICS_WAIT_SECONDS = 2.0
 # The official backend's words, kept so that clients and probes matching on them work.
 UNHEALTHY_MESSAGE = "Model is unavailable due to unhealthy vLLM engine"
 LORA_DISABLED_MESSAGE = "LoRA feature is not enabled."
@@ -96,18 +99,19 @@ class RequestRunner:
         logger: Any,
         responses_per_second: float = STREAM_RESPONSES_PER_SECOND,
         loras: LoraAdapters | None = None,
-        before_final: Callable[[], None] | None = None,
+        when_metrics_pushed: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
         """``loras``: the adapters of multi_lora.json, None when LoRA is off;
-        ``before_final``: run on the sender thread before each final response (metrics flush).
+        ``when_metrics_pushed``: calls its argument (on any thread) once the engine's metrics
+        recorded so far reached Triton; a final response waits for it.
         """
         self._engine = engine
         self._responses_per_second = responses_per_second
         self._kinds = sampling_kinds
         self._log = logger
         self._loras = loras
-        self._before_final = before_final
-        self._send_pool = ThreadPoolExecutor(SENDER_THREADS, thread_name_prefix="tritonvllm-send")
+        self._when_metrics_pushed = when_metrics_pushed
+        self._lanes = ResponseLanes()
         # is_cancelled() polls have their own thread, so they never queue ahead of responses.
         self._poll_pool = ThreadPoolExecutor(1, thread_name_prefix="tritonvllm-cancel")
         self._inflight: dict[str, _Exchange] = {}
@@ -223,7 +227,7 @@ class RequestRunner:
 
     def close(self) -> None:
         self._poll_pool.shutdown(wait=True)
-        self._send_pool.shutdown(wait=True)
+        self._lanes.close()
 
     async def _generate(
         self,
@@ -248,7 +252,11 @@ class RequestRunner:
             if stream:
                 taken = loop.time()
                 response = self._response(parsed, output, state, final=output.finished)
-                await self._send(exchange, response, FINAL if output.finished else 0)
+                if output.finished:
+                    await self._metrics_pushed()
+                    await self._send(exchange, response, FINAL)
+                else:
+                    await self._send(exchange, response, 0, urgent=produced == 0)
                 delta = max((len(seq.token_ids) for seq in output.outputs), default=0)
                 produced += delta
                 pause = stream_pause(
@@ -261,7 +269,9 @@ class RequestRunner:
         if last is None or not last.finished:
             raise RuntimeError("the engine ended the request without a final output")
         if not stream:
-            await self._send(exchange, self._response(parsed, last, state, final=True), FINAL)
+            response = self._response(parsed, last, state, final=True)
+            await self._metrics_pushed()
+            await self._send(exchange, response, FINAL)
 
     def _sampling_params(self, parsed: ParsedRequest) -> SamplingParams:
         """SamplingParams from the request; whatever vLLM says about the values is INVALID_ARG."""
@@ -308,21 +318,33 @@ class RequestRunner:
             ]
         )
 
-    async def _send(self, exchange: _Exchange, response: Any, flags: int) -> None:
-        loop = asyncio.get_running_loop()
+    async def _send(
+        self, exchange: _Exchange, response: Any, flags: int, urgent: bool = True
+    ) -> None:
+        """Send one response on a sender thread: on the urgent lane unless ``urgent`` is False
+        (a stream's responses after its first, but for its last)."""
         try:
-            await loop.run_in_executor(self._send_pool, self._deliver, exchange, response, flags)
+            await self._lanes.send(partial(exchange.send, response, flags), urgent)
         except Exception as err:
             raise ResponseNotDelivered(str(err)) from err
 
-    def _deliver(self, exchange: _Exchange, response: Any, flags: int) -> None:
-        """Send one response (on the sender thread); a final one after the metrics are out."""
-        if flags & FINAL and self._before_final is not None:
-            try:
-                self._before_final()
-            except Exception as err:
-                self._log.log_warn(f"[tritonvllm] metrics not flushed: {err}")
-        exchange.send(response, flags)
+    async def _metrics_pushed(self) -> None:
+        """Wait (bounded) until the metrics recorded so far are in Triton, so that a scrape
+        right after a final response sees its request."""
+        if self._when_metrics_pushed is None:
+            return
+        loop = asyncio.get_running_loop()
+        pushed: asyncio.Future[None] = loop.create_future()
+
+        def settle() -> None:
+            if not pushed.done():
+                pushed.set_result(None)
+
+        try:
+            self._when_metrics_pushed(lambda: loop.call_soon_threadsafe(settle))
+            await asyncio.wait_for(asyncio.shield(pushed), METRICS_WAIT_SECONDS)
+        except TimeoutError:
+            self._log.log_warn("[tritonvllm] metrics push late; final response sent without it")
 
     async def _send_quietly(self, exchange: _Exchange, response: Any) -> None:
         """Send a final error; the client may be gone already (cancellation), so never raise."""
@@ -412,7 +434,7 @@ def _gone(exchange: _Exchange) -> bool:
 
 
 def _cancelled(watched: list[tuple[str, _Exchange]]) -> list[str]:
-    """The ids of requests whose clients cancelled (runs on the sender thread)."""
+    """The ids of requests whose clients cancelled (runs on the poll thread)."""
     cancelled = []
     for request_id, exchange in watched:
         try:

@@ -6,8 +6,9 @@ vLLM's own names. A vLLM stat logger receives scheduler and iteration stats on t
 loop after every engine step. Sending each value to Triton is a round trip to the server process,
 so ``record`` only folds the stats into a pending batch (counters summed, gauges overwritten,
 histogram observations listed), and a flusher thread pushes each batch to Triton a few times a
-second. ``flush`` pushes at once: the backend calls it before a request's final response, so a
-scrape right after a request completes sees it.
+second. Before a request's final response the backend asks for a push (``when_pushed``) and waits
+for it, so that a scrape right after a request completes sees it; the push runs on the flusher
+thread, where the finals of many requests share one, never on the thread that sends responses.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import contextlib
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import triton_python_backend_utils as pb_utils
 from vllm.config import VllmConfig
-from vllm.v1.metrics.loggers import StatLoggerBase
+from vllm.v1.metrics.loggers import PrometheusStatLogger, StatLoggerBase
 from vllm.v1.metrics.stats import IterationStats, SchedulerStats
 
 from .histogram import fold, le_label
@@ -194,6 +196,8 @@ class TritonMetrics:
         # it was pushed, even by a flush already under way on another thread.
         self._push_lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._waiters: list[Callable[[], None]] = []  # called after the next push (under _lock)
         self._thread = threading.Thread(target=self._flush_loop, name="tritonvllm-metrics")
         self._thread.start()
 
@@ -239,6 +243,7 @@ class TritonMetrics:
         They must go while the stub still runs: freed at interpreter exit, they crash it.
         """
         self._stop.set()
+        self._wake.set()
         self._thread.join()
         with self._push_lock, self._lock:
             self._metrics.clear()
@@ -248,10 +253,40 @@ class TritonMetrics:
         """Held, no metric goes to Triton (for a message that must not race with pushes)."""
         return self._push_lock
 
+    def when_pushed(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (on the flusher thread) once all recorded so far is in Triton."""
+        with self._lock:
+            stopped = self._stop.is_set()
+            if not stopped:
+                self._waiters.append(callback)
+        if stopped:
+            callback()
+            return
+        self._wake.set()
+
     def _flush_loop(self) -> None:
-        while not self._stop.wait(FLUSH_SECONDS):
-            self.flush()
-        self.flush()
+        gauges_pushed = time.monotonic()
+        while True:
+            # At once when a final waits; every FLUSH_SECONDS at least, with the gauges (which
+            # describe the engine now, not a request: a final need not pay for them).
+            self._wake.wait(max(0.0, gauges_pushed + FLUSH_SECONDS - time.monotonic()))
+            self._wake.clear()
+            stopping = self._stop.is_set()
+            with self._lock:
+                waiters, self._waiters = self._waiters, []
+            gauges = stopping or time.monotonic() >= gauges_pushed + FLUSH_SECONDS
+            if gauges:
+                gauges_pushed = time.monotonic()
+            try:
+                self.flush(gauges=gauges)
+            except Exception as err:  # a failed push must not stop the thread or hold a final
+                pb_utils.Logger.log_warn(f"[tritonvllm] metrics not pushed: {err}")
+            finally:
+                for callback in waiters:
+                    with contextlib.suppress(Exception):  # e.g. its event loop is closed
+                        callback()
+            if stopping:
+                return
 
     def flush(self, gauges: bool = True) -> None:
         """Push everything recorded so far to Triton (from any thread).
@@ -354,10 +389,12 @@ class StatLoggerFactory:
             self.metrics = TritonMetrics(self._labels, vllm_config)
         return TritonStatLogger(vllm_config, engine_index, self.metrics)
 
-    def flush(self) -> None:
-        """Push the pending counters and histograms now (before a final response)."""
-        if self.metrics is not None:
-            self.metrics.flush(gauges=False)
+    def when_pushed(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the counters and histograms recorded so far are pushed."""
+        if self.metrics is None:
+            callback()
+        else:
+            self.metrics.when_pushed(callback)
 
     def pushes_held(self) -> contextlib.AbstractContextManager[object]:
         """A context in which no metric push runs."""
@@ -368,3 +405,30 @@ class StatLoggerFactory:
     def close(self) -> None:
         if self.metrics is not None:
             self.metrics.close()
+
+
+class NoPrometheusStatLogger(PrometheusStatLogger):
+    """Takes the place of vLLM's own Prometheus logger when nothing serves its registry.
+
+    AsyncLLM adds that logger beside ours unless one of its kind is given; it updates Python
+    histograms on every engine step (about 5% of the stub's CPU under load). Without the OpenAI
+    port nothing exports that registry, so this one records nothing.
+    """
+
+    def __init__(self, vllm_config: VllmConfig, engine_indexes: list[int] | None = None) -> None:
+        self.engine_indexes = engine_indexes or [0]
+
+    def record(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def record_sleep_state(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def record_admission_rejection(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def log_engine_initialized(self) -> None:
+        pass
+
+    def log(self) -> None:
+        pass
