@@ -12,7 +12,7 @@ in order whatever their lanes, because each waits for the one before it.
 A sender thread needs the GIL back after each round trip, and so does the stub's main thread for
 each ``execute``, while the engine loop thread holds it for long stretches under load. CPython
 makes a waiting thread wait up to its switch interval (5 ms by default) before the holder must let
-go, so the stub runs with a shorter one (``GIL_SWITCH_INTERVAL_MS``).
+go; ``GIL_SWITCH_INTERVAL_MS`` sets it for the stub.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-GIL_SWITCH_INTERVAL_MS = 0.5
+GIL_SWITCH_INTERVAL_MS = 5.0  # CPython's own default
 
 _Item = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]", Callable[[], None]]
 
