@@ -51,6 +51,7 @@ from bench.backend_overhead import (
     write_repository,
 )
 from bench.raw_engine_bench import (
+    ENGINE_HISTOGRAMS,
     MACHINE,
     Level,
     Record,
@@ -114,10 +115,10 @@ def _client_process(
         results.put((0.0, [], repr(err), 0.0))
 
 
-# The engine's own latency histograms (REPORT_CUSTOM_METRICS): arrival in AsyncLLM to the first
-# token, and the part of it spent in the engine's waiting queue.
-ENGINE_TTFT = "vllm:time_to_first_token_seconds"
-ENGINE_QUEUE = "vllm:request_queue_time_seconds"
+# The engine's own latency histograms (Triton's metrics with REPORT_CUSTOM_METRICS, vLLM's own
+# registry for the raw engine): arrival in AsyncLLM to the first token, and the part of it spent in
+# the engine's waiting queue.
+ENGINE_TTFT, ENGINE_QUEUE = ENGINE_HISTOGRAMS
 
 
 def histogram_totals(metrics: str | None) -> dict[str, float]:
@@ -140,18 +141,16 @@ def histogram_totals(metrics: str | None) -> dict[str, float]:
     return totals
 
 
-def first_token_waits(
-    records: list[Record], before: dict[str, float], after: dict[str, float]
-) -> dict[str, float]:
+def first_token_waits(records: list[Record], grown: dict[str, float]) -> dict[str, float]:
     """Mean first-token time as the client saw it, as the engine saw it (from arrival in AsyncLLM)
-    and the engine's queueing within that, in ms; the difference is spent outside the engine
-    (client, gRPC, Triton, the stub before ``add_request`` and after the first output)."""
+    and the engine's queueing within that, in ms, from the requests' records and the increments
+    of the engine's histograms over the level; the difference is spent outside the engine (for
+    Triton: client, gRPC, Triton, the stub before ``add_request`` and after the first output)."""
     waits = {"client TTFT": 1000 * statistics.fmean(r.first_token - r.sent for r in records)}
     for label, name in (("engine TTFT", ENGINE_TTFT), ("engine queue", ENGINE_QUEUE)):
-        count = after.get(f"{name}_count", 0.0) - before.get(f"{name}_count", 0.0)
+        count = grown.get(f"{name}_count", 0.0)
         if count > 0:
-            total = after.get(f"{name}_sum", 0.0) - before.get(f"{name}_sum", 0.0)
-            waits[label] = 1000 * total / count
+            waits[label] = 1000 * grown.get(f"{name}_sum", 0.0) / count
     if "engine TTFT" in waits:
         waits["outside the engine"] = waits["client TTFT"] - waits["engine TTFT"]
     return waits
@@ -206,7 +205,8 @@ def triton_level(
     cpu = {name: after[name] - before.get(name, 0.0) for name in after}
     # Clients: their whole run (warm-up included), an upper bound of the measured part.
     cpu["clients"] = sum(used for _, _, _, used in outcomes)
-    waits = first_token_waits(records, histograms_before, histograms_after)
+    grown = {k: v - histograms_before.get(k, 0.0) for k, v in histograms_after.items()}
+    waits = first_token_waits(records, grown)
     return Level(concurrency, started, records, cpu), waits
 
 
@@ -319,19 +319,15 @@ def report(
         f"engine saw it (`{ENGINE_TTFT}`: arrival in AsyncLLM to the first token), of which in "
         f"the engine's waiting queue (`{ENGINE_QUEUE}`); and the difference, spent outside the "
         "engine (client, gRPC, Triton's front end, the stub before `add_request` and after the "
-        "first output). Raw: the caller's mean TTFT.",
+        "first output; for the raw engine, its caller in the same process).",
         "",
         "| C | path | " + " | ".join(waits) + " |",
         "| ---: | --- | " + " | ".join("---:" for _ in waits) + " |",
     ]
     for s in summaries:
-        if s.path == "raw":
-            base = raw[s.concurrency]
-            mean = base.waits_ms.get("client TTFT", math.nan)
-            lines.append(f"| {s.concurrency} | raw | {mean:.1f} | - | - | - |")
-            continue
         cells = [f"{s.waits_ms[w]:.1f}" if w in s.waits_ms else "-" for w in waits]
-        lines.append(f"| {s.concurrency} | Triton, {_processes(s)} clients | " + " | ".join(cells))
+        name = "raw" if s.path == "raw" else f"Triton, {_processes(s)} clients"
+        lines.append(f"| {s.concurrency} | {name} | " + " | ".join(cells) + " |")
     if notes:
         lines += ["", *notes]
     text = "\n".join(lines) + "\n"
@@ -672,7 +668,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"raw done in {time.monotonic() - begun:.0f} s", file=sys.stderr, flush=True)
             summaries += [summarize("raw", level) for level in raw_levels]
             for summary, level in zip(summaries[-len(raw_levels) :], raw_levels, strict=True):
-                summary.waits_ms = first_token_waits(level.records, {}, {})
+                summary.waits_ms = first_token_waits(level.records, level.engine_histograms)
         if "triton" in paths:
             print("tritonserver ...", file=sys.stderr, flush=True)
             begun = time.monotonic()

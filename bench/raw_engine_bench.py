@@ -22,7 +22,7 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,8 @@ class Level:
     started: float
     records: list[Record]
     cpu_s: dict[str, float]
+    # The engine's own histograms over the level: ``<name>_sum`` / ``<name>_count`` increments.
+    engine_histograms: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "records": [asdict(r) for r in self.records]}
@@ -53,7 +55,8 @@ class Level:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Level:
         records = [Record(**r) for r in data["records"]]
-        return cls(data["concurrency"], data["started"], records, data["cpu_s"])
+        histograms = data.get("engine_histograms", {})
+        return cls(data["concurrency"], data["started"], records, data["cpu_s"], histograms)
 
 
 # One request: (prompt, sequence number) -> its record.
@@ -85,17 +88,20 @@ async def run_levels(
     levels: list[tuple[int, int]],
     cpu: Callable[[], dict[str, float]],
     warmup: bool = True,
+    histograms: Callable[[], dict[str, float]] | None = None,
 ) -> list[Level]:
-    """Each (concurrency, requests) level after a warm-up round, with the CPU ``cpu()`` counts."""
+    """Each (concurrency, requests) level after a warm-up round, with the CPU ``cpu()`` counts
+    and the increments of the totals ``histograms()`` reads."""
     results = []
     for concurrency, total in levels:
         if warmup:
             await closed_loop(one, prompts, concurrency, concurrency)
-        before = cpu()
+        before, totals_before = cpu(), histograms() if histograms else {}
         started, records = await closed_loop(one, prompts, concurrency, total)
-        after = cpu()
+        after, totals_after = cpu(), histograms() if histograms else {}
         used = {name: after[name] - before.get(name, 0.0) for name in after}
-        results.append(Level(concurrency, started, records, used))
+        grown = {name: totals_after[name] - totals_before.get(name, 0.0) for name in totals_after}
+        results.append(Level(concurrency, started, records, used, grown))
     return results
 
 
@@ -189,9 +195,28 @@ async def raw_engine(config: dict[str, Any]) -> list[Level]:
                 MACHINE: machine_busy_seconds(),
             },
             config.get("warmup", True),
+            engine_histograms,
         )
     finally:
         engine.shutdown()
+
+
+# The engine's first-token and queueing histograms, as vLLM names them (bench/gpu_bench.py).
+ENGINE_HISTOGRAMS = ("vllm:time_to_first_token_seconds", "vllm:request_queue_time_seconds")
+
+
+def engine_histograms() -> dict[str, float]:
+    """``_sum`` and ``_count`` of ENGINE_HISTOGRAMS in this process's Prometheus registry, where
+    vLLM's own stat logger records them."""
+    import prometheus_client
+
+    wanted = {f"{name}_{part}" for name in ENGINE_HISTOGRAMS for part in ("sum", "count")}
+    totals: dict[str, float] = {}
+    for family in prometheus_client.REGISTRY.collect():
+        for sample in family.samples:
+            if sample.name in wanted:
+                totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return totals
 
 
 def main() -> None:

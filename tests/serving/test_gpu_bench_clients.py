@@ -3,10 +3,13 @@ streams, and every request's tokens and responses are counted (no timed asserts)
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from bench.backend_overhead import summarize
-from bench.gpu_bench import prompts, triton_level
+from bench.backend_overhead import run_raw, summarize, write_repository
+from bench.gpu_bench import first_token_waits, prompts, triton_level
 
 from .clients import MODEL
 from .conftest import Server
@@ -39,3 +42,28 @@ def test_client_processes_count_every_token_of_every_request(server: Server) -> 
     assert set(waits) == {"client TTFT", "engine TTFT", "engine queue", "outside the engine"}
     assert 0 <= waits["engine queue"] <= waits["engine TTFT"] <= waits["client TTFT"]
     assert waits["outside the engine"] == waits["client TTFT"] - waits["engine TTFT"]
+
+
+def test_the_raw_engine_reports_its_own_queue_and_first_token_times_per_level(
+    serving_python: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    repository = write_repository(
+        tmp_path / "repository", tiny_model, {"dtype": "float32", "max_model_len": 2048}
+    )
+    config = {
+        "model_json": str(repository / MODEL / "1" / "model.json"),
+        "prompts": prompts(8, 12),
+        "sampling": {"temperature": 0, "max_tokens": MAX_TOKENS, "ignore_eos": True},
+        "levels": [[1, 3], [4, 8]],
+    }
+    levels = run_raw(serving_python, config, tmp_path, tmp_path / "raw.log")
+    assert [len(level.records) for level in levels] == [3, 8]
+    for level in levels:
+        # The warm-up round is not counted: exactly the level's requests, from vLLM's registry.
+        grown = level.engine_histograms
+        assert grown["vllm:time_to_first_token_seconds_count"] == len(level.records)
+        assert grown["vllm:request_queue_time_seconds_count"] == len(level.records)
+        waits = first_token_waits(level.records, grown)
+        assert 0 <= waits["engine queue"] <= waits["engine TTFT"] <= waits["client TTFT"]
+    saved = json.loads((tmp_path / "raw-result.json").read_text())
+    assert saved[1]["engine_histograms"] == levels[1].engine_histograms
