@@ -248,6 +248,29 @@ def stack_versions(python: Path) -> str:
     return out.stdout.strip() or "versions unknown"
 
 
+def pinned_versions() -> dict[str, str]:
+    """versions.env as a mapping (its ``NAME=value`` lines)."""
+    pins = {}
+    for line in (ROOT / "versions.env").read_text().splitlines():
+        name, sep, value = line.partition("=")
+        if sep and not line.lstrip().startswith("#"):
+            pins[name.strip()] = value.strip()
+    return pins
+
+
+def vllm_version_note() -> str:
+    """Names the GPU stack's vLLM as older than the serving image's, when it is."""
+    pins = pinned_versions()
+    gpu, serving = pins.get("VLLM_GPU_VERSION"), pins.get("VLLM_VERSION")
+    if gpu is None or gpu == serving:
+        return ""
+    return (
+        f" vLLM {gpu} (`VLLM_GPU_VERSION`) is not the serving image's and the CPU tests' "
+        f"{serving} (`VLLM_VERSION`): the GPU machine's preinstalled torch "
+        f"{pins.get('TORCH_GPU_VERSION', '?')} forces it."
+    )
+
+
 def report(
     summaries: list[Summary],
     tp: int,
@@ -263,7 +286,7 @@ def report(
         "",
         f"`make bench-gpu BENCH_ARGS='--tp {tp}'`, "
         f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, on {gpu}.",
-        f"Versions: {versions_line}.",
+        f"Versions: {versions_line}.{vllm_version_note()}",
         "",
         "Model: a Llama 3 8B-shaped config (bfloat16) with `load_format: dummy` (random weights) "
         "and a word-level tokenizer of 128,256 tokens (`hack/tiny_model.py --shape llama-8b`). "

@@ -34,3 +34,16 @@ def test_the_lock_leaves_torch_to_the_machine_and_pins_numpy_1_for_the_stub() ->
     assert not [name for name in pins if name.startswith("nvidia-") and name.endswith("-cu13")]
     assert pins["numpy"].startswith("1.")
     assert pins["protobuf"].startswith("6.")
+
+
+def test_the_gpu_results_name_their_vllm_when_it_is_not_the_serving_images() -> None:
+    from bench.gpu_bench import pinned_versions, vllm_version_note
+
+    wanted = versions()
+    assert pinned_versions() == wanted
+    note = vllm_version_note()
+    if wanted["VLLM_GPU_VERSION"] == wanted["VLLM_VERSION"]:
+        assert note == ""
+    else:
+        assert f"vLLM {wanted['VLLM_GPU_VERSION']}" in note
+        assert wanted["VLLM_VERSION"] in note and wanted["TORCH_GPU_VERSION"] in note
