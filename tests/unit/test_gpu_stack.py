@@ -4,16 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.versions import pinned_versions
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def versions() -> dict[str, str]:
-    pairs = (
-        line.split("=", 1)
-        for line in (ROOT / "versions.env").read_text().splitlines()
-        if "=" in line and not line.startswith("#")
-    )
-    return {key: value for key, value in pairs}
 
 
 def lock() -> dict[str, str]:
@@ -23,7 +16,7 @@ def lock() -> dict[str, str]:
 
 
 def test_the_lock_pins_the_versions_of_versions_env() -> None:
-    pins, wanted = lock(), versions()
+    pins, wanted = lock(), pinned_versions()
     assert pins["vllm"] == wanted["VLLM_GPU_VERSION"], "run hack/gpu-env.sh --lock"
     assert pins["nvidia-pytriton"] == wanted["TRITON_PYPI_VERSION"], "run hack/gpu-env.sh --lock"
 
@@ -37,10 +30,9 @@ def test_the_lock_leaves_torch_to_the_machine_and_pins_numpy_1_for_the_stub() ->
 
 
 def test_the_gpu_results_name_their_vllm_when_it_is_not_the_serving_images() -> None:
-    from bench.gpu_bench import pinned_versions, vllm_version_note
+    from bench.gpu_bench import vllm_version_note
 
-    wanted = versions()
-    assert pinned_versions() == wanted
+    wanted = pinned_versions()
     note = vllm_version_note()
     if wanted["VLLM_GPU_VERSION"] == wanted["VLLM_VERSION"]:
         assert note == ""
