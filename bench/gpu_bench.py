@@ -51,6 +51,7 @@ from bench.backend_overhead import (
     write_repository,
 )
 from bench.raw_engine_bench import (
+    ENGINE_HISTOGRAM_SERIES,
     ENGINE_HISTOGRAMS,
     MACHINE,
     Level,
@@ -133,11 +134,10 @@ def histogram_totals(metrics: str | None) -> dict[str, float]:
         text = requests.get(f"http://{metrics}/metrics", timeout=10).text
     except requests.RequestException:
         return {}
-    wanted = {f"{h}_{part}" for h in (ENGINE_TTFT, ENGINE_QUEUE) for part in ("sum", "count")}
     totals: dict[str, float] = {}
     for line in text.splitlines():
         name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in wanted:
+        if name in ENGINE_HISTOGRAM_SERIES:
             totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
     return totals
 

@@ -203,6 +203,9 @@ async def raw_engine(config: dict[str, Any]) -> list[Level]:
 
 # The engine's first-token and queueing histograms, as vLLM names them (bench/gpu_bench.py).
 ENGINE_HISTOGRAMS = ("vllm:time_to_first_token_seconds", "vllm:request_queue_time_seconds")
+ENGINE_HISTOGRAM_SERIES = frozenset(
+    f"{name}_{part}" for name in ENGINE_HISTOGRAMS for part in ("sum", "count")
+)
 
 
 def engine_histograms() -> dict[str, float]:
@@ -210,11 +213,10 @@ def engine_histograms() -> dict[str, float]:
     vLLM's own stat logger records them."""
     import prometheus_client
 
-    wanted = {f"{name}_{part}" for name in ENGINE_HISTOGRAMS for part in ("sum", "count")}
     totals: dict[str, float] = {}
     for family in prometheus_client.REGISTRY.collect():
         for sample in family.samples:
-            if sample.name in wanted:
+            if sample.name in ENGINE_HISTOGRAM_SERIES:
                 totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
     return totals
 
