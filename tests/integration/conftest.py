@@ -7,6 +7,8 @@ kubeconfig   (session)  Path of the admin kubeconfig.
 api_client   (session)  kubernetes.client.ApiClient for it.
 namespace    (function) name of a fresh namespace (default ServiceAccount ready), deleted
                         after the test.
+gateway      (module)   SeriesServer: a metrics endpoint whose series a test sets (the stand-in
+                        for an inference gateway's series in the autoscaling tests).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from tests.autoscaling_stack import SeriesServer
 from tests.kube import ClusterHandle, ensure_cluster, wait_until
 
 HERE = Path(__file__).resolve().parent
@@ -73,3 +76,10 @@ def namespace(api_client: Any, request: pytest.FixtureRequest) -> Iterator[str]:
     )
     yield name
     core.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[SeriesServer]:
+    series = SeriesServer()
+    yield series
+    series.close()

@@ -30,13 +30,6 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def gateway() -> Iterator[SeriesServer]:
-    series = SeriesServer()
-    yield series
-    series.close()
-
-
-@pytest.fixture(scope="module")
 def served(work: Path) -> Iterator[Engine]:
     with engine("chat", work / "engine", free_ports(1)[0]) as running:
         yield running

@@ -37,13 +37,6 @@ TIMINGS: dict[str, dict[str, float]] = {}
 
 
 @pytest.fixture(scope="module")
-def gateway() -> Iterator[SeriesServer]:
-    server = SeriesServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
 def stack(
     cluster: ClusterHandle, gateway: SeriesServer, request: pytest.FixtureRequest
 ) -> Iterator[AutoscalingStack]:
