@@ -104,6 +104,8 @@ class Summary:
     cpu_percent: dict[str, float]
     # Where the first token waited, in ms (Triton levels of make bench-gpu; see gpu_bench.py).
     waits_ms: dict[str, float] = field(default_factory=dict)
+    # Where a Triton request's time went, in ms, from the backend's hop log (gpu_bench.py).
+    hops_ms: dict[str, float] = field(default_factory=dict)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -384,7 +386,7 @@ class _Stream:
                 tokens += produced
                 responses += 1
             if response.parameters["triton_final_response"].bool_param:
-                return Record(sent, first, time.monotonic(), tokens, responses)
+                return Record(sent, first, time.monotonic(), tokens, responses, request.id)
 
     async def close(self) -> None:
         await self._requests.put(None)

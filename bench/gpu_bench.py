@@ -157,6 +157,48 @@ def first_token_waits(records: list[Record], grown: dict[str, float]) -> dict[st
     return waits
 
 
+# The backend's hop log (backend/tritonvllm/tritonvllm_backend/hops.py): set for the server, it
+# appends one line of CLOCK_MONOTONIC times per request.
+HOP_LOG_ENV = "TRITONVLLM_HOP_LOG"
+# Where a streamed Triton request's time goes, each from one time to the next: the client's own
+# (sent, first_token, done) and the backend's hops.
+HOP_SEGMENTS = (
+    ("client to execute", "sent", "received"),
+    ("execute to the loop", "received", "started"),
+    ("loop to first output", "started", "first_output"),
+    ("first send", "first_output", "first_sent"),
+    ("first response to the client", "first_sent", "first_token"),
+    ("final output to metrics pushed", "final_output", "pushed"),
+    ("final send", "pushed", "final_sent"),
+    ("final response to the client", "final_sent", "done"),
+)
+
+
+def backend_hops(records: list[Record], hop_log: Path | None) -> dict[str, float]:
+    """Mean ms of each HOP_SEGMENTS segment over ``records``, from the backend's hop log (the
+    lines of these records' request ids; empty without a log)."""
+    if hop_log is None or not hop_log.exists():
+        return {}
+    wanted = {r.request_id: r for r in records if r.request_id}
+    times: dict[str, dict[str, float]] = {}
+    for line in hop_log.read_text().splitlines():
+        hops = json.loads(line)
+        record = wanted.get(hops.pop("id", ""))
+        if record is not None:
+            times[record.request_id] = {
+                **hops,
+                "sent": record.sent,
+                "first_token": record.first_token,
+                "done": record.done,
+            }
+    means = {}
+    for label, start, end in HOP_SEGMENTS:
+        spans = [t[end] - t[start] for t in times.values() if start in t and end in t]
+        if spans:
+            means[label] = 1000 * statistics.fmean(spans)
+    return means
+
+
 def triton_level(
     server_pid: int | None,
     grpc: str,
@@ -167,12 +209,14 @@ def triton_level(
     processes: int,
     model: str = MODEL,
     metrics: str | None = None,
-) -> tuple[Level, dict[str, float]]:
+    hop_log: Path | None = None,
+) -> tuple[Level, dict[str, float], dict[str, float]]:
     """One level: ``concurrency`` streams and ``total`` requests over ``processes`` clients.
 
     CPU is counted for the client processes and, given ``server_pid``, the server's process tree;
     returned with where the first token waited (``first_token_waits``; the engine's part given
-    Triton's ``metrics`` address).
+    Triton's ``metrics`` address) and, given the server's ``hop_log``, where the requests' time
+    went (``backend_hops``).
     """
     processes = max(1, min(processes, concurrency))
     context = multiprocessing.get_context("spawn")
@@ -208,7 +252,7 @@ def triton_level(
     cpu["clients"] = sum(used for _, _, _, used in outcomes)
     grown = {k: v - histograms_before.get(k, 0.0) for k, v in histograms_after.items()}
     waits = first_token_waits(records, grown)
-    return Level(concurrency, started, records, cpu), waits
+    return Level(concurrency, started, records, cpu), waits, backend_hops(records, hop_log)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,6 +386,21 @@ def report(
         cells = [f"{s.waits_ms[w]:.1f}" if w in s.waits_ms else "-" for w in waits]
         name = "raw" if s.path == "raw" else f"Triton, {_processes(s)} clients"
         lines.append(f"| {s.concurrency} | {name} | " + " | ".join(cells) + " |")
+    hop_labels = [label for label, _, _ in HOP_SEGMENTS]
+    lines += [
+        "",
+        "Where a Triton request's time went, mean ms, from the backend's hop log "
+        f"(`{HOP_LOG_ENV}`; CLOCK_MONOTONIC times of the client and the backend stub on one "
+        "machine): to the first token, then from the final output. Loop to first output holds "
+        "`add_request` (tokenizing) and the engine's TTFT (above).",
+        "",
+        "| C | clients | " + " | ".join(hop_labels) + " |",
+        "| ---: | ---: | " + " | ".join("---:" for _ in hop_labels) + " |",
+    ]
+    for s in summaries:
+        if s.hops_ms:
+            cells = [f"{s.hops_ms[h]:.1f}" if h in s.hops_ms else "-" for h in hop_labels]
+            lines.append(f"| {s.concurrency} | {_processes(s)} | " + " | ".join(cells) + " |")
     if notes:
         lines += ["", *notes]
     text = "\n".join(lines) + "\n"
@@ -686,6 +745,8 @@ def main(argv: list[str] | None = None) -> int:
         if "triton" in paths:
             print("tritonserver ...", file=sys.stderr, flush=True)
             begun = time.monotonic()
+            hop_log = work / "hops.jsonl"
+            os.environ[HOP_LOG_ENV] = str(hop_log)
             with tritonserver(repository, work / "tritonserver.log", MODEL) as (
                 pid, _, grpc, metrics
             ):  # fmt: skip
@@ -702,15 +763,16 @@ def main(argv: list[str] | None = None) -> int:
                             and processes == counts[0]
                         ):
                             profile = profile_stub(pid, args.profile_stub, args.out, processes)
-                        level, waits = triton_level(
+                        level, waits, hops = triton_level(
                             pid, grpc, sampling, prompt_list, concurrency, total, processes,
-                            metrics=metrics,
+                            metrics=metrics, hop_log=hop_log,
                         )  # fmt: skip
                         if profile is not None:
                             profile.wait(timeout=args.profile_stub + 60)
                         used = max(1, min(processes, concurrency))
                         summaries.append(summarize(f"triton:{used}", level))
                         summaries[-1].waits_ms = waits
+                        summaries[-1].hops_ms = hops
                         print(
                             f"C={concurrency} P={used}: {summaries[-1].tokens_per_s:.0f} tok/s",
                             file=sys.stderr,

@@ -36,6 +36,7 @@ class Record:
     done: float
     tokens: int
     responses: int
+    request_id: str = ""  # the id the server saw (Triton's request id), where there is one
 
 
 @dataclass

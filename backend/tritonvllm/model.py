@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import typing
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import triton_python_backend_utils as pb_utils
 from tritonvllm_backend.contract import instance_kind_error, plan_auto_complete
 from tritonvllm_backend.engine_config import EngineConfigError, load_model_json, parallel_size
 from tritonvllm_backend.engine_loop import EngineLoop
+from tritonvllm_backend.hops import HopLog
 from tritonvllm_backend.lora import (
     MULTI_LORA_JSON,
     LoraAdapters,
@@ -122,7 +124,10 @@ class TritonPythonModel:
         self._unload_requested = False
         engine = self._start_engine(engine_args)
         pushed = self._stat_loggers.when_pushed if self._stat_loggers is not None else None
-        self._runner = RequestRunner(engine, sampling_kinds(), self._log, budget, loras, pushed)
+        self._hop_log = HopLog.from_environment()
+        self._runner = RequestRunner(
+            engine, sampling_kinds(), self._log, budget, loras, pushed, self._hop_log
+        )
         self._loop.submit(self._runner.watch_cancellations())
         self._loop.submit(self._runner.watch_engine(self._engine_died))
         self._log.log_info(f"{_LOG_PREFIX} {self._name}: engine ready")
@@ -244,8 +249,9 @@ class TritonPythonModel:
                     flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
                 )
             return None
+        received = time.monotonic()
         for request in requests:
-            self._loop.submit(self._runner.serve(request))
+            self._loop.submit(self._runner.serve(request, received))
         return None
 
     def _request_unload(self) -> None:
@@ -307,6 +313,9 @@ class TritonPythonModel:
             self._runner.close()
             if self._stat_loggers is not None:
                 self._stat_loggers.close()
+            hop_log = getattr(self, "_hop_log", None)
+            if hop_log is not None:
+                hop_log.close()
             # Drop the engine and the Triton objects now, while the stub and every module are
             # still alive, rather than at interpreter exit.
             del self._runner, self._loop, self._stat_loggers, self._openai

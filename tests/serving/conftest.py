@@ -53,6 +53,7 @@ class Server:
     metrics: str
     log: Path
     openai: str | None = None
+    hop_log: Path | None = None  # the backend's per-request hop times (TRITONVLLM_HOP_LOG)
 
     @property
     def openai_base(self) -> str:
@@ -202,6 +203,7 @@ def start_tritonserver(
         "TRITON_HTTP_PORT": str(http),
         "TRITON_GRPC_PORT": str(grpc),
         "TRITON_METRICS_PORT": str(metrics),
+        "TRITONVLLM_HOP_LOG": str(log.with_suffix(".hops.jsonl")),
     }
     command = [str(ROOT / "hack" / "run-tritonserver.sh"), str(repository), *args]
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -211,7 +213,12 @@ def start_tritonserver(
         )
     openai = None if openai_port is None else f"127.0.0.1:{openai_port}"
     return process, Server(
-        f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", f"127.0.0.1:{metrics}", log, openai
+        f"127.0.0.1:{http}",
+        f"127.0.0.1:{grpc}",
+        f"127.0.0.1:{metrics}",
+        log,
+        openai,
+        Path(env["TRITONVLLM_HOP_LOG"]),
     )
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.backend_overhead import run_raw, summarize, write_repository
-from bench.gpu_bench import first_token_waits, prompts, triton_level
+from bench.gpu_bench import HOP_SEGMENTS, first_token_waits, prompts, triton_level
 
 from .clients import MODEL
 from .conftest import Server
@@ -24,9 +24,10 @@ def test_client_processes_count_every_token_of_every_request(server: Server) -> 
     prompt_list = prompts(16, 12)
     assert len(set(prompt_list)) == 16
     assert all(len(p.split()) == 11 for p in prompt_list)  # + BOS = 12 tokens
-    level, waits = triton_level(
-        None, server.grpc, sampling, prompt_list, 6, 12, 3, model=MODEL, metrics=server.metrics
-    )
+    level, waits, hops = triton_level(
+        None, server.grpc, sampling, prompt_list, 6, 12, 3,
+        model=MODEL, metrics=server.metrics, hop_log=server.hop_log,
+    )  # fmt: skip
     assert level.concurrency == 6
     assert len(level.records) == 12
     for record in level.records:
@@ -42,6 +43,23 @@ def test_client_processes_count_every_token_of_every_request(server: Server) -> 
     assert set(waits) == {"client TTFT", "engine TTFT", "engine queue", "outside the engine"}
     assert 0 <= waits["engine queue"] <= waits["engine TTFT"] <= waits["client TTFT"]
     assert waits["outside the engine"] == waits["client TTFT"] - waits["engine TTFT"]
+
+    # Where the time went inside the backend: every request of the level has its line in the
+    # hop log, its times in the order the request passed them, between the client's own.
+    assert server.hop_log is not None
+    lines = [json.loads(line) for line in server.hop_log.read_text().splitlines()]
+    by_id = {line["id"]: line for line in lines}
+    order = ["received", "started", "first_output", "first_sent", "final_output", "pushed",
+             "final_sent"]  # fmt: skip
+    for record in level.records:
+        times = by_id[record.request_id]
+        passed = [times[hop] for hop in order if hop in times]
+        assert {"received", "started", "final_output", "pushed", "final_sent"} <= set(times)
+        assert record.sent <= passed[0] and passed == sorted(passed)
+        assert passed[-1] <= record.done
+    assert {"client to execute", "loop to first output", "final send"} <= set(hops)
+    assert set(hops) <= {label for label, _, _ in HOP_SEGMENTS}
+    assert hops["client to execute"] > 0 and hops["final send"] > 0
 
 
 def test_the_raw_engine_reports_its_own_queue_and_first_token_times_per_level(

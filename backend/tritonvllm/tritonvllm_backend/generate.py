@@ -35,6 +35,7 @@ from vllm.outputs import RequestOutput
 from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.v1.engine.exceptions import EngineDeadError
 
+from .hops import HopLog, RequestHops
 from .images import decode_images
 from .lora import LoraAdapters
 from .outputs import SequenceDelta, shape_response
@@ -100,10 +101,12 @@ class RequestRunner:
         responses_per_second: float = STREAM_RESPONSES_PER_SECOND,
         loras: LoraAdapters | None = None,
         when_metrics_pushed: Callable[[Callable[[], None]], None] | None = None,
+        hop_log: HopLog | None = None,
     ) -> None:
         """``loras``: the adapters of multi_lora.json, None when LoRA is off;
         ``when_metrics_pushed``: calls its argument (on any thread) once the engine's metrics
-        recorded so far reached Triton; a final response waits for it.
+        recorded so far reached Triton; a final response waits for it; ``hop_log``: where each
+        request's hop times go (hops.py), None for nowhere.
         """
         self._engine = engine
         self._responses_per_second = responses_per_second
@@ -111,6 +114,7 @@ class RequestRunner:
         self._log = logger
         self._loras = loras
         self._when_metrics_pushed = when_metrics_pushed
+        self._hop_log = hop_log
         self._lanes = ResponseLanes()
         # is_cancelled() polls have their own thread, so they never queue ahead of responses.
         self._poll_pool = ThreadPoolExecutor(1, thread_name_prefix="tritonvllm-cancel")
@@ -126,13 +130,16 @@ class RequestRunner:
     def inflight(self) -> int:
         return len(self._inflight)
 
-    async def serve(self, request: Any) -> None:
+    async def serve(self, request: Any, received: float | None = None) -> None:
         """Answer one request: an error response, or the generated text (streamed or not).
 
         Whatever goes wrong on the way, the request gets a final response: INVALID_ARG for the
         request's own faults, UNAVAILABLE when the engine died, INTERNAL otherwise.
+        ``received``: when ``execute`` was given it (time.monotonic), for the hop log.
         """
         exchange = _Exchange(request.get_response_sender(), asyncio.current_task())
+        hops = RequestHops(self._hop_log, request.request_id(), received)
+        hops.mark("started")
         request_id = f"{request.request_id() or 'req'}-{uuid.uuid4().hex}"
         try:
             try:
@@ -149,7 +156,7 @@ class RequestRunner:
                 await self._send_quietly(exchange, _unavailable())
                 return
             self._inflight[request_id] = exchange
-            await self._generate(exchange, parsed, prompt, params, request_id, lora)
+            await self._generate(exchange, parsed, prompt, params, request_id, lora, hops)
         except asyncio.CancelledError:
             self._log.log_info(f"[vllm] Successfully cancelled the request {request_id}")
             await self._send_quietly(
@@ -170,6 +177,7 @@ class RequestRunner:
             await self._send_quietly(exchange, self._failure(request_id, err))
         finally:
             self._inflight.pop(request_id, None)
+            hops.end()
 
     def _failure(self, request_id: str, err: Exception) -> Any:
         """The error response for a request that failed with ``err``."""
@@ -237,6 +245,7 @@ class RequestRunner:
         params: SamplingParams,
         request_id: str,
         lora: LoRARequest | None,
+        hops: RequestHops,
     ) -> None:
         stream = parsed.wanted.stream
         loop = asyncio.get_running_loop()
@@ -251,12 +260,18 @@ class RequestRunner:
         async for output in self._engine.generate(prompt, params, request_id, **extra):
             if stream:
                 taken = loop.time()
+                if output.finished or produced == 0:
+                    hops.mark("final_output" if output.finished else "first_output")
                 response = self._response(parsed, output, state, final=output.finished)
                 if output.finished:
                     await self._metrics_pushed()
+                    hops.mark("pushed")
                     await self._send(exchange, response, FINAL)
+                    hops.mark("final_sent")
                 else:
                     await self._send(exchange, response, 0, urgent=produced == 0)
+                    if produced == 0:
+                        hops.mark("first_sent")
                 delta = max((len(seq.token_ids) for seq in output.outputs), default=0)
                 produced += delta
                 pause = stream_pause(
@@ -269,9 +284,12 @@ class RequestRunner:
         if last is None or not last.finished:
             raise RuntimeError("the engine ended the request without a final output")
         if not stream:
+            hops.mark("final_output")
             response = self._response(parsed, last, state, final=True)
             await self._metrics_pushed()
+            hops.mark("pushed")
             await self._send(exchange, response, FINAL)
+            hops.mark("final_sent")
 
     def _sampling_params(self, parsed: ParsedRequest) -> SamplingParams:
         """SamplingParams from the request; whatever vLLM says about the values is INVALID_ARG."""
