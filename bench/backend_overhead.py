@@ -106,6 +106,8 @@ class Summary:
     waits_ms: dict[str, float] = field(default_factory=dict)
     # Where a Triton request's time went, in ms, from the backend's hop log (gpu_bench.py).
     hops_ms: dict[str, float] = field(default_factory=dict)
+    # Requests a second offered in an open loop; 0 for a closed loop of ``concurrency`` streams.
+    rate: float = 0.0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -134,6 +136,7 @@ def summarize(path: str, level: Level) -> Summary:
         responses_per_request=statistics.fmean(r.responses for r in records),
         tokens_per_request=tokens / len(records),
         cpu_percent={name: 100 * s / wall for name, s in cpu.items()},
+        rate=level.rate,
     )
 
 

@@ -58,6 +58,7 @@ from bench.raw_engine_bench import (
     Record,
     closed_loop,
     machine_busy_seconds,
+    open_loop,
     tree_cpu_seconds,
 )
 from bench.versions import pinned_versions
@@ -76,6 +77,10 @@ GPU_ENV = {
     "NVSHMEM_DISABLE_NVLS": "1",
     "PYTHONIOENCODING": "utf-8",
 }
+
+
+# An open-loop level's warm-up: a closed loop of this many streams first.
+OPEN_LOOP_WARMUP = 64
 
 
 def prompts(count: int, length: int) -> list[str]:
@@ -100,12 +105,16 @@ def _client_process(
     total: int,
     start: Any,
     results: Any,
+    rate: float = 0.0,
+    seed: int = 0,
 ) -> None:
     async def run() -> tuple[float, list[Record]]:
         streams = GrpcStreams(grpc, sampling, model=model)
         try:
             await closed_loop(streams.one, prompt_list, concurrency, concurrency)  # warm-up
             await asyncio.get_running_loop().run_in_executor(None, start.wait)
+            if rate > 0:
+                return await open_loop(streams.one, prompt_list, rate, total, seed)
             return await closed_loop(streams.one, prompt_list, concurrency, total)
         finally:
             await streams.close()
@@ -210,8 +219,11 @@ def triton_level(
     model: str = MODEL,
     metrics: str | None = None,
     hop_log: Path | None = None,
+    rate: float = 0.0,
 ) -> tuple[Level, dict[str, float], dict[str, float]]:
-    """One level: ``concurrency`` streams and ``total`` requests over ``processes`` clients.
+    """One level: ``concurrency`` streams and ``total`` requests over ``processes`` clients;
+    with a ``rate``, an open loop of that many requests a second instead (each client process
+    its share, so their Poisson arrivals add up to one at ``rate``), after the same warm-up.
 
     CPU is counted for the client processes and, given ``server_pid``, the server's process tree;
     returned with where the first token waited (``first_token_waits``; the engine's part given
@@ -227,7 +239,8 @@ def triton_level(
         share = concurrency // processes + (1 if i < concurrency % processes else 0)
         requests = total // processes + (1 if i < total % processes else 0)
         mine = prompt_list[i::processes]
-        args = (model, grpc, sampling, mine, share, requests, start, results)
+        mine_rate = rate * requests / total
+        args = (model, grpc, sampling, mine, share, requests, start, results, mine_rate, i)
         workers.append(context.Process(target=_client_process, args=args, daemon=True))
     for worker in workers:
         worker.start()
@@ -252,7 +265,8 @@ def triton_level(
     cpu["clients"] = sum(used for _, _, _, used in outcomes)
     grown = {k: v - histograms_before.get(k, 0.0) for k, v in histograms_after.items()}
     waits = first_token_waits(records, grown)
-    return Level(concurrency, started, records, cpu), waits, backend_hops(records, hop_log)
+    level = Level(concurrency, started, records, cpu, rate=rate)
+    return level, waits, backend_hops(records, hop_log)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,7 +329,7 @@ def report(
     out_dir: Path,
     notes: list[str],
 ) -> str:
-    raw = {s.concurrency: s for s in summaries if s.path == "raw"}
+    raw = {_level(s): s for s in summaries if s.path == "raw"}
     lines = [
         f"# GPU: Triton + tritonvllm against the raw vLLM engine, tensor parallel {tp}",
         "",
@@ -340,7 +354,7 @@ def report(
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for s in summaries:
-        base = raw.get(s.concurrency)
+        base = raw.get(_level(s))
         is_raw = s.path == "raw"
         ratio = s.tokens_per_s / base.tokens_per_s if base else math.nan
         overhead = s.ttft_p50_ms - base.ttft_p50_ms if base else math.nan
@@ -350,7 +364,7 @@ def report(
             else f"Triton gRPC, {_processes(s)} client process{'es' if _processes(s) > 1 else ''}"
         )
         lines.append(
-            f"| {s.concurrency} | {name} | {s.requests} | {s.tokens_per_s:.0f} | "
+            f"| {_level_label(s)} | {name} | {s.requests} | {s.tokens_per_s:.0f} | "
             f"{s.requests_per_s:.2f} | {s.ttft_p50_ms:.1f} | {s.ttft_p99_ms:.1f} | "
             f"{s.responses_per_request:.1f} | {'1.00' if is_raw else f'{ratio:.3f}'} | "
             f"{'-' if is_raw or not base else f'{overhead:+.1f}'} |"
@@ -369,7 +383,7 @@ def report(
         machine = sum(used.values())  # the benchmark's own plus everything else (OUTSIDE)
         cells = [f"{used[c]:.0f}" if c in used else "-" for c in columns]
         name = "raw" if s.path == "raw" else f"Triton, {_processes(s)} clients"
-        lines.append(f"| {s.concurrency} | {name} | " + " | ".join(cells) + f" | {machine:.0f} |")
+        lines.append(f"| {_level_label(s)} | {name} | " + " | ".join(cells) + f" | {machine:.0f} |")
     waits = ["client TTFT", "engine TTFT", "engine queue", "outside the engine"]
     lines += [
         "",
@@ -385,7 +399,7 @@ def report(
     for s in summaries:
         cells = [f"{s.waits_ms[w]:.1f}" if w in s.waits_ms else "-" for w in waits]
         name = "raw" if s.path == "raw" else f"Triton, {_processes(s)} clients"
-        lines.append(f"| {s.concurrency} | {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_level_label(s)} | {name} | " + " | ".join(cells) + " |")
     hop_labels = [label for label, _, _ in HOP_SEGMENTS]
     lines += [
         "",
@@ -398,9 +412,18 @@ def report(
         "| ---: | ---: | " + " | ".join("---:" for _ in hop_labels) + " |",
     ]
     for s in summaries:
-        if s.hops_ms:
+        if s.hops_ms and s.path != "raw":
             cells = [f"{s.hops_ms[h]:.1f}" if h in s.hops_ms else "-" for h in hop_labels]
-            lines.append(f"| {s.concurrency} | {_processes(s)} | " + " | ".join(cells) + " |")
+            lines.append(f"| {_level_label(s)} | {_processes(s)} | " + " | ".join(cells) + " |")
+    if any(s.rate for s in summaries):
+        lines += [
+            "",
+            "A C of R/s is an open loop instead: requests sent at Poisson arrival times of R a "
+            "second (the Triton side's client processes each their share), each when its time "
+            "comes whatever is in flight, after a warm-up round of 64 streams; the engine then "
+            "sees the same arrivals from both paths, so the TTFT difference is what each request "
+            "pays on the way, not how a closed loop's arrivals bunch.",
+        ]
     if notes:
         lines += ["", *notes]
     text = "\n".join(lines) + "\n"
@@ -418,6 +441,9 @@ def plot(summaries: list[Summary], tp: int, gpu: str, target: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    summaries = [s for s in summaries if not s.rate]  # closed loops only: x is concurrency
+    if not summaries:
+        return
     raw = {s.concurrency: s for s in summaries if s.path == "raw"}
     triton = [s for s in summaries if s.path != "raw"]
     fewest: dict[int, int] = {}
@@ -502,6 +528,15 @@ def _descendants(root: int) -> list[int]:
 
 def _processes(summary: Summary) -> int:
     return int(summary.path.split(":")[1])
+
+
+def _level(summary: Summary) -> tuple[int, float]:
+    """What a row measured: the closed loop's concurrency, or the open loop's rate."""
+    return (summary.concurrency, summary.rate)
+
+
+def _level_label(summary: Summary) -> str:
+    return f"{summary.rate:g}/s" if summary.rate else str(summary.concurrency)
 
 
 def replot(results: Path) -> None:
@@ -638,6 +673,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,16,64,256", help="comma-separated levels")
     parser.add_argument("--requests", default="", help="requests per level (default 8 at C=1, "
                         "else max(64, 4 x C))")  # fmt: skip
+    parser.add_argument(
+        "--request-rates", default="",
+        help="comma-separated open-loop levels, requests a second (after the closed loops)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--open-loop-seconds", type=float, default=15.0, help="each open-loop level's length"
+    )
     parser.add_argument("--prompt-tokens", type=int, default=256)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--client-processes", type=int, default=8)
@@ -678,24 +720,27 @@ def main(argv: list[str] | None = None) -> int:
     # The servers run in sessions of their own; stopped by a time limit (SIGTERM), unwind so
     # that their context managers stop them, rather than leave them holding the GPU's memory.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    concurrencies = [int(c) for c in args.concurrency.split(",") if c]
     totals = [int(n) for n in args.requests.split(",")] if args.requests else []
+    # (concurrency, requests, rate): closed loops, then open loops (warmed up with 64 streams).
     levels = [
-        (c, totals[i] if totals else (8 if c == 1 else max(64, 4 * c)))
+        (c, totals[i] if totals else (8 if c == 1 else max(64, 4 * c)), 0.0)
         for i, c in enumerate(concurrencies)
     ]
+    for rate in (float(r) for r in args.request_rates.split(",") if r):
+        levels.append((OPEN_LOOP_WARMUP, max(64, round(rate * args.open_loop_seconds)), rate))
     paths = args.paths.split(",")
     engine_args = {
         "load_format": "dummy",
         "dtype": "bfloat16",
         "max_model_len": 1024,
-        "max_num_seqs": max(256, *concurrencies),
+        "max_num_seqs": max([256, *concurrencies]),
         "gpu_memory_utilization": args.gpu_memory_utilization,
         "enable_prefix_caching": False,
         "seed": 0,
     }
     sampling = {"temperature": 0, "max_tokens": args.max_tokens, "ignore_eos": True}
-    prompt_list = prompts(max(n for _, n in levels) + max(concurrencies), args.prompt_tokens)
+    prompt_list = prompts(max(n + c for c, n, _ in levels), args.prompt_tokens)
     gpu_env = Path(
         subprocess.run(
             [str(ROOT / "hack" / "gpu-env.sh"), "--print"],
@@ -751,21 +796,23 @@ def main(argv: list[str] | None = None) -> int:
                 pid, _, grpc, metrics
             ):  # fmt: skip
                 print(f"ready in {time.monotonic() - begun:.0f} s", file=sys.stderr, flush=True)
-                for concurrency, total in levels:
+                top = max(concurrencies, default=0)
+                for concurrency, total, rate in levels:
                     counts = [args.client_processes]
-                    if concurrency == max(concurrencies):
+                    if concurrency == top and not rate:
                         counts.append(2 * args.client_processes)
                     for processes in counts:
                         profile = None
                         if (
                             args.profile_stub
-                            and concurrency == max(concurrencies)
+                            and concurrency == top
+                            and not rate
                             and processes == counts[0]
                         ):
                             profile = profile_stub(pid, args.profile_stub, args.out, processes)
                         level, waits, hops = triton_level(
                             pid, grpc, sampling, prompt_list, concurrency, total, processes,
-                            metrics=metrics, hop_log=hop_log,
+                            metrics=metrics, hop_log=hop_log, rate=rate,
                         )  # fmt: skip
                         if profile is not None:
                             profile.wait(timeout=args.profile_stub + 60)
@@ -774,14 +821,20 @@ def main(argv: list[str] | None = None) -> int:
                         summaries[-1].waits_ms = waits
                         summaries[-1].hops_ms = hops
                         print(
-                            f"C={concurrency} P={used}: {summaries[-1].tokens_per_s:.0f} tok/s",
+                            f"{_level_label(summaries[-1])} P={used}: "
+                            f"{summaries[-1].tokens_per_s:.0f} tok/s",
                             file=sys.stderr,
                             flush=True,
                         )
         if not summaries:
             return 0
         summaries.sort(
-            key=lambda s: (s.concurrency, s.path != "raw", 0 if s.path == "raw" else _processes(s))
+            key=lambda s: (
+                s.rate,
+                s.concurrency,
+                s.path != "raw",
+                0 if s.path == "raw" else _processes(s),
+            )
         )
         engine_args_rendered = json.loads((repository / MODEL / "1" / "model.json").read_text())
         engine_args_rendered.pop("model", None)

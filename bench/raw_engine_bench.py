@@ -19,6 +19,7 @@ import asyncio
 import json
 import locale
 import os
+import random
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -49,6 +50,9 @@ class Level:
     cpu_s: dict[str, float]
     # The engine's own histograms over the level: ``<name>_sum`` / ``<name>_count`` increments.
     engine_histograms: dict[str, float] = field(default_factory=dict)
+    # Requests a second offered in an open loop (``open_loop``); 0 for a closed loop of
+    # ``concurrency`` streams.
+    rate: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "records": [asdict(r) for r in self.records]}
@@ -57,7 +61,14 @@ class Level:
     def from_json(cls, data: dict[str, Any]) -> Level:
         records = [Record(**r) for r in data["records"]]
         histograms = data.get("engine_histograms", {})
-        return cls(data["concurrency"], data["started"], records, data["cpu_s"], histograms)
+        return cls(
+            data["concurrency"],
+            data["started"],
+            records,
+            data["cpu_s"],
+            histograms,
+            data.get("rate", 0.0),
+        )
 
 
 # One request: (prompt, sequence number) -> its record.
@@ -83,26 +94,62 @@ async def closed_loop(
     return started, records
 
 
+def arrival_gaps(rate: float, count: int, seed: int) -> list[float]:
+    """``count`` gaps between Poisson arrivals at ``rate`` a second, the same for a seed."""
+    draw = random.Random(seed)
+    return [draw.expovariate(rate) for _ in range(count)]
+
+
+async def open_loop(
+    one: OneRequest, prompts: list[str], rate: float, total: int, seed: int = 0
+) -> tuple[float, list[Record]]:
+    """``total`` requests sent at Poisson arrival times of ``rate`` a second, each when its time
+    comes whatever is in flight (an open loop: what a server's clients do, unlike
+    ``closed_loop``, whose next request waits for one to finish).
+
+    Returns the start time and the records in completion order. Prompts are taken in turn.
+    """
+    records: list[Record] = []
+
+    async def send(index: int) -> None:
+        records.append(await one(prompts[index % len(prompts)], index))
+
+    started = time.monotonic()
+    due = started
+    tasks = []
+    for index, gap in enumerate(arrival_gaps(rate, total, seed)):
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        tasks.append(asyncio.create_task(send(index)))
+        due += gap
+    await asyncio.gather(*tasks)
+    return started, records
+
+
 async def run_levels(
     one: OneRequest,
     prompts: list[str],
-    levels: list[tuple[int, int]],
+    levels: list[tuple[int, int]] | list[tuple[int, int, float]],
     cpu: Callable[[], dict[str, float]],
     warmup: bool = True,
     histograms: Callable[[], dict[str, float]] | None = None,
 ) -> list[Level]:
-    """Each (concurrency, requests) level after a warm-up round, with the CPU ``cpu()`` counts
-    and the increments of the totals ``histograms()`` reads."""
+    """Each (concurrency, requests[, rate]) level after a warm-up round of ``concurrency``
+    streams, with the CPU ``cpu()`` counts and the increments of the totals ``histograms()``
+    reads. A level with a rate (requests a second) is an open loop (``open_loop``)."""
     results = []
-    for concurrency, total in levels:
+    for concurrency, total, *rest in levels:
+        rate = float(rest[0]) if rest else 0.0
         if warmup:
             await closed_loop(one, prompts, concurrency, concurrency)
         before, totals_before = cpu(), histograms() if histograms else {}
-        started, records = await closed_loop(one, prompts, concurrency, total)
+        if rate > 0:
+            started, records = await open_loop(one, prompts, rate, total)
+        else:
+            started, records = await closed_loop(one, prompts, concurrency, total)
         after, totals_after = cpu(), histograms() if histograms else {}
         used = {name: after[name] - before.get(name, 0.0) for name in after}
         grown = {name: totals_after[name] - totals_before.get(name, 0.0) for name in totals_after}
-        results.append(Level(concurrency, started, records, used, grown))
+        results.append(Level(concurrency, started, records, used, grown, rate))
     return results
 
 
@@ -190,7 +237,10 @@ async def raw_engine(config: dict[str, Any]) -> list[Level]:
         return await run_levels(
             one,
             config["prompts"],
-            [(int(c), int(n)) for c, n in config["levels"]],
+            [
+                (int(level[0]), int(level[1]), float(level[2]) if len(level) > 2 else 0.0)
+                for level in config["levels"]
+            ],
             lambda: {
                 **tree_cpu_seconds(os.getpid(), "AsyncLLM process"),
                 MACHINE: machine_busy_seconds(),

@@ -1,0 +1,38 @@
+"""make bench-gpu's report: each Triton row against the raw engine's row of the same level, a
+closed loop's concurrency or an open loop's rate, and the hop table for the Triton rows only."""
+
+from pathlib import Path
+
+from bench.backend_overhead import Summary
+from bench.gpu_bench import report
+
+
+def _row(
+    path: str, concurrency: int, tokens_per_s: float, ttft_ms: float, rate: float = 0.0
+) -> Summary:
+    hops = {} if path == "raw" else {"client to execute": 3.0}
+    return Summary(
+        path, concurrency, 100, 10.0, tokens_per_s, 8.0, ttft_ms, 2 * ttft_ms, 1000.0, 12.0,
+        128.0, {"clients": 50.0}, {"client TTFT": ttft_ms}, hops, rate,
+    )  # fmt: skip
+
+
+def test_open_loop_rows_are_compared_with_the_raw_engine_at_the_same_rate(tmp_path: Path) -> None:
+    rows = [
+        _row("raw", 256, 10_000, 200),
+        _row("triton:8", 256, 9_700, 400),
+        _row("raw", 64, 9_000, 150, rate=40.0),
+        _row("triton:8", 64, 8_800, 160, rate=40.0),
+    ]
+    settings = {"engine_args": {}, "sampling": {}, "prompt_tokens": 256}
+    text = report(rows, 1, settings, "a GPU", "versions", tmp_path, [])
+    lines = text.splitlines()
+    closed = next(line for line in lines if line.startswith("| 256 | Triton gRPC"))
+    opened = next(line for line in lines if line.startswith("| 40/s | Triton gRPC"))
+    assert closed.endswith("| 0.970 | +200.0 |")
+    assert opened.endswith("| 0.978 | +10.0 |")
+    assert "open loop" in text
+    hop_rows = [line for line in lines if line.startswith(("| 256 | 8 |", "| 40/s | 8 |"))]
+    assert len(hop_rows) == 2  # Triton rows only; the raw engine has no backend hops
+    assert (tmp_path / "gpu-tp1.md").read_text() == text
+    assert (tmp_path / "gpu-tp1.png").stat().st_size > 0
