@@ -56,6 +56,7 @@ from bench.raw_engine_bench import (
     MACHINE,
     Level,
     Record,
+    arrival_times,
     closed_loop,
     machine_busy_seconds,
     open_loop,
@@ -105,16 +106,15 @@ def _client_process(
     total: int,
     start: Any,
     results: Any,
-    rate: float = 0.0,
-    seed: int = 0,
+    times: list[float] | None = None,
 ) -> None:
     async def run() -> tuple[float, list[Record]]:
         streams = GrpcStreams(grpc, sampling, model=model)
         try:
             await closed_loop(streams.one, prompt_list, concurrency, concurrency)  # warm-up
             await asyncio.get_running_loop().run_in_executor(None, start.wait)
-            if rate > 0:
-                return await open_loop(streams.one, prompt_list, rate, total, seed)
+            if times is not None:
+                return await open_loop(streams.one, prompt_list, times)
             return await closed_loop(streams.one, prompt_list, concurrency, total)
         finally:
             await streams.close()
@@ -222,8 +222,9 @@ def triton_level(
     rate: float = 0.0,
 ) -> tuple[Level, dict[str, float], dict[str, float]]:
     """One level: ``concurrency`` streams and ``total`` requests over ``processes`` clients;
-    with a ``rate``, an open loop of that many requests a second instead (each client process
-    its share, so their Poisson arrivals add up to one at ``rate``), after the same warm-up.
+    with a ``rate``, an open loop of that many requests a second instead, after the same
+    warm-up: the arrival times ``arrival_times`` gives the raw engine, dealt out to the client
+    processes in turn, so that the server is sent the same arrivals as the raw engine.
 
     CPU is counted for the client processes and, given ``server_pid``, the server's process tree;
     returned with where the first token waited (``first_token_waits``; the engine's part given
@@ -235,12 +236,13 @@ def triton_level(
     start = context.Barrier(processes + 1)
     results = context.Queue()
     workers = []
+    times = arrival_times(rate, total) if rate > 0 else None
     for i in range(processes):
         share = concurrency // processes + (1 if i < concurrency % processes else 0)
         requests = total // processes + (1 if i < total % processes else 0)
         mine = prompt_list[i::processes]
-        mine_rate = rate * requests / total
-        args = (model, grpc, sampling, mine, share, requests, start, results, mine_rate, i)
+        mine_times = None if times is None else times[i::processes]
+        args = (model, grpc, sampling, mine, share, requests, start, results, mine_times)
         workers.append(context.Process(target=_client_process, args=args, daemon=True))
     for worker in workers:
         worker.start()
@@ -418,11 +420,13 @@ def report(
     if any(s.rate for s in summaries):
         lines += [
             "",
-            "A C of R/s is an open loop instead: requests sent at Poisson arrival times of R a "
-            "second (the Triton side's client processes each their share), each when its time "
-            "comes whatever is in flight, after a warm-up round of 64 streams; the engine then "
-            "sees the same arrivals from both paths, so the TTFT difference is what each request "
-            "pays on the way, not how a closed loop's arrivals bunch.",
+            "A C of R/s is an open loop instead, after a warm-up round of "
+            f"{OPEN_LOOP_WARMUP} streams: requests sent at the same Poisson arrival times of R a "
+            "second to both paths (on the Triton side dealt out to the client processes in "
+            "turn), each when its time comes whatever is in flight. Both are sent the same "
+            "arrivals, so the TTFT difference is what a request pays on its way, not how a "
+            "closed loop's arrivals bunch; tokens/s is then the offered load, and a ratio below "
+            "1 means that path fell behind it.",
         ]
     if notes:
         lines += ["", *notes]

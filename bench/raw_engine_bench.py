@@ -94,18 +94,22 @@ async def closed_loop(
     return started, records
 
 
-def arrival_gaps(rate: float, count: int, seed: int) -> list[float]:
-    """``count`` gaps between Poisson arrivals at ``rate`` a second, the same for a seed."""
+def arrival_times(rate: float, count: int, seed: int = 0) -> list[float]:
+    """``count`` Poisson arrival times at ``rate`` a second, in seconds from the first (at 0);
+    the same for a seed, so that every path of a benchmark is sent the same arrivals."""
     draw = random.Random(seed)
-    return [draw.expovariate(rate) for _ in range(count)]
+    times = [0.0]
+    for _ in range(count - 1):
+        times.append(times[-1] + draw.expovariate(rate))
+    return times[:count]
 
 
 async def open_loop(
-    one: OneRequest, prompts: list[str], rate: float, total: int, seed: int = 0
+    one: OneRequest, prompts: list[str], times: list[float]
 ) -> tuple[float, list[Record]]:
-    """``total`` requests sent at Poisson arrival times of ``rate`` a second, each when its time
-    comes whatever is in flight (an open loop: what a server's clients do, unlike
-    ``closed_loop``, whose next request waits for one to finish).
+    """One request at each of ``times`` (seconds from the start), each sent when its time comes
+    whatever is in flight (an open loop: what a server's clients do, unlike ``closed_loop``,
+    whose next request waits for one to finish).
 
     Returns the start time and the records in completion order. Prompts are taken in turn.
     """
@@ -115,12 +119,10 @@ async def open_loop(
         records.append(await one(prompts[index % len(prompts)], index))
 
     started = time.monotonic()
-    due = started
     tasks = []
-    for index, gap in enumerate(arrival_gaps(rate, total, seed)):
-        await asyncio.sleep(max(0.0, due - time.monotonic()))
+    for index, due in enumerate(times):
+        await asyncio.sleep(max(0.0, started + due - time.monotonic()))
         tasks.append(asyncio.create_task(send(index)))
-        due += gap
     await asyncio.gather(*tasks)
     return started, records
 
@@ -143,7 +145,7 @@ async def run_levels(
             await closed_loop(one, prompts, concurrency, concurrency)
         before, totals_before = cpu(), histograms() if histograms else {}
         if rate > 0:
-            started, records = await open_loop(one, prompts, rate, total)
+            started, records = await open_loop(one, prompts, arrival_times(rate, total))
         else:
             started, records = await closed_loop(one, prompts, concurrency, total)
         after, totals_after = cpu(), histograms() if histograms else {}

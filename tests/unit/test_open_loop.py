@@ -6,7 +6,7 @@ import itertools
 import statistics
 import time
 
-from bench.raw_engine_bench import Record, open_loop
+from bench.raw_engine_bench import Record, arrival_times, open_loop
 
 
 def test_requests_go_out_at_their_times_whatever_is_in_flight() -> None:
@@ -24,8 +24,11 @@ def test_requests_go_out_at_their_times_whatever_is_in_flight() -> None:
         in_flight -= 1
         return Record(sent, sent + 0.01, time.monotonic(), 1, 1, str(index))
 
-    started, records = asyncio.run(open_loop(one, ["p"], rate=200.0, total=60, seed=3))
+    times = arrival_times(200.0, 60, seed=3)
+    started, records = asyncio.run(open_loop(one, ["p"], times))
     assert len(records) == 60
+    # Each went out at its time or after it, never before (the loop's clock: 5 ms of slack).
+    assert all(at - started >= due - 0.005 for at, due in zip(sent_at, times, strict=True))
     assert sorted(int(r.request_id) for r in records) == list(range(60))
     assert most > 10  # requests overlapped: none waited for another to finish
     span = sent_at[-1] - started
@@ -42,12 +45,11 @@ def test_a_seed_gives_the_same_schedule() -> None:
             order.append(index)
             return Record(0.0, 0.0, 0.0, 0, 0)
 
-        await open_loop(one, ["a", "b"], rate=1000.0, total=20, seed=seed)
+        await open_loop(one, ["a", "b"], arrival_times(1000.0, 20, seed))
         return order
 
     assert asyncio.run(schedule(1)) == list(range(20))
-    from bench.raw_engine_bench import arrival_gaps
-
-    assert arrival_gaps(5.0, 10, 7) == arrival_gaps(5.0, 10, 7)
-    assert arrival_gaps(5.0, 10, 7) != arrival_gaps(5.0, 10, 8)
-    assert abs(statistics.fmean(arrival_gaps(5.0, 4000, 1)) - 0.2) < 0.02
+    times = arrival_times(5.0, 4000, 1)
+    assert times == arrival_times(5.0, 4000, 1) != arrival_times(5.0, 4000, 2)
+    assert times[0] == 0.0 and times == sorted(times)
+    assert abs(times[-1] / 3999 - 0.2) < 0.02  # a mean gap of 1 / rate
