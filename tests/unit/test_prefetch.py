@@ -235,14 +235,18 @@ def test_attempt_killed_mid_file_is_followed_by_one_that_completes(
     shard = "model-00002-of-00002.safetensors"
     hub.stall_after[shard] = 4096
     first = prefetch(hub, tmp_path)
+    blobs = snapshot_dir(tmp_path, hub).parents[1] / "blobs"
     deadline = time.monotonic() + 60
-    while not [r for r in hub.requests if r.path.endswith(shard) and r.method == "GET"]:
+    # Killed once the stalled file's partial file is there (its GET alone comes before it).
+    while not (
+        [r for r in hub.requests if r.path.endswith(shard) and r.method == "GET"]
+        and list(blobs.glob("*.incomplete"))
+    ):
         assert time.monotonic() < deadline, "the download never reached the stalled file"
         time.sleep(0.05)
     first.kill()  # the pod is gone: OOM-killed, node drained, ...
     first.communicate(timeout=30)
     hub.release.set()
-    blobs = snapshot_dir(tmp_path, hub).parents[1] / "blobs"
     assert list(blobs.glob("*.incomplete"))  # the dead attempt's partial file
     code, reports = finish(prefetch(hub, tmp_path, stale_seconds=0))
     assert code == 0, reports
