@@ -387,36 +387,28 @@ def report(
         name = "raw" if s.path == "raw" else f"Triton, {_processes(s)} clients"
         lines.append(f"| {_level_label(s)} | {name} | " + " | ".join(cells) + f" | {machine:.0f} |")
     waits = ["client TTFT", "engine TTFT", "engine queue", "outside the engine"]
-    lines += [
-        "",
+    lines += _means_table(
         "Where a Triton request's first token waited, mean ms: as the client saw it; as the "
         f"engine saw it (`{ENGINE_TTFT}`: arrival in AsyncLLM to the first token), of which in "
         f"the engine's waiting queue (`{ENGINE_QUEUE}`); and the difference, spent outside the "
         "engine (client, gRPC, Triton's front end, the stub before `add_request` and after the "
         "first output; for the raw engine, its caller in the same process).",
-        "",
-        "| C | path | " + " | ".join(waits) + " |",
-        "| ---: | --- | " + " | ".join("---:" for _ in waits) + " |",
-    ]
-    for s in summaries:
-        cells = [f"{s.waits_ms[w]:.1f}" if w in s.waits_ms else "-" for w in waits]
-        name = "raw" if s.path == "raw" else f"Triton, {_processes(s)} clients"
-        lines.append(f"| {_level_label(s)} | {name} | " + " | ".join(cells) + " |")
-    hop_labels = [label for label, _, _ in HOP_SEGMENTS]
-    lines += [
-        "",
+        ("path", "---"),
+        waits,
+        [
+            ("raw" if s.path == "raw" else f"Triton, {_processes(s)} clients", s, s.waits_ms)
+            for s in summaries
+        ],
+    )
+    lines += _means_table(
         "Where a Triton request's time went, mean ms, from the backend's hop log "
         f"(`{HOP_LOG_ENV}`; CLOCK_MONOTONIC times of the client and the backend stub on one "
         "machine): to the first token, then from the final output. Loop to first output holds "
         "`add_request` (tokenizing) and the engine's TTFT (above).",
-        "",
-        "| C | clients | " + " | ".join(hop_labels) + " |",
-        "| ---: | ---: | " + " | ".join("---:" for _ in hop_labels) + " |",
-    ]
-    for s in summaries:
-        if s.hops_ms and s.path != "raw":
-            cells = [f"{s.hops_ms[h]:.1f}" if h in s.hops_ms else "-" for h in hop_labels]
-            lines.append(f"| {_level_label(s)} | {_processes(s)} | " + " | ".join(cells) + " |")
+        ("clients", "---:"),
+        [label for label, _, _ in HOP_SEGMENTS],
+        [(str(_processes(s)), s, s.hops_ms) for s in summaries if s.hops_ms and s.path != "raw"],
+    )
     if any(s.rate for s in summaries):
         lines += [
             "",
@@ -435,6 +427,27 @@ def report(
     (out_dir / f"gpu-tp{tp}.md").write_text(text)
     plot(summaries, tp, gpu, out_dir / f"gpu-tp{tp}.png")
     return text
+
+
+def _means_table(
+    caption: str,
+    second: tuple[str, str],
+    columns: list[str],
+    rows: list[tuple[str, Summary, dict[str, float]]],
+) -> list[str]:
+    """A caption and a table of means in ms: the level, a ``second`` column (its name and
+    alignment), then ``columns`` (each row's name, summary and values; "-" where missing)."""
+    lines = [
+        "",
+        caption,
+        "",
+        f"| C | {second[0]} | " + " | ".join(columns) + " |",
+        f"| ---: | {second[1]} | " + " | ".join("---:" for _ in columns) + " |",
+    ]
+    for name, summary, values in rows:
+        cells = [f"{values[c]:.1f}" if c in values else "-" for c in columns]
+        lines.append(f"| {_level_label(summary)} | {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot(summaries: list[Summary], tp: int, gpu: str, target: Path) -> None:

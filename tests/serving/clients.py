@@ -56,7 +56,13 @@ def http_generate_stream(
     http: str, body: dict[str, Any], model: str = MODEL
 ) -> list[dict[str, Any]]:
     """POST /v2/models/<model>/generate_stream and return every server-sent event's data."""
-    events = []
+    return list(http_generate_events(http, body, model))
+
+
+def http_generate_events(
+    http: str, body: dict[str, Any], model: str = MODEL
+) -> Iterator[dict[str, Any]]:
+    """POST /v2/models/<model>/generate_stream; each server-sent event's data as it arrives."""
     with requests.post(
         f"http://{http}/v2/models/{model}/generate_stream",
         json=body,
@@ -68,8 +74,7 @@ def http_generate_stream(
                 event = json.loads(line[len("data:") :])
                 if "error" in event:
                     raise GenerateError(event["error"])
-                events.append(event)
-    return events
+                yield event
 
 
 def request_inputs(
