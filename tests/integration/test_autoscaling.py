@@ -138,6 +138,9 @@ def test_without_keda_an_hpa_drives_the_replicas_and_the_operator_leaves_them(
     wait_for(lambda: _deployment_replicas(models, "hpa") == 2, 60, "the HPA's 2 replicas")
     models.wait_condition("hpa", "Ready", "True", timeout=60)
     assert "operator" not in " ".join(_replicas_managers(models, "hpa"))
+    # The status follows the Deployment on the operator's next look (it may have turned Ready
+    # a moment before the HPA's change reached it).
+    wait_for(lambda: models.get("hpa")["status"].get("replicas") == 2, 60, "status replicas 2")
     status = models.get("hpa")["status"]
     assert (status["replicas"], status["autoscaler"]) == (2, "HorizontalPodAutoscaler/hpa")
     # No custom-metrics adapter in this cluster: the HPA says it cannot read the metric, and so
