@@ -257,6 +257,7 @@ class RequestRunner:
             extra["lora_request"] = lora
         if parsed.sampling.priority:
             extra["priority"] = parsed.sampling.priority
+        prompt = await self._rendered(prompt)
         async for output in self._engine.generate(prompt, params, request_id, **extra):
             if stream:
                 taken = loop.time()
@@ -322,6 +323,20 @@ class RequestRunner:
             return parsed.prompt
         images = decode_images(parsed.images)  # RGB, as the official backend converts them
         return {"prompt": parsed.prompt, "multi_modal_data": {"image": images}}
+
+    async def _rendered(self, prompt: Any) -> Any:
+        """A text prompt tokenized on vLLM's renderer threads, as vLLM's own server does it.
+
+        Given the text, vLLM 0.24's ``generate`` tokenizes it on the engine loop, where every
+        request's start, output and final response wait for it; the renderer's async path runs
+        the tokenizer (which releases the GIL) on a thread pool. Image prompts, and engines
+        without a renderer, keep vLLM's own path.
+        """
+        renderer = getattr(self._engine, "renderer", None)
+        if not isinstance(prompt, str) or renderer is None:
+            return prompt
+        rendered = await renderer.render_cmpl_async([{"prompt": prompt}])
+        return rendered[0]
 
     def _response(
         self, parsed: ParsedRequest, output: RequestOutput, state: _SequenceState, final: bool
