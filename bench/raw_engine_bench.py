@@ -214,10 +214,14 @@ async def raw_engine(config: dict[str, Any]) -> list[Level]:
     from vllm import SamplingParams
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.sampling_params import RequestOutputKind
+    from vllm.usage.usage_lib import UsageContext
     from vllm.v1.engine.async_llm import AsyncLLM
 
     engine_args = json.loads(Path(config["model_json"]).read_text())
-    engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_args))
+    # The server's defaults, as the backend builds its engine (and `vllm serve` its own).
+    engine = AsyncLLM.from_engine_args(
+        AsyncEngineArgs(**engine_args), usage_context=UsageContext.OPENAI_API_SERVER
+    )
     params = SamplingParams(
         **config["sampling"],
         output_kind=RequestOutputKind.DELTA,

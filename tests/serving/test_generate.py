@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
+from pathlib import Path
 
 import requests
 
@@ -226,3 +228,27 @@ def test_structured_outputs_constrain_the_text(server: Server) -> None:
         }
         text = http_generate(server.http, body)["text_output"]
         assert check(text), (constraint, text)
+
+
+# What `vllm serve` (and the official backend) would make of batch limits a model.json leaves unset,
+# on this machine: vLLM's defaults for a server, which on H100/H200-class GPUs are larger than
+# the library's own (AsyncLLM's). On CPU the two happen to agree; the GPU bench shows the other.
+SERVER_DEFAULTS = """
+from vllm.engine.arg_utils import EngineArgs
+from vllm.usage.usage_lib import UsageContext
+tokens, seqs = EngineArgs.get_batch_defaults(1)
+print(seqs[UsageContext.OPENAI_API_SERVER], tokens[UsageContext.OPENAI_API_SERVER])
+"""
+
+
+def test_the_engine_gets_the_batch_limits_vllm_serve_would_give_it(
+    server: Server, serving_python: Path
+) -> None:
+    result = subprocess.run(
+        [str(serving_python), "-c", SERVER_DEFAULTS],
+        capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    seqs, tokens = result.stdout.split()[-2:]
+    ready = re.search(r"engine ready \((.*)\)", server.log.read_text())
+    assert ready, "the load log does not report the engine's batch limits"
+    assert ready.group(1) == f"max_num_seqs={seqs}, max_num_batched_tokens={tokens}"
