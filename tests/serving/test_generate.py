@@ -232,7 +232,7 @@ def test_structured_outputs_constrain_the_text(server: Server) -> None:
 
 # What `vllm serve` (and the official backend) would make of batch limits a model.json leaves unset,
 # on this machine: vLLM's defaults for a server, which on H100/H200-class GPUs are larger than
-# the library's own (AsyncLLM's). On CPU the two happen to agree; the GPU bench shows the other.
+# the library's own (AsyncLLM's). On CPU the two happen to agree; only a GPU tells them apart.
 SERVER_DEFAULTS = """
 from vllm.engine.arg_utils import EngineArgs
 from vllm.usage.usage_lib import UsageContext
