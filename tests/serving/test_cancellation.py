@@ -28,7 +28,9 @@ def settled_value(server: Server, name: str, quiet: float = 1.0, timeout: float 
 def _tokens_of_a_cancelled_grpc_stream(server: Server) -> float:
     before = metric_value(server, "vllm:generation_tokens_total")
     session = GrpcSession(server.grpc)
-    session.send(request_inputs(PROMPT, {"max_tokens": LONG}, stream=True))
+    # ignore_eos: a sampled end of sequence would end the request before it can be cancelled
+    # (or before the running gauge shows it), and would pass for a cancellation.
+    session.send(request_inputs(PROMPT, {"max_tokens": LONG, "ignore_eos": True}, stream=True))
     session.wait_for_response()
     assert wait_for(lambda: metric_value(server, "vllm:num_requests_running") == 1)
     session.close(cancel_requests=True)

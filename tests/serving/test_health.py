@@ -119,7 +119,10 @@ def test_a_dead_engine_is_not_a_ready_model(
     session = GrpcSession(server.grpc)
     try:
         streaming = session.send(
-            request_inputs("Once upon a time", {"max_tokens": 5000}, stream=True)
+            # ignore_eos: the stream must still be open when the engine dies
+            request_inputs(
+                "Once upon a time", {"max_tokens": 5000, "ignore_eos": True}, stream=True
+            )
         )
         session.wait_for_response()
         os.kill(engine, signal.SIGKILL)
