@@ -25,9 +25,14 @@ async def complete(model_dir: str, engine_args: dict[str, object]) -> dict[str, 
     from vllm import SamplingParams
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.sampling_params import RequestOutputKind
+    from vllm.usage.usage_lib import UsageContext
     from vllm.v1.engine.async_llm import AsyncLLM
 
-    engine = AsyncLLM.from_engine_args(AsyncEngineArgs(model=model_dir, **engine_args))
+    # the context the backend builds its engine with, so both are the same engine
+    engine = AsyncLLM.from_engine_args(
+        AsyncEngineArgs(model=model_dir, **engine_args),
+        usage_context=UsageContext.OPENAI_API_SERVER,
+    )
     params = SamplingParams(
         temperature=0, max_tokens=MAX_TOKENS, output_kind=RequestOutputKind.FINAL_ONLY
     )

@@ -36,3 +36,12 @@ def test_open_loop_rows_are_compared_with_the_raw_engine_at_the_same_rate(tmp_pa
     assert len(hop_rows) == 2  # Triton rows only; the raw engine has no backend hops
     assert (tmp_path / "gpu-tp1.md").read_text() == text
     assert (tmp_path / "gpu-tp1.png").stat().st_size > 0
+
+
+def test_a_run_of_the_triton_path_alone_still_gets_its_report_and_plot(tmp_path: Path) -> None:
+    # bench-gpu --paths triton: no raw rows, so no ratios, but the table and the plot are made
+    rows = [_row("triton:8", 64, 9_000, 150), _row("triton:8", 256, 9_700, 400)]
+    settings = {"engine_args": {}, "sampling": {}, "prompt_tokens": 256}
+    text = report(rows, 1, settings, "a GPU", "versions", tmp_path, [])
+    assert any(line.startswith("| 256 | Triton gRPC") for line in text.splitlines())
+    assert (tmp_path / "gpu-tp1.png").stat().st_size > 0

@@ -15,19 +15,11 @@ import time
 from typing import IO
 
 HOP_LOG_ENV = "TRITONVLLM_HOP_LOG"
-# In the order a streamed request passes them: ``execute`` was called with it; its task started
-# on the engine loop; the engine's first output reached it; its first response was sent (the send
-# returned); the final output reached it; the metrics recorded so far were pushed; the final
-# response was sent. A request that is not streamed has no first_*.
-HOPS = (
-    "received",
-    "started",
-    "first_output",
-    "first_sent",
-    "final_output",
-    "pushed",
-    "final_sent",
-)
+# The hops, in the order a streamed request passes them: ``received`` (``execute`` was called
+# with it), ``started`` (its task started on the engine loop), ``first_output`` (the engine's first
+# output reached it), ``first_sent`` (its first response was sent: the send returned),
+# ``final_output``, ``pushed`` (the metrics recorded so far were pushed) and ``final_sent``. A
+# request that is not streamed has no ``first_*``.
 
 
 class RequestHops:
@@ -37,9 +29,11 @@ class RequestHops:
 
     def __init__(self, log: HopLog | None, request_id: str, received: float | None) -> None:
         self._log = log
-        self.times: dict[str, float | str] = {"id": request_id}
-        if received is not None:
-            self.times["received"] = received
+        self.times: dict[str, float | str] = {}
+        if log is not None:  # nothing is kept for a request when there is no log
+            self.times["id"] = request_id
+            if received is not None:
+                self.times["received"] = received
 
     def mark(self, hop: str) -> None:
         if self._log is not None:
