@@ -151,6 +151,22 @@ def histogram_totals(metrics: str | None) -> dict[str, float]:
     return totals
 
 
+def histogram_totals_after(
+    metrics: str | None, before: dict[str, float], requests: int, timeout: float = 10.0
+) -> dict[str, float]:
+    """``histogram_totals`` once the level's requests are all in it: each finished request adds one
+    queue-time observation, and the stats of an engine step can reach Triton just after the step's
+    final responses (or a read can fail on a loaded machine), so read until they are there."""
+    count = f"{ENGINE_QUEUE}_count"
+    deadline = time.monotonic() + timeout
+    while True:
+        totals = histogram_totals(metrics)
+        grown = totals.get(count, 0.0) - before.get(count, 0.0)
+        if metrics is None or grown >= requests or time.monotonic() >= deadline:
+            return totals
+        time.sleep(0.2)
+
+
 def first_token_waits(records: list[Record], grown: dict[str, float]) -> dict[str, float]:
     """Mean first-token time as the client saw it, as the engine saw it (from arrival in AsyncLLM)
     and the engine's queueing within that, in ms, from the requests' records and the increments
@@ -254,13 +270,14 @@ def triton_level(
 
     before, histograms_before = cpu_now(), histogram_totals(metrics)
     outcomes = [results.get(timeout=1800) for _ in workers]
-    after, histograms_after = cpu_now(), histogram_totals(metrics)
+    after = cpu_now()
     for worker in workers:
         worker.join(timeout=60)
     errors = [error for _, _, error, _ in outcomes if error]
     if errors:
         raise RuntimeError(f"a client process failed: {errors[0]}")
     records = [Record(**r) for _, rs, _, _ in outcomes for r in rs]
+    histograms_after = histogram_totals_after(metrics, histograms_before, len(records))
     started = min(s for s, _, _, _ in outcomes)
     cpu = {name: after[name] - before.get(name, 0.0) for name in after}
     # Clients: their whole run (warm-up included), an upper bound of the measured part.

@@ -46,8 +46,8 @@ PICKUP_TIMEOUT_S = 30.0
 LONG_TOKENS = 1500
 # The request whose adapter is taken away meanwhile: long enough that the change (picked up
 # within a poll of a second, later on a busy machine) comes while it runs.
-IN_FLIGHT_TOKENS = 4000
-IN_FLIGHT_S = 0.5  # how long it has been sent before its adapter is taken away
+IN_FLIGHT_TOKENS = 8000  # with ignore_eos: seconds of work, longer than an adapter change takes
+IN_FLIGHT_S = 0.2  # how long it has been sent before its adapter is taken away
 # A second model of the same repository whose multi_lora.json names no adapter vLLM can load.
 BAD_LORA_MODEL = "tiny_bad_lora"
 
@@ -234,8 +234,14 @@ class Streamed:
         body = {
             "text_input": PROMPT,
             "stream": True,
+            # ignore_eos: it runs for all its tokens, whatever the adapter's weights make greedy
             "sampling_parameters": json.dumps(
-                {"temperature": 0, "max_tokens": max_tokens, "lora_name": lora_name}
+                {
+                    "temperature": 0,
+                    "max_tokens": max_tokens,
+                    "lora_name": lora_name,
+                    "ignore_eos": True,
+                }
             ),
         }
         try:
@@ -243,6 +249,9 @@ class Streamed:
             self.text = "".join(event["text_output"] for event in events)
         except Exception as err:
             self.error = err
+
+    def __repr__(self) -> str:
+        return f"Streamed(error={self.error!r}, text={len(self.text)} characters)"
 
     def running(self) -> bool:
         return self._thread.is_alive()
@@ -288,17 +297,17 @@ def test_the_lora_requests_info_gauge_shows_the_adapter_running(bed: LoraBed, po
 
 
 def test_a_request_in_flight_on_a_removed_adapter_finishes(bed: LoraBed) -> None:
-    whole = completion(bed.server, max_tokens=IN_FLIGHT_TOKENS, lora_name="pirate")
+    whole = completion(bed.server, max_tokens=IN_FLIGHT_TOKENS, lora_name="pirate", ignore_eos=True)
     request = Streamed(bed.server, "pirate", IN_FLIGHT_TOKENS)
     # Not until vLLM's gauge shows it running: its scheduler stats can come too seldom on a
     # busy machine to show one request. The backend starts a request within milliseconds of
     # its arrival (its hop log says so); that the request held the adapter is what the log
     # check below shows.
     time.sleep(IN_FLIGHT_S)
-    assert request.running(), "the request ended before the adapter was removed"
+    assert request.running(), f"the request ended before the adapter was removed: {request!r}"
     log_before = len(bed.server.log.read_text())
     set_adapters(bed, {})
-    assert request.running(), "the request ended before the adapter was removed"
+    assert request.running(), f"the request ended before the adapter was removed: {request!r}"
     gone = f"LoRA pirate ({bed.adapters['pirate']}) left the engine"
     assert gone not in bed.server.log.read_text()[log_before:]
     assert request.result() == whole
