@@ -407,6 +407,94 @@ class AutoscalingSpec(ApiModel):
         return self
 
 
+# vLLM's LoRAConfig accepts these ranks (max_lora_rank).
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+class LoraAdapter(ApiModel):
+    """One LoRA adapter: a Hub repo downloaded into the cache volume, or a path already in it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.repo) != has(self.path)",
+                    "message": "a LoRA adapter takes exactly one source: repo (a Hub repo id) or "
+                    "path (a directory in the cache volume)",
+                },
+                {
+                    "rule": "!has(self.revision) || has(self.repo)",
+                    "message": "revision is a Hub revision: it goes with repo, not path",
+                },
+            ]
+        }
+    )
+
+    name: str = Field(
+        pattern=MODEL_NAME_PATTERN,
+        description="The name requests give: Triton's sampling parameter lora_name, and the "
+        "OpenAI API's model.",
+    )
+    repo: str | None = Field(
+        default=None,
+        min_length=1,
+        pattern=r"^[^/\s]+/[^/\s]+$",
+        description="Hugging Face repo id of the adapter (org/name), downloaded by a Job into "
+        "storage.existingClaim with the model's token and endpoint.",
+    )
+    revision: str | None = Field(
+        default=None, min_length=1, description="Hub revision of repo; default main."
+    )
+    path: str | None = Field(
+        default=None,
+        pattern=r"^/",
+        description="Absolute path of the adapter's directory (adapter_config.json and weights) "
+        "inside the pods, e.g. under the cache volume at /cache.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LoraAdapter:
+        # The CRD's CEL rules, again for files rendered offline.
+        if (self.repo is None) == (self.path is None):
+            raise ValueError(
+                f"lora adapter {self.name}: give exactly one of repo (a Hub repo id) or path"
+            )
+        if self.revision is not None and self.repo is None:
+            raise ValueError(f"lora adapter {self.name}: revision goes with repo, not path")
+        return self
+
+    @property
+    def source(self) -> str:
+        """repo@revision, or the path."""
+        if self.repo is not None:
+            return f"{self.repo}@{self.revision or 'main'}"
+        return str(self.path)
+
+
+class LoraSpec(ApiModel):
+    """LoRA adapters served with the model; changing them rolls no pod."""
+
+    adapters: list[LoraAdapter] = Field(
+        default_factory=list,
+        description="The adapters. Adding, removing or changing one changes only the adapter "
+        "list the pods follow (no rollout, no engine restart).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    max_loras: int | None = Field(
+        default=None,
+        ge=1,
+        description="vLLM max_loras: how many adapters one batch may mix (vLLM serves more, "
+        "loading them as requests ask). Default: the number of adapters when LoRA is turned on, "
+        "then kept: adding or removing adapters rolls no pod; changing this rolls the pods.",
+    )
+    max_lora_rank: Literal[1, 8, 16, 32, 64, 128, 256, 320, 512] | None = Field(
+        default=None,
+        description="vLLM max_lora_rank. Default: the smallest rank vLLM accepts that holds "
+        "every adapter's rank (at least 16), never lowered while the pods run (raising it rolls "
+        "the pods). An adapter of a larger rank is refused.",
+    )
+
+
 class TritonVLLMModelSpec(ApiModel):
     """The desired state: which model, how vLLM runs it, how many replicas."""
 
@@ -485,6 +573,10 @@ class TritonVLLMModelSpec(ApiModel):
         default_factory=OpenAISpec, description="The OpenAI-compatible API beside Triton's."
     )
     storage: StorageSpec = Field(default_factory=StorageSpec, description="Model cache.")
+    lora: LoraSpec | None = Field(
+        default=None,
+        description="LoRA adapters served beside the base model (enables vLLM's LoRA).",
+    )
     resources: ResourceRequirements = Field(
         default_factory=ResourceRequirements,
         description="CPU/memory of the container; the operator adds the GPUs.",
@@ -533,7 +625,9 @@ class Condition(ApiModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    type: str = Field(description="Accepted, Scheduled, Ready, ModelFacts or Cached.")
+    type: str = Field(
+        description="Accepted, Scheduled, Ready, ModelFacts, Cached, Autoscaling or LoraAdapters."
+    )
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(description="Machine-readable reason, CamelCase.")
     message: str = Field(default="", description="What happened and what to change.")
@@ -577,6 +671,22 @@ class ModelStatus(ApiModel):
     kv_heads: int | None = Field(default=None, description="Key/value heads.")
 
 
+class LoraAdapterStatus(ApiModel):
+    """One adapter as the operator last saw it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(description="The adapter's name.")
+    source: str = Field(description="repo@revision, or the path.")
+    state: Literal["Listed", "Downloading", "Refused", "Pending"] = Field(
+        description="Listed: in the adapter list the pods follow; Downloading: its Job runs; "
+        "Refused: see message; Pending: waits for its Job or for the pods."
+    )
+    message: str = Field(default="", description="Why, and what to change.")
+    path: str | None = Field(default=None, description="Its directory in the pods, once listed.")
+    rank: int | None = Field(default=None, description="The rank of adapter_config.json (r).")
+
+
 class TritonVLLMModelStatus(ApiModel):
     """The observed state, rebuilt from the world on every reconcile."""
 
@@ -615,6 +725,9 @@ class TritonVLLMModelStatus(ApiModel):
     )
     model: ModelStatus | None = Field(
         default=None, description="Facts read from the model's own files."
+    )
+    lora: list[LoraAdapterStatus] | None = Field(
+        default=None, description="Each LoRA adapter of spec.lora and its state."
     )
 
 

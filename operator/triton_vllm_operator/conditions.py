@@ -14,7 +14,8 @@ READY = "Ready"
 MODEL_FACTS = "ModelFacts"  # whether the model's config.json and weights' size could be read
 CACHED = "Cached"  # whether the prefetch Job has put the weights into the cache volume
 AUTOSCALING = "Autoscaling"  # which autoscaler drives the replicas, and whether it can
-CONDITION_TYPES = (ACCEPTED, SCHEDULED, READY, MODEL_FACTS, CACHED, AUTOSCALING)
+LORA_ADAPTERS = "LoraAdapters"  # each LoRA adapter listed to the pods, or why one is not
+CONDITION_TYPES = (ACCEPTED, SCHEDULED, READY, MODEL_FACTS, CACHED, AUTOSCALING, LORA_ADAPTERS)
 
 Status = Literal["True", "False", "Unknown"]
 

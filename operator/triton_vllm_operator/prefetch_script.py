@@ -5,7 +5,9 @@ Runs in the serving image as `python3 -c <this file> REPO REVISION`, with only h
 token (from a Secret). It downloads what vLLM loads (config, tokenizer, and the safetensors
 shards the index names, else the other weight files), and prints one JSON line per step:
 `{"event": "progress", "done": bytes, "total": bytes}` every few seconds, then `done` or `failed`
-with a reason. The last line also goes to the termination message, where the operator reads it.
+with a reason (for a LoRA adapter's repo, `done` carries its adapter_config.json's rank, base
+model and target modules). The last line also goes to the termination message, where the
+operator reads it.
 An interrupted download resumes mid-file within an attempt (huggingface_hub retries with a byte
 range); a new attempt keeps every file already complete.
 """
@@ -23,6 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+ADAPTER_CONFIG = "adapter_config.json"
 SMALL_FILES = (".json", ".txt", ".model", ".tiktoken", ".jinja", ".py")
 OTHER_WEIGHTS = (".bin", ".pt")
 PROGRESS_SECONDS = float(os.environ.get("PREFETCH_PROGRESS_SECONDS", "5"))
@@ -153,8 +156,31 @@ def run(repo: str, revision: str, cache_dir: Path) -> int:
         reason, message = failure(err)
         say("failed", reason=reason, message=message)
         return 1
-    say("done", done=total, total=total, commit=Path(path).name)
+    say("done", done=total, total=total, commit=Path(path).name, **adapter_facts(Path(path)))
     return 0
+
+
+def adapter_facts(snapshot: Path) -> dict[str, Any]:
+    """For a LoRA adapter's repo: what the operator checks in its adapter_config.json."""
+    try:
+        config = json.loads((snapshot / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as err:
+        return {"adapter": {"error": f"{ADAPTER_CONFIG} is not readable JSON: {err}"[:300]}}
+    if not isinstance(config, dict):
+        return {"adapter": {"error": f"{ADAPTER_CONFIG} is not a JSON object"}}
+    targets = config.get("target_modules")
+    return {
+        "adapter": {
+            "peft_type": str(config.get("peft_type") or "")[:40],
+            "r": config.get("r"),
+            "base_model": str(config.get("base_model_name_or_path") or "")[:200],
+            "target_modules": sorted(map(str, targets))[:40]
+            if isinstance(targets, list)
+            else str(targets or "")[:200],
+        }
+    }
 
 
 def main(argv: list[str]) -> int:

@@ -31,7 +31,7 @@ def parse_report(text: str | None) -> dict[str, Any] | None:
     return None
 
 
-def _termination_message(pod: Mapping[str, Any]) -> str | None:
+def termination_message(pod: Mapping[str, Any]) -> str | None:
     for status in (pod.get("status") or {}).get("containerStatuses") or []:
         for state in (status.get("state"), status.get("lastState")):
             terminated = (state or {}).get("terminated")
@@ -89,13 +89,13 @@ def cached_verdict(
         )
     ordered = sorted(pods, key=_created)
     failed = [p for p in ordered if (p.get("status") or {}).get("phase") == "Failed"]
-    last_failure = parse_report(_termination_message(failed[-1])) if failed else None
+    last_failure = parse_report(termination_message(failed[-1])) if failed else None
     if _condition(job, "Complete") or (job.get("status") or {}).get("succeeded"):
         done = next(
             (
                 r
                 for p in reversed(ordered)
-                if (r := parse_report(_termination_message(p))) and r.get("event") == "done"
+                if (r := parse_report(termination_message(p))) and r.get("event") == "done"
             ),
             {},
         )

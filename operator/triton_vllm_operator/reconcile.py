@@ -16,6 +16,7 @@ from .conditions import (
     ACCEPTED,
     AUTOSCALING,
     CACHED,
+    LORA_ADAPTERS,
     MODEL_FACTS,
     READY,
     SCHEDULED,
@@ -24,6 +25,7 @@ from .conditions import (
     set_condition,
 )
 from .drift import covers
+from .lora import adapter_events, plan_lora
 from .model_facts import ModelFacts, ModelFactsError, status_of
 from .placement import (
     Placement,
@@ -95,6 +97,8 @@ WARNING_REASONS = {
     "DiskFull",
     "PrefetchNeedsClaim",
     "PrefetchNeedsRepo",
+    # LoRA adapters refused (LoraAdapters=False).
+    "AdapterRefused",
     # The autoscaler cannot work as the spec asks (Autoscaling=False).
     "KEDANotInstalled",
     "PrometheusAddressUnknown",
@@ -275,14 +279,22 @@ def _scheduled(placed: Placed, observed: Observed, config_hash: str, tp: int) ->
 
 
 def _stale_configmaps(
-    model: TritonVLLMModel, observed: Observed, keep: str, deployment: Mapping[str, Any] | None
+    model: TritonVLLMModel,
+    observed: Observed,
+    keep: str,
+    deployment: Mapping[str, Any] | None,
+    extra: Sequence[str] = (),
 ) -> list[Key]:
     """Our ConfigMaps of this model that neither the Deployment nor any pod mounts any more."""
-    used: set[Any] = {keep}
+    used: set[Any] = {keep, *extra}
     used |= {p.config_map for p in observed.own_pods if p.config_map}
+    # A pod's config is also named by the hash it carries (a projected volume hides it).
+    name = model.metadata.name
+    used |= {f"{name}-config-{p.config_hash}" for p in observed.own_pods if p.config_hash}
     template = ((deployment or {}).get("spec") or {}).get("template") or {}
     for volume in (template.get("spec") or {}).get("volumes") or []:
-        used.add((volume.get("configMap") or {}).get("name"))
+        sources = (volume.get("projected") or {}).get("sources") or [volume]
+        used |= {(source.get("configMap") or {}).get("name") for source in sources}
     return sorted(
         (kind, name)
         for kind, name in observed.children
@@ -396,8 +408,24 @@ def _verdicts(
     if not isinstance(placement, Placement):  # unreachable: place_unseen covers Unplaceable
         raise TypeError(placement)
     tp = placement.tensor_parallel_size
-    children = render_all(model, placement, settings)
-    configmap, deployment = children[0], children[1]
+    architecture = (
+        observed.facts.architecture
+        if isinstance(observed.facts, ModelFacts)
+        else (facts_status.get("model") or {}).get("architecture")
+    )
+    lora = plan_lora(model, observed.children, observed.prefetch_pods, architecture, settings)
+    if lora is None:
+        stale.add(LORA_ADAPTERS)
+        children = render_all(model, placement, settings)
+    else:
+        extra.append(lora.verdict)
+        plan.apply.extend(with_applied_hash(job) for job in lora.jobs)
+        if lora.raised:
+            plan.events.append(("Normal", "LoraLimits", lora.raised))
+        facts_status["lora"] = [state.status() for state in lora.states]
+        children = render_all(model, placement, settings, lora=lora.limits, adapters=lora.listed)
+    configmap = children[0]
+    deployment = next(m for m in children if m["kind"] == "Deployment")
     if not _strategy_kept(deployment, live_deployment):
         # A new template: surge when a node has the GPUs for one more pod free now.
         in_use = inventory(model.spec, observed.nodes, [*observed.pods, *observed.own_gpu_pods])
@@ -422,7 +450,8 @@ def _verdicts(
         if needs_apply(manifest, observed.children.get(key)):
             plan.apply.append(manifest)
     current_cm = configmap["metadata"]["name"]
-    plan.delete.extend(_stale_configmaps(model, observed, current_cm, live_deployment))
+    lora_cm = [m["metadata"]["name"] for m in children[1:] if m["kind"] == "ConfigMap"]
+    plan.delete.extend(_stale_configmaps(model, observed, current_cm, live_deployment, lora_cm))
     if most_replicas(model.spec) <= 1 and ("PodDisruptionBudget", name) in observed.children:
         plan.delete.append(("PodDisruptionBudget", name))
     kept = scaler.manifest["kind"] if scaler is not None and scaler.manifest else None
@@ -524,6 +553,7 @@ STATUS_FIELDS = (
     "configHash",
     "configMap",
     "model",
+    "lora",
 )
 
 
@@ -537,7 +567,12 @@ def plan_reconcile(
     old_status["conditions"] = [
         c for c in old_status.get("conditions") or [] if c.get("type") not in stale
     ]
-    plan.status["conditions"], plan.events = _with_conditions(body, verdicts, old_status, now)
+    conditions, events = _with_conditions(body, verdicts, old_status, now)
+    old_lora = (body.get("status") or {}).get("lora")
+    if resolved.get("lora") is not None or old_lora:
+        events += adapter_events(old_lora, resolved.get("lora"))
+    plan.status["conditions"] = conditions
+    plan.events = plan.events + events
     plan.status = {
         "observedGeneration": (body.get("metadata") or {}).get("generation"),
         "conditions": plan.status["conditions"],

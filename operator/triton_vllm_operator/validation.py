@@ -48,7 +48,30 @@ def check_model(model: TritonVLLMModel, backend_name: str) -> None:
         validate_engine_args(model.spec.engine_args, model.spec.tensor_parallel_size)
     except EngineArgsError as err:
         raise SpecError("InvalidEngineArgs", str(err)) from err
+    check_lora_engine_args(model)
     try:
         render_config_pbtxt(model, backend_name)
     except TritonConfigError as err:
         raise SpecError("InvalidTritonConfig", str(err)) from err
+
+
+LORA_ENGINE_ARGS = ("enable_lora", "max_loras", "max_lora_rank")
+
+
+def check_lora_engine_args(model: TritonVLLMModel) -> None:
+    """LoRA is spec.lora's: the adapter list the pods follow comes with it."""
+    engine_args = model.spec.engine_args
+    if model.spec.lora is not None:
+        owned = [key for key in LORA_ENGINE_ARGS if key in engine_args]
+        if owned:
+            raise SpecError(
+                "InvalidEngineArgs",
+                f"engineArgs.{owned[0]} is set from spec.lora: remove it (spec.lora.maxLoras "
+                "and spec.lora.maxLoraRank set the limits)",
+            )
+    elif engine_args.get("enable_lora"):
+        raise SpecError(
+            "InvalidEngineArgs",
+            "engineArgs.enable_lora needs the adapter list the pods follow: declare LoRA in "
+            "spec.lora (adapters, maxLoras, maxLoraRank) instead",
+        )

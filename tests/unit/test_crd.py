@@ -104,6 +104,7 @@ def test_status_declares_every_field_the_operator_writes() -> None:
         "configHash",
         "configMap",
         "model",
+        "lora",
     }
     assert {"parameters", "dtype", "weightsGiB", "kvBytesPerToken", "maxContext"} <= set(
         status["model"]["properties"]

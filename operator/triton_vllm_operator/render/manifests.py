@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from ..api import API_VERSION, KIND, TritonVLLMModel, fixed_replicas, most_replicas
 from ..placement import MEMORY_LABEL, PRODUCT_LABEL, Placement, pod_tolerations
 from ..settings import Settings
-from .model_files import CONFIG_FILE, ENGINE_FILE, MODEL_VERSION, config_data, config_hash
+from .model_files import (
+    CONFIG_FILE,
+    ENGINE_FILE,
+    LORA_FILE,
+    MODEL_VERSION,
+    LoraLimits,
+    config_data,
+    config_hash,
+    render_multi_lora,
+)
 
 MANAGED_BY = "triton-vllm-operator"
 MODEL_LABEL = "tritonvllm.io/model"
@@ -90,8 +100,12 @@ def digest(value: Any) -> str:
 
 
 def placement_digest(model: TritonVLLMModel) -> str:
-    """What a placement depends on: the whole spec but the replica count and its autoscaler."""
+    """What a placement depends on: the whole spec but the replica count, its autoscaler and the
+    LoRA adapters (their list changes no pod)."""
     spec = model.spec.model_dump(by_alias=True, exclude={"replicas", "autoscaling"}, mode="json")
+    lora = spec.pop("lora")
+    if lora is not None:
+        spec["lora"] = {k: v for k, v in lora.items() if k != "adapters"}
     return digest(spec)
 
 
@@ -122,17 +136,36 @@ def endpoints(model: TritonVLLMModel) -> dict[str, str]:
 
 
 def render_configmap(
-    model: TritonVLLMModel, tensor_parallel_size: int, settings: Settings
+    model: TritonVLLMModel,
+    tensor_parallel_size: int,
+    settings: Settings,
+    lora: LoraLimits | None = None,
 ) -> dict[str, Any]:
     """The immutable ConfigMap holding config.pbtxt and model.json, named by their digest: old
     and new pods of a rollout each mount their own, and rolling back finds the old one again."""
-    data = config_data(model, tensor_parallel_size, settings.backend_name)
+    data = config_data(model, tensor_parallel_size, settings.backend_name, lora)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _metadata(model, configmap_name(model.metadata.name, data)),
         "immutable": True,
         "data": data,
+    }
+
+
+def lora_configmap_name(model: TritonVLLMModel) -> str:
+    """The adapter list's ConfigMap: one per model, changed in place (the pods follow it)."""
+    return f"{model.metadata.name}-lora"
+
+
+def render_lora_configmap(model: TritonVLLMModel, listed: Mapping[str, str]) -> dict[str, Any]:
+    """The ConfigMap holding multi_lora.json (adapter name -> directory), which the backend
+    reads again every second: updated in place, so an adapter change rolls no pod."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(model, lora_configmap_name(model)),
+        "data": {LORA_FILE: render_multi_lora(listed)},
     }
 
 
@@ -295,11 +328,35 @@ def rollout_strategy(surge: bool) -> dict[str, Any]:
     return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
 
 
+def _model_repository(model: TritonVLLMModel, data: dict[str, str]) -> dict[str, Any]:
+    """The volume at /models/<served>: the immutable config, and with spec.lora the adapter list
+    beside model.json (a projected volume: the kubelet updates the list in place)."""
+    config = {
+        "name": configmap_name(model.metadata.name, data),
+        "items": [
+            {"key": CONFIG_FILE, "path": CONFIG_FILE},
+            {"key": ENGINE_FILE, "path": f"{MODEL_VERSION}/{ENGINE_FILE}"},
+        ],
+    }
+    if model.spec.lora is None:
+        return {"name": "model-repository", "configMap": config}
+    adapters = {
+        "name": lora_configmap_name(model),
+        "items": [{"key": LORA_FILE, "path": f"{MODEL_VERSION}/{LORA_FILE}"}],
+    }
+    sources = [{"configMap": config}, {"configMap": adapters}]
+    return {"name": "model-repository", "projected": {"sources": sources}}
+
+
 def render_deployment(
-    model: TritonVLLMModel, placement: Placement, settings: Settings, surge: bool = False
+    model: TritonVLLMModel,
+    placement: Placement,
+    settings: Settings,
+    surge: bool = False,
+    lora: LoraLimits | None = None,
 ) -> dict[str, Any]:
     """The Deployment of tritonserver pods, `TP` GPUs each, rolled when the config changes."""
-    data = config_data(model, placement.tensor_parallel_size, settings.backend_name)
+    data = config_data(model, placement.tensor_parallel_size, settings.backend_name, lora)
     pod_annotations = {**model.spec.pod_annotations, CONFIG_HASH_ANNOTATION: config_hash(data)}
     pod_spec: dict[str, Any] = {
         "containers": [_container(model, placement, settings)],
@@ -310,16 +367,7 @@ def render_deployment(
             t.model_dump(by_alias=True, exclude_none=True) for t in pod_tolerations(model.spec)
         ],
         "volumes": [
-            {
-                "name": "model-repository",
-                "configMap": {
-                    "name": configmap_name(model.metadata.name, data),
-                    "items": [
-                        {"key": CONFIG_FILE, "path": CONFIG_FILE},
-                        {"key": ENGINE_FILE, "path": f"{MODEL_VERSION}/{ENGINE_FILE}"},
-                    ],
-                },
-            },
+            _model_repository(model, data),
             {"name": "dshm", "emptyDir": {"medium": "Memory"}},
             _cache_volume(model),
         ],
@@ -370,14 +418,27 @@ def render_pod_disruption_budget(model: TritonVLLMModel) -> dict[str, Any]:
 
 
 def render_all(
-    model: TritonVLLMModel, placement: Placement, settings: Settings, surge: bool = False
+    model: TritonVLLMModel,
+    placement: Placement,
+    settings: Settings,
+    surge: bool = False,
+    lora: LoraLimits | None = None,
+    adapters: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every child, in the order they should be applied (the ConfigMap before its pods)."""
+    """Every child, in the order they should be applied (the ConfigMaps before their pods).
+
+    With spec.lora: `lora` are the resolved limits (default: the spec's) and `adapters` the
+    adapters listed to the pods, name -> directory (default: those given as paths), in a
+    ConfigMap of their own that the pods mount beside the config."""
     children = [
-        render_configmap(model, placement.tensor_parallel_size, settings),
-        render_deployment(model, placement, settings, surge),
+        render_configmap(model, placement.tensor_parallel_size, settings, lora),
+        render_deployment(model, placement, settings, surge, lora),
         render_service(model),
     ]
+    if model.spec.lora is not None:
+        if adapters is None:
+            adapters = {a.name: a.path for a in model.spec.lora.adapters if a.path is not None}
+        children.insert(1, render_lora_configmap(model, adapters))
     if most_replicas(model.spec) > 1:
         children.append(render_pod_disruption_budget(model))
     return children

@@ -61,28 +61,44 @@ def _env(model: TritonVLLMModel) -> list[dict[str, Any]]:
     return env
 
 
-def render_prefetch_job(model: TritonVLLMModel, settings: Settings) -> dict[str, Any]:
-    """A Job that downloads spec.model at its revision into spec.storage.existingClaim."""
-    spec = model.spec
-    claim = spec.storage.existing_claim
+def _claim(model: TritonVLLMModel) -> str:
+    claim = model.spec.storage.existing_claim
     if claim is None:
         raise SpecError(
             "PrefetchNeedsClaim",
             "storage.prefetch downloads into a volume the serving pods share: set "
             "storage.existingClaim.",
         )
-    if spec.model.startswith("/"):
+    return claim
+
+
+def render_prefetch_job(model: TritonVLLMModel, settings: Settings) -> dict[str, Any]:
+    """A Job that downloads spec.model at its revision into spec.storage.existingClaim."""
+    _claim(model)
+    if model.spec.model.startswith("/"):
         raise SpecError(
             "PrefetchNeedsRepo",
-            f"storage.prefetch downloads a Hub repo; {spec.model} is a path in the volume.",
+            f"storage.prefetch downloads a Hub repo; {model.spec.model} is a path in the volume.",
         )
+    return render_download_job(
+        model, settings, prefetch_job_name(model), model.spec.model, prefetch_revision(model)
+    )
+
+
+def render_download_job(
+    model: TritonVLLMModel, settings: Settings, name: str, repo: str, revision: str
+) -> dict[str, Any]:
+    """A Job that downloads `repo` at `revision` (the model's, or an adapter's) into
+    spec.storage.existingClaim, with the model's token and endpoint."""
+    spec = model.spec
+    claim = _claim(model)
     metadata: dict[str, Any] = {
-        "name": prefetch_job_name(model),
+        "name": name,
         "namespace": model.metadata.namespace,
         "labels": prefetch_labels(model),
         "annotations": {
-            "tritonvllm.io/model-repo": spec.model,
-            "tritonvllm.io/model-revision": prefetch_revision(model),
+            "tritonvllm.io/model-repo": repo,
+            "tritonvllm.io/model-revision": revision,
         },
     }
     if model.metadata.uid:
@@ -90,7 +106,7 @@ def render_prefetch_job(model: TritonVLLMModel, settings: Settings) -> dict[str,
     container = {
         "name": PREFETCH_CONTAINER,
         "image": spec.triton.image or settings.triton_image,
-        "command": ["python3", "-c", prefetch_script(), spec.model, prefetch_revision(model)],
+        "command": ["python3", "-c", prefetch_script(), repo, revision],
         "env": _env(model),
         "volumeMounts": [
             {"name": "cache", "mountPath": CACHE_MOUNT},
