@@ -44,10 +44,11 @@ engine-args: install serving-env ## Regenerate the AsyncEngineArgs snapshot from
 		> operator/triton_vllm_operator/data/engine_args.json
 
 .PHONY: lint
-lint: install ## ruff and mypy
+lint: install ## ruff, mypy and import-linter (the pure layers never import the runtime)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	PYTHONPATH=operator $(VENV)/bin/lint-imports
 
 .PHONY: fmt
 fmt: install ## Format the code
@@ -59,8 +60,8 @@ test-unit: install ## Unit tests only (no cluster, no serving env)
 	$(VENV)/bin/pytest -m "not cluster and not serving" -ra
 
 .PHONY: test
-test: install serving-env cluster-build autoscaling-tools chart-tools lint ## Every test: unit, real control plane, real tritonserver + vLLM, demo
-	$(VENV)/bin/pytest -ra
+test: install serving-env cluster-build autoscaling-tools chart-tools lint ## Every test: unit, real control plane (API server restart included), real tritonserver + vLLM, demo
+	RELIABILITY_RESTART_APISERVER=1 $(VENV)/bin/pytest -ra
 
 .PHONY: run
 run: install ## Run the operator against the current kubeconfig

@@ -146,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "crd":
         yaml.safe_dump(custom_resource_definition(), sys.stdout, sort_keys=False)
         return 0
-    from .operator_main import run_operator  # kopf is imported only when running
+    from .runtime.main import run_operator  # kopf is imported only when running
 
     return run_operator(Settings.from_env(os.environ))
 

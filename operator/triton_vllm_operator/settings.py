@@ -7,7 +7,7 @@ import socket
 from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ENV_PREFIX = "TRITON_VLLM_"
 
@@ -33,6 +33,11 @@ class Settings(BaseModel):
     )
     log_format: Literal["text", "json"] = Field(
         default="text", description="Operator log format (TRITON_VLLM_LOG_FORMAT)."
+    )
+    log_level: Literal["debug", "info", "warning"] = Field(
+        default="info",
+        description="Operator log level; debug logs every reconcile pass "
+        "(TRITON_VLLM_LOG_LEVEL).",
     )
     field_manager: str = Field(
         default="triton-vllm-operator",
@@ -60,14 +65,55 @@ class Settings(BaseModel):
     lease_duration_seconds: int = Field(
         default=15,
         ge=2,
-        description="A leader that has not renewed for this long is replaced "
+        description="A standby takes the Lease of a leader that has not renewed it for this long "
         "(TRITON_VLLM_LEASE_DURATION_SECONDS).",
     )
-    lease_renew_seconds: float = Field(
+    lease_renew_deadline_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="A leader that could not renew its Lease for this long stops writing and "
+        "exits; shorter than the lease duration (TRITON_VLLM_LEASE_RENEW_DEADLINE_SECONDS).",
+    )
+    lease_retry_seconds: float = Field(
         default=2.0,
         gt=0,
-        description="How often the leader renews, and a standby checks, the Lease "
-        "(TRITON_VLLM_LEASE_RENEW_SECONDS).",
+        description="How often the leader renews, and a standby tries to take, the Lease; "
+        "shorter than the renew deadline (TRITON_VLLM_LEASE_RETRY_SECONDS).",
+    )
+    api_connect_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="Connect timeout of every API request "
+        "(TRITON_VLLM_API_CONNECT_TIMEOUT_SECONDS).",
+    )
+    api_read_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Read timeout of every API request but watches "
+        "(TRITON_VLLM_API_READ_TIMEOUT_SECONDS).",
+    )
+    api_qps: float = Field(
+        default=100.0,
+        gt=0,
+        description="Requests a second the operator sends the API server on average "
+        "(TRITON_VLLM_API_QPS).",
+    )
+    api_burst: int = Field(
+        default=200,
+        ge=1,
+        description="Requests the operator may send at once above api_qps (TRITON_VLLM_API_BURST).",
+    )
+    resync_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="Every this often, every cached model is reconciled again "
+        "(TRITON_VLLM_RESYNC_SECONDS).",
+    )
+    relist_seconds: float = Field(
+        default=1800.0,
+        gt=0,
+        description="Every this often (jittered by 10 %), each watched collection is listed "
+        "again and the cache replaced by the list (TRITON_VLLM_RELIST_SECONDS).",
     )
     model_facts: bool = Field(
         default=True,
@@ -108,6 +154,21 @@ class Settings(BaseModel):
         description="Where kopf serves its liveness probe (TRITON_VLLM_LIVENESS_ENDPOINT).",
     )
 
+    @model_validator(mode="after")
+    def _lease_timings(self) -> Settings:
+        """client-go's rule: lease duration > renew deadline > retry period."""
+        if not (
+            self.lease_duration_seconds
+            > self.lease_renew_deadline_seconds
+            > self.lease_retry_seconds
+        ):
+            raise ValueError(
+                "leader election needs lease duration > renew deadline > retry period, got "
+                f"{self.lease_duration_seconds:g} > {self.lease_renew_deadline_seconds:g} > "
+                f"{self.lease_retry_seconds:g}: lengthen the lease or shorten the others"
+            )
+        return self
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Read TRITON_VLLM_* variables; unset ones keep their defaults."""
@@ -116,13 +177,21 @@ class Settings(BaseModel):
             "BACKEND": "backend_name",
             "NAMESPACES": "namespaces",
             "LOG_FORMAT": "log_format",
+            "LOG_LEVEL": "log_level",
             "FIELD_MANAGER": "field_manager",
             "LEADER_ELECTION": "leader_election",
             "LEASE_NAME": "lease_name",
             "LEASE_NAMESPACE": "lease_namespace",
             "IDENTITY": "identity",
             "LEASE_DURATION_SECONDS": "lease_duration_seconds",
-            "LEASE_RENEW_SECONDS": "lease_renew_seconds",
+            "LEASE_RENEW_DEADLINE_SECONDS": "lease_renew_deadline_seconds",
+            "LEASE_RETRY_SECONDS": "lease_retry_seconds",
+            "API_CONNECT_TIMEOUT_SECONDS": "api_connect_timeout_seconds",
+            "API_READ_TIMEOUT_SECONDS": "api_read_timeout_seconds",
+            "API_QPS": "api_qps",
+            "API_BURST": "api_burst",
+            "RESYNC_SECONDS": "resync_seconds",
+            "RELIST_SECONDS": "relist_seconds",
             "LIVENESS_ENDPOINT": "liveness_endpoint",
             "MODEL_FACTS": "model_facts",
             "HF_ENDPOINT": "hf_endpoint",

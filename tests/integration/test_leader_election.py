@@ -25,7 +25,8 @@ def _replica(cluster: ClusterHandle, log: Path, identity: str, namespace: str) -
             "TRITON_VLLM_LEASE_NAMESPACE": namespace,
             "TRITON_VLLM_IDENTITY": identity,
             "TRITON_VLLM_LEASE_DURATION_SECONDS": str(LEASE_SECONDS),
-            "TRITON_VLLM_LEASE_RENEW_SECONDS": "1",
+            "TRITON_VLLM_LEASE_RETRY_SECONDS": "1",
+            "TRITON_VLLM_LEASE_RENEW_DEADLINE_SECONDS": "4",
         },
     )
 

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
+from triton_vllm_operator.runtime import kinds
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "triton-vllm-operator"
 
@@ -117,3 +119,26 @@ def test_no_rule_lists_or_watches_secrets_or_uses_wildcards() -> None:
                 assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
                 if {"secrets", "pods/log"} & set(rule["resources"]):
                     assert rule["verbs"] == ["get"], rule
+
+
+@pytest.mark.parametrize("values", [[], ["--set", "watchNamespaces={team-a}"]], ids=["all", "ns"])
+def test_the_chart_grants_every_verb_the_runtime_calls_on_every_collection(
+    values: list[str],
+) -> None:
+    """The registry the reflectors and the API client use (runtime/kinds.py) is the list of what
+    RBAC must allow: a kind added there without a rule fails here, not in a cluster."""
+    docs = template(*values)
+    granted: dict[tuple[str, str], set[str]] = {}
+    for doc in docs:
+        if doc["kind"] in ("Role", "ClusterRole"):
+            for rule in doc["rules"]:
+                for group in rule["apiGroups"]:
+                    for resource in rule["resources"]:
+                        granted.setdefault((group, resource), set()).update(rule["verbs"])
+    for collection in kinds.BY_KIND.values():
+        have = granted.get((collection.group, collection.plural), set())
+        assert set(collection.verbs) <= have, (collection.kind, collection.verbs, have)
+    for collection in (kinds.OWN_PODS, kinds.BOUND_PODS):
+        assert set(collection.verbs) <= granted.get(("", "pods"), set())
+    lease = granted.get(("coordination.k8s.io", "leases"), set())
+    assert {"get", "create", "update"} <= lease

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from triton_vllm_operator.workqueue import WorkQueue
+from triton_vllm_operator.runtime.workqueue import WorkQueue
 
 
 def test_a_key_added_twice_waits_once_and_one_added_while_processed_runs_again() -> None:

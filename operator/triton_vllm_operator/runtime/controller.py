@@ -1,10 +1,12 @@
-"""The control loop: a work queue of models, fed by watch events, drained by workers that run one
-pure reconcile pass each and carry out its plan through the API.
+"""The control loop: reflectors keep the World (the cache) true, a work queue of models is fed by
+what changed in it, and workers run one pure reconcile pass each and carry out its plan through
+the API, while this replica leads.
 
-No timers: a model is reconciled when it, one of its children or pods, or (while its placement
-is not settled) a node changes; failed passes come back with backoff. A model to be placed afresh
-has its facts looked up on the Hub first, in the worker thread; a failed lookup comes back with
-the same backoff, and is not repeated for the events in between.
+No per-model timers: a model is reconciled when it, one of its children or pods, or (while its
+placement is not settled) what placement reads of the nodes changes; when a re-list finds
+something gone; on the periodic resync; and failed passes come back with backoff. A model to be
+placed afresh has its facts looked up on the Hub first, in the worker thread; a failed lookup
+comes back with the same backoff, and is not repeated for the events in between.
 """
 
 from __future__ import annotations
@@ -14,15 +16,14 @@ import concurrent.futures
 import dataclasses
 import datetime
 import logging
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-import urllib3
 from kubernetes import client
 
-from . import kube
-from .facts_lookup import FactsLookup, Lookup
-from .reconcile import (
+from ..facts_lookup import FactsLookup, Lookup
+from ..reconcile import (
     APPLIED_HASH_ANNOTATION,
     Observed,
     Plan,
@@ -33,11 +34,13 @@ from .reconcile import (
     refused,
     status_changed,
 )
-from .render.manifests import MANAGED_BY
-from .render.prefetch import PREFETCH_CONTAINER
-from .settings import Settings
+from ..render.prefetch import PREFETCH_CONTAINER
+from ..settings import Settings
+from . import kinds
+from .client import UNREACHABLE, ApplyRejected, Client, Conflict, NotLeading
+from .informer import Reflector
+from .store import ModelKey, World
 from .workqueue import WorkQueue
-from .world import ModelKey, World
 
 # The finalizer round 1 put on every model (for a timer); removed on sight, nothing needs it.
 LEGACY_FINALIZER = "tritonvllm.io/finalizer"
@@ -51,22 +54,22 @@ def _now() -> str:
 
 
 class Controller:
-    """The world as watched, the queue of models to reconcile, and the workers."""
+    """The world as the reflectors keep it, the queue of models to reconcile, and the workers."""
 
-    def __init__(
-        self, api: client.ApiClient, settings: Settings, facts: FactsLookup | None = None
-    ) -> None:
+    def __init__(self, api: Client, settings: Settings, facts: FactsLookup | None = None) -> None:
         self.api = api
         self.settings = settings
-        self.facts = facts or FactsLookup(
-            settings, read_secret=lambda ns, name: kube.read_secret_data(api, ns, name)
-        )
-        self.world = World()
+        self.facts = facts or FactsLookup(settings, read_secret=api.read_secret_data)
+        self.world = World(kinds.CHILD_KINDS)
         self.queue: WorkQueue[ModelKey] = WorkQueue()
         self._pool = concurrent.futures.ThreadPoolExecutor(WORKERS, "reconcile")
         # Events are best effort and said in status too: posted off the reconcile's path.
         self._events = concurrent.futures.ThreadPoolExecutor(2, "events")
         self._workers: list[asyncio.Task[None]] = []
+        self._resync: asyncio.Task[None] | None = None
+        self._stop = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.reflectors = self._reflectors()
         # Children the API server refused, by (model, kind, name): the manifest's hash and why.
         # The same manifest is not sent again until the spec changes what it renders.
         self._refused: dict[tuple[ModelKey, str, str], tuple[str, str]] = {}
@@ -74,90 +77,119 @@ class Controller:
         # Per model, from its last pass: when to look again while a download runs (else None).
         self._recheck: dict[ModelKey, float | None] = {}
 
-    # --- watch events (event loop) --------------------------------------------------------
+    # --- the reflectors (their threads) ---------------------------------------------------
 
-    def on_model(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        key = (body["metadata"]["namespace"], body["metadata"]["name"])
-        if event_type == "DELETED":
-            self.world.drop_model(key)
-            self.queue.drop(key)
-            self.facts.forget(key)
-            self._recheck.pop(key, None)
-            self._refused = {k: v for k, v in self._refused.items() if k[0] != key}
-            return
-        self.world.set_model(body)
-        self.queue.add(key)
+    def _reflectors(self) -> list[Reflector]:
+        namespaces = self.settings.namespaces
+        sources: list[tuple[str, kinds.Collection]] = [
+            ("models", kinds.MODELS),
+            *((c.kind, c) for c in (*kinds.CHILDREN, kinds.SCALED_OBJECTS)),
+            ("own-pods", kinds.OWN_PODS),
+            ("bound-pods", kinds.BOUND_PODS),
+            ("nodes", kinds.NODES),
+            ("crds", kinds.CRDS),
+        ]
+        reflectors = []
+        for source, collection in sources:
+            scopes: Iterable[str | None] = (
+                namespaces if collection.namespaced and namespaces else [None]
+            )
+            for namespace in scopes:
+                path = collection.collection_paths((namespace,) if namespace else ())[0]
+                reflectors.append(
+                    Reflector(
+                        f"{source}/{namespace}" if namespace else source,
+                        self.api,
+                        path,
+                        slim=self.world.slimmer(source),
+                        replace=self._replacer(source, namespace),
+                        deliver=self._deliverer(source),
+                        label_selector=collection.label_selector,
+                        field_selector=collection.field_selector,
+                        relist_seconds=self.settings.relist_seconds,
+                    )
+                )
+        return reflectors
 
-    def on_child(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        if event_type == "DELETED":
-            owner = self.world.drop_child(body)
-        else:
-            owner = self.world.set_child(body)
-        if owner:
-            self.queue.add(owner)
+    def _replacer(self, source: str, namespace: str | None) -> Any:
+        def replace(slims: list[Any]) -> None:
+            self._wake(self.world.replace(source, slims, namespace))
+            if source == "crds":
+                self._keda_changed()
 
-    def on_pod(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        owner = self.world.set_pod(body, deleted=event_type == "DELETED")
-        if owner:
-            self.queue.add(owner)
+        return replace
 
-    def on_crd(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        """KEDA installed or removed: autoscaled models switch between ScaledObject and HPA."""
-        if (body.get("metadata") or {}).get("name") != KEDA_CRD:
-            return
-        served = event_type != "DELETED" and crd_established(body)
-        if served != self.world.keda_served:
-            log.info("KEDA's ScaledObject kind is %s", "served" if served else "not served")
-            self.world.keda_served = served
-            for key in self.world.autoscaled():
-                self.queue.add(key)
+    def _deliverer(self, source: str) -> Any:
+        def deliver(event: str, obj: Mapping[str, Any]) -> None:
+            self._wake(self.world.apply_event(source, event, obj))
+            if source == "crds":
+                self._keda_changed()
 
-    def on_node(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        if self.world.set_node(body, deleted=event_type == "DELETED"):
-            for key in self.world.waiting_for_nodes():
-                self.queue.add(key)
+        return deliver
+
+    def _keda_changed(self) -> None:
+        """KEDA installed or removed: its ScaledObjects are listed again (or found gone)."""
+        for reflector in self.reflectors:
+            if reflector.name.startswith(kinds.SCALED_OBJECTS.kind):
+                reflector.relist()
+
+    def _wake(self, keys: Iterable[ModelKey]) -> None:
+        keys = list(keys)
+        if keys and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._add_all, keys)
+
+    def _add_all(self, keys: list[ModelKey]) -> None:
+        for key in keys:
+            self.queue.add(key)
 
     # --- start and stop -------------------------------------------------------------------
 
     async def sync(self) -> None:
-        """List what the watches will keep current, so no pass decides on a half-filled world
-        (a Deployment missing from it would lose the model's sticky placement)."""
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._pool, self._list_all)
-
-    def _paths(self, group_path: str, plural: str) -> list[str]:
-        if not self.settings.namespaces:
-            return [f"{group_path}/{plural}"]
-        return [f"{group_path}/namespaces/{ns}/{plural}" for ns in self.settings.namespaces]
-
-    def _list_all(self) -> None:
-        ours = OURS_SELECTOR
-        # (list: the operator may list and watch CRDs, for kopf's discovery, but not get them)
-        crds = kube.list_objects(self.api, CRD_PATH, field_selector=f"metadata.name={KEDA_CRD}")
-        self.world.keda_served = any(crd_established(crd) for crd in crds)
-        collections = list(CHILD_COLLECTIONS)
-        if self.world.keda_served:
-            collections.append(("/apis/keda.sh/v1alpha1", "scaledobjects"))
-        for group_path, plural in collections:
-            for path in self._paths(group_path, plural):
-                for obj in kube.list_objects(self.api, path, label_selector=ours):
-                    self.world.set_child(obj)
-        for path in self._paths("/api/v1", "pods"):
-            for obj in kube.list_objects(self.api, path, field_selector=ACTIVE_PODS):
-                self.world.set_pod(obj)
-        for obj in kube.list_objects(self.api, "/api/v1/nodes"):
-            self.world.set_node(obj)
+        """Start the reflectors and wait for each one's first list, so no pass decides on a
+        half-filled world (a Deployment missing from it would lose the model's placement)."""
+        self._loop = asyncio.get_running_loop()
+        for reflector in self.reflectors:
+            reflector.start(self._stop)
+        for reflector in self.reflectors:
+            await self._loop.run_in_executor(None, reflector.synced.wait)
 
     def start(self) -> None:
+        """Start the workers (they take keys only while leading) and the periodic resync."""
         for _ in range(WORKERS):
             self._workers.append(asyncio.create_task(self._work()))
+        self._resync = asyncio.create_task(self._resync_every(self.settings.resync_seconds))
+
+    def lead(self) -> None:
+        log.info("reconciling every model")
+        for key in self.world.model_keys():
+            self.queue.add(key)
+        self.leading.set()
+
+    async def stop_leading(self, grace: float = 5.0) -> None:
+        """Take no more keys and wait (a bounded while) for the passes in flight; their writes
+        are refused once the lease is not fresh."""
+        self.leading.clear()
+        busy = [t for t in self._workers if not t.done()]
+        for task in busy:
+            task.cancel()
+        await asyncio.wait(busy, timeout=grace) if busy else None
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def stop(self) -> None:
-        for task in self._workers:
-            task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        await self.stop_leading()
+        if self._resync:
+            self._resync.cancel()
+        self._stop.set()
         self._events.shutdown(wait=False, cancel_futures=True)
+
+    async def _resync_every(self, seconds: float) -> None:
+        """Re-queue every cached model now and then, as an informer's resync: a pass that was
+        lost (or a decision that depends on time) is made again."""
+        while True:
+            await asyncio.sleep(seconds)
+            keys = self.world.model_keys()
+            log.info("resync: %d models", len(keys))
+            self._add_all(keys)
 
     # --- workers --------------------------------------------------------------------------
 
@@ -166,11 +198,16 @@ class Controller:
         while True:
             await self.leading.wait()
             key = await self.queue.get()
+            gone = False
             try:
+                if not self.leading.is_set():  # lost while waiting: leave it to the next leader
+                    continue
                 body = self.world.model(key)
                 if body is None:
+                    gone = True
                     continue
                 observed = self.world.observe(key)
+                log.debug("pass %s/%s", *key)
                 ok, lookup = await loop.run_in_executor(
                     self._pool, self._reconcile, key, body, observed
                 )
@@ -185,11 +222,22 @@ class Controller:
                 recheck = self._recheck.pop(key, None)
                 if recheck is not None:  # a download runs: its progress is read again then
                     self.queue.add_after(key, recheck)
+            except NotLeading:
+                log.warning("pass of %s/%s stopped: not leading", *key)
             except Exception:  # a bug must not stop the worker; the key comes back
                 log.exception("reconcile of %s/%s failed", *key)
                 self.queue.retry(key)
             finally:
                 self.queue.done(key)
+                if gone:
+                    self._forget(key)
+
+    def _forget(self, key: ModelKey) -> None:
+        """The model is gone: drop what was kept about it."""
+        self.queue.drop(key)
+        self.facts.forget(key)
+        self._recheck.pop(key, None)
+        self._refused = {k: v for k, v in self._refused.items() if k[0] != key}
 
     def _reconcile(
         self, key: ModelKey, body: dict[str, Any], observed: Observed
@@ -198,7 +246,7 @@ class Controller:
         metadata = body["metadata"]
         finalizers = list(metadata.get("finalizers") or [])
         if LEGACY_FINALIZER in finalizers:
-            kube.remove_finalizer(self.api, key[0], key[1], finalizers, LEGACY_FINALIZER)
+            self.api.remove_finalizer(key[0], key[1], finalizers, LEGACY_FINALIZER)
         if metadata.get("deletionTimestamp"):
             return True, None  # going away with its children (ownerReferences)
         query = needs_facts(body, observed, self.settings)
@@ -217,8 +265,8 @@ class Controller:
     def _log_tail(self, key: ModelKey, pod: str) -> str | None:
         """The last lines of the running prefetch pod's log: its latest progress report."""
         try:
-            tail = kube.read_log_tail(self.api, key[0], pod, PREFETCH_CONTAINER)
-        except (client.ApiException, urllib3.exceptions.HTTPError, OSError) as err:
+            tail = self.api.read_log_tail(key[0], pod, PREFETCH_CONTAINER)
+        except (client.ApiException, *UNREACHABLE) as err:
             log.warning("log of %s/%s not read: %s", key[0], pod, err)
             return None
         if tail is None:
@@ -243,8 +291,8 @@ class Controller:
         try:
             for name in ended:
                 selector = f"batch.kubernetes.io/job-name={name}"
-                pods.extend(kube.list_objects(self.api, path, label_selector=selector))
-        except (client.ApiException, urllib3.exceptions.HTTPError, OSError) as err:
+                pods.extend(self.api.list_objects(path, label_selector=selector))
+        except (client.ApiException, *UNREACHABLE) as err:
             log.warning("pods of the prefetch Job of %s/%s not listed: %s", *key, err)
         return pods
 
@@ -256,14 +304,14 @@ class Controller:
         ok = True
         try:
             self._carry_out(key, body, plan, observed.children)
-        except kube.ApplyRejected as err:
+        except ApplyRejected as err:
             plan = refused(body, plan, "RejectedByAPIServer", str(err), now)
-        except kube.Conflict as err:
+        except Conflict as err:
             plan = refused(body, plan, "NameConflict", str(err), now)
         except client.ApiException as err:
             plan = api_failure(body, plan, f"API error {err.status}: {err.reason}", now)
             ok = False
-        except (urllib3.exceptions.HTTPError, OSError) as err:
+        except UNREACHABLE as err:
             log.warning("API server unreachable for %s/%s: %s", *key, err)
             return False
         try:
@@ -271,7 +319,7 @@ class Controller:
         except client.ApiException as err:
             log.warning("status of %s/%s not written: %s", *key, err)
             return False
-        except (urllib3.exceptions.HTTPError, OSError):
+        except UNREACHABLE:
             return False
         return ok
 
@@ -288,23 +336,24 @@ class Controller:
             rendered = manifest["metadata"]["annotations"][APPLIED_HASH_ANNOTATION]
             known = self._refused.get((key, kind, name))
             if known and known[0] == rendered:
-                raise kube.ApplyRejected(known[1])
+                raise ApplyRejected(known[1])
             if (kind, name) not in live and kind != "ConfigMap":
                 # (A ConfigMap's name holds its content's digest: no one else's has it.)
-                kube.check_not_foreign(self.api, manifest, uid)
+                self.api.check_not_foreign(manifest, uid)
             try:
-                stored = kube.apply(self.api, manifest, self.settings.field_manager)
-            except kube.ApplyRejected as err:
+                stored = self.api.apply(manifest, self.settings.field_manager)
+            except ApplyRejected as err:
                 self._refused[(key, kind, name)] = (rendered, str(err))
                 raise
             self._refused.pop((key, kind, name), None)
             self.world.set_child({"kind": kind, **stored})
         for kind, name in plan.delete:
-            kube.delete(self.api, kind, key[0], name)
+            gone = live.get((kind, name)) or {}
+            self.api.delete(kind, key[0], name, (gone.get("metadata") or {}).get("uid"))
 
     def _write_status(self, key: ModelKey, body: dict[str, Any], plan: Plan) -> None:
         if status_changed(body.get("status"), plan.status):
-            stored = kube.patch_status(self.api, key[0], key[1], plan.status)
+            stored = self.api.patch_status(key[0], key[1], plan.status)
             if stored:
                 self.world.set_model(stored)
         for type_, reason, message in plan.events:
@@ -314,29 +363,6 @@ class Controller:
 
     def _post_event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
         try:
-            kube.post_event(self.api, body, type_, reason, message, self.settings.field_manager)
-        except (client.ApiException, urllib3.exceptions.HTTPError, OSError) as err:
+            self.api.post_event(body, type_, reason, message, self.settings.field_manager)
+        except (client.ApiException, NotLeading, *UNREACHABLE) as err:
             log.warning("Event %s for %s not posted: %s", reason, body["metadata"]["name"], err)
-
-
-CHILD_COLLECTIONS = (
-    ("/api/v1", "configmaps"),
-    ("/api/v1", "services"),
-    ("/apis/apps/v1", "deployments"),
-    ("/apis/policy/v1", "poddisruptionbudgets"),
-    ("/apis/batch/v1", "jobs"),  # the prefetch Job
-    ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
-)
-CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-KEDA_CRD = "scaledobjects.keda.sh"
-
-
-def crd_established(crd: Mapping[str, Any]) -> bool:
-    """Whether a CustomResourceDefinition's kind is served (its Established condition)."""
-    conditions = (crd.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
-
-
-OURS_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
-# Pods that hold resources: the field selector is applied by the API server.
-ACTIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
