@@ -95,6 +95,8 @@ def test_examples_render(example: Path, tmp_path: Path) -> None:
     docs = list(yaml.safe_load_all(result.stdout))
     expected = ["ConfigMap", "Deployment", "Service"]
     spec = yaml.safe_load(example.read_text())["spec"]
+    if "lora" in spec:
+        expected.insert(1, "ConfigMap")  # the adapter list
     autoscaling = spec.get("autoscaling")
     if (autoscaling["maxReplicas"] if autoscaling else spec.get("replicas", 1)) > 1:
         expected.append("PodDisruptionBudget")
