@@ -10,6 +10,7 @@ When the engine dies, the model is unloaded, or the server stopped, so that it i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import gc
@@ -26,8 +27,15 @@ from typing import Any
 
 import triton_python_backend_utils as pb_utils
 from tritonvllm_backend.contract import instance_kind_error, plan_auto_complete
-from tritonvllm_backend.engine_config import EngineConfigError, load_model_json, parallel_size
+from tritonvllm_backend.engine_chores import freeze_loaded_heap, log_stats_every
+from tritonvllm_backend.engine_config import (
+    EngineConfigError,
+    load_model_json,
+    parallel_size,
+    redacted,
+)
 from tritonvllm_backend.engine_loop import EngineLoop
+from tritonvllm_backend.health import EngineHealth, EngineHealthError
 from tritonvllm_backend.hops import HopLog
 from tritonvllm_backend.lora import (
     MULTI_LORA_JSON,
@@ -38,10 +46,14 @@ from tritonvllm_backend.lora import (
 from tritonvllm_backend.openai_config import OpenAIConfigError, listen_address
 from tritonvllm_backend.pacing import response_budget
 from tritonvllm_backend.sending import gil_switch_interval
+from tritonvllm_backend.server_mode import parent_model_control_mode, stops_server_on_death
 from tritonvllm_backend.typekinds import Kind, kind_of
 
 ENGINE_START_TIMEOUT_S = 900.0
+# In-flight requests (Triton's and the OpenAI port's together) get this long to finish at unload;
+# with the engine's shutdown after it, within the pods' 60 s termination grace period.
 DRAIN_TIMEOUT_S = 30.0
+ENGINE_STOP_TIMEOUT_S = 20.0
 # How long after its engine died a model may take to be unloaded before the server is stopped.
 UNLOAD_WAIT_S = 3.0
 _LOG_PREFIX = "[tritonvllm]"
@@ -123,19 +135,37 @@ class TritonPythonModel:
         self._finalizing = threading.Event()
         self._unload_requested = False
         engine = self._start_engine(engine_args)
+        try:
+            self._health = EngineHealth(
+                engine, _bool_parameter(parameters, "ENABLE_VLLM_HEALTH_CHECK")
+            )
+        except EngineHealthError as err:
+            self._stop_started(err)
+        self._stops_server = stops_server_on_death(parent_model_control_mode())
         pushed = self._stat_loggers.when_pushed if self._stat_loggers is not None else None
         self._hop_log = HopLog.from_environment()
         self._runner = RequestRunner(
-            engine, sampling_kinds(), self._log, budget, loras, pushed, self._hop_log
-        )
+            engine, self._health, sampling_kinds(), self._log, budget, loras, pushed,
+            self._hop_log,
+        )  # fmt: skip
         self._loop.submit(self._runner.watch_cancellations())
-        self._loop.submit(self._runner.watch_engine(self._engine_died))
+        self._loop.submit(self._health.watch(self._engine_died))
         limits = _scheduler_limits(engine)
         self._log.log_info(f"{_LOG_PREFIX} {self._name}: engine ready ({limits})")
         if self._openai is not None:
             self._start_openai(self._openai, engine, loras)
+        else:
+            self._run_engine_chores(engine, engine_args)
         if loras is not None:
             self._load_loras(loras, engine)
+
+    def _run_engine_chores(self, engine: Any, engine_args: Any) -> None:
+        """With the OpenAI port off, what vLLM's app would do: log stats, freeze the heap."""
+        from vllm import envs
+
+        if not engine_args.disable_log_stats:
+            self._loop.submit(log_stats_every(engine, envs.VLLM_LOG_STATS_INTERVAL))
+        freeze_loaded_heap()
 
     def _engine_args(self, version_dir: str) -> tuple[Any, dict[str, Any]]:
         """AsyncEngineArgs and the OpenAI server's arguments from ``<version_dir>/model.json``.
@@ -148,7 +178,9 @@ class TritonPythonModel:
         accepted = {field.name for field in dataclasses.fields(AsyncEngineArgs)}
         try:
             config = load_model_json(version_dir, accepted, frontend_arg_names())
-            self._log.log_info(f"{_LOG_PREFIX} {self._name}: vLLM engine args {config.engine}")
+            self._log.log_info(
+                f"{_LOG_PREFIX} {self._name}: vLLM engine args {redacted(config.engine)}"
+            )
             return AsyncEngineArgs(**config.engine), config.openai
         except (EngineConfigError, TypeError, ValueError) as err:
             raise pb_utils.TritonModelException(f"{self._name}: {err}") from None
@@ -168,14 +200,18 @@ class TritonPythonModel:
         try:
             return self._loop.start(lambda: self._build_engine(engine_args), ENGINE_START_TIMEOUT_S)
         except Exception as err:
-            self._loop.stop(None)
-            if self._stat_loggers is not None:
-                self._stat_loggers.close()
-            if self._openai is not None:
-                self._openai.close()
-            raise pb_utils.TritonModelException(
-                f"{self._name}: the vLLM engine did not start: {err}"
-            ) from err
+            self._stop_started(err)
+
+    def _stop_started(self, err: Exception) -> typing.NoReturn:
+        """Stop the engine and what was started beside it; fail the load with ``err``."""
+        self._loop.stop(_shutdown_engine)
+        if self._stat_loggers is not None:
+            self._stat_loggers.close()
+        if self._openai is not None:
+            self._openai.close()
+        raise pb_utils.TritonModelException(
+            f"{self._name}: the vLLM engine did not start: {err}"
+        ) from err
 
     def _lora_adapters(self, version_dir: str) -> LoraAdapters:
         """The adapters of multi_lora.json (loaded once the engine runs, then followed).
@@ -239,7 +275,8 @@ class TritonPythonModel:
         """Hand each request to the engine loop; responses go out through their senders.
 
         A dead engine is known from a flag (no round trip to the engine loop): its requests get
-        UNAVAILABLE at once, whatever ENABLE_VLLM_HEALTH_CHECK says.
+        UNAVAILABLE at once. With ENABLE_VLLM_HEALTH_CHECK a failed health check (asked on the
+        engine loop, health.py) sets it too.
         """
         if self._runner.engine_dead:
             from tritonvllm_backend.generate import UNHEALTHY_MESSAGE
@@ -287,23 +324,31 @@ class TritonPythonModel:
     def _engine_died(self) -> None:
         """Make the model stop being ready: unloaded, or else the server stopped (it restarts).
 
-        Runs on a thread of its own once the engine died. The next request unloads the model
-        where Triton allows it (explicit model control); if the model is not being unloaded
-        within UNLOAD_WAIT_S (model control mode none, as in the pods, or no request came), the
-        server is stopped, so that its readiness and liveness probes fail and Kubernetes
-        restarts the container with a fresh engine.
+        Runs on a thread of its own once the engine died. In explicit or poll model control
+        mode other models may share the server: the model's next request unloads it (as the
+        official backend does) and nothing else is touched. In mode none (the pods: one model a
+        server) the model cannot be unloaded, so unless it is finalizing within UNLOAD_WAIT_S
+        the server is stopped: its readiness and liveness probes fail and Kubernetes restarts
+        the container with a fresh engine.
         """
         self._log.log_error(
-            f"[vllm] Engine is not healthy and model will be unloaded: the vLLM engine of "
-            f"{self._name} died"
+            f"[vllm] Engine is not healthy and model will be unloaded: {self._name}: "
+            f"{self._health.reason}"
         )
-        if self._finalizing.wait(UNLOAD_WAIT_S):
+        if not self._stops_server or self._finalizing.wait(UNLOAD_WAIT_S):
             return
         self._log.log_error(
             f"{_LOG_PREFIX} {self._name}: the model is not being unloaded; stopping the server "
             "so that it is restarted"
         )
         os.kill(os.getppid(), signal.SIGTERM)
+
+    async def _drain(self, timeout: float) -> None:
+        """Drain both front doors at once, within one deadline."""
+        drains = [self._runner.drain(timeout)]
+        if self._openai is not None:
+            drains.append(self._openai.stop(timeout))
+        await asyncio.gather(*drains)
 
     def finalize(self) -> None:
         """Let in-flight requests finish (bounded), then stop the engine and the threads."""
@@ -315,11 +360,9 @@ class TritonPythonModel:
         if loop is None:
             return
         try:
-            if self._openai is not None:
-                loop.call(self._openai.stop(DRAIN_TIMEOUT_S), timeout=DRAIN_TIMEOUT_S + 10)
-            loop.call(self._runner.drain(DRAIN_TIMEOUT_S), timeout=DRAIN_TIMEOUT_S + 10)
+            loop.call(self._drain(DRAIN_TIMEOUT_S), timeout=DRAIN_TIMEOUT_S + 5)
         finally:
-            loop.stop(_shutdown_engine)
+            loop.stop(_shutdown_engine, timeout=ENGINE_STOP_TIMEOUT_S)
             self._runner.close()
             if self._stat_loggers is not None:
                 self._stat_loggers.close()
@@ -329,6 +372,7 @@ class TritonPythonModel:
             # Drop the engine and the Triton objects now, while the stub and every module are
             # still alive, rather than at interpreter exit.
             del self._runner, self._loop, self._stat_loggers, self._openai
+            gc.unfreeze()
             gc.collect()
         self._log.log_info(f"{_LOG_PREFIX} {self._name}: engine stopped")
 

@@ -21,6 +21,9 @@ KINDS = {
     "output_kind": "any",
     "skip_clone": "bool",
     "output_text_buffer_length": "int",
+    "stream_interval": "int",
+    "repetition_detection": "any",
+    "flat_logprobs": "bool",
 }
 
 
@@ -34,7 +37,15 @@ KINDS = {
         ('{"ignore_eos": "true"}', {"ignore_eos": True}),
         ('{"ignore_eos": "False"}', {"ignore_eos": False}),
         ('{"stop_token_ids": "[1, 2]"}', {"stop_token_ids": [1, 2]}),
-        ('{"logit_bias": "{\\"5\\": 1.5}"}', {"logit_bias": {"5": 1.5}}),
+        ('{"logit_bias": "{\\"5\\": 1.5}"}', {"logit_bias": {5: 1.5}}),
+        # JSON object keys are strings; vLLM wants integer token ids.
+        ('{"logit_bias": {"5": -100, "7": "2.5"}}', {"logit_bias": {5: -100.0, 7: 2.5}}),
+        # Public fields that a fixed list of names would refuse (newer than the list).
+        ('{"flat_logprobs": "true"}', {"flat_logprobs": True}),
+        (
+            '{"repetition_detection": {"max_pattern_size": 4}}',
+            {"repetition_detection": {"max_pattern_size": 4}},
+        ),
         ('{"stop": ["a", "b"]}', {"stop": ["a", "b"]}),
         ('{"seed": null}', {"seed": None}),
         ("", {}),
@@ -57,6 +68,8 @@ def test_string_values_are_coerced_to_the_field_type(sent: str, expected: dict) 
         ('{"output_kind": 1}', "set by the backend"),
         ('{"skip_clone": true}', "'skip_clone' is internal to vLLM"),
         ('{"output_text_buffer_length": 3}', "'output_text_buffer_length' is internal to vLLM"),
+        ('{"_eos_token_id": 3}', "'_eos_token_id' is internal to vLLM"),
+        ('{"logit_bias": {"five": 1}}', "'logit_bias' must be an object"),
         ('{"stop": {"a": 1}}', "'stop' must be a string or a list of strings"),
         ('{"stop": [1, 2]}', "'stop' must be a string or a list of strings"),
         ('{"priority": "high"}', "'priority' must be an integer"),
@@ -78,6 +91,12 @@ def test_bad_values_name_the_key_and_the_problem(sent: str, fragment: str) -> No
 def test_request_parameters_are_used_without_transport_keys() -> None:
     params = '{"temperature": "0", "stream": false, "triton_enable_empty_final_response": true}'
     assert parse_sampling_parameters(None, params, KINDS).params == {"temperature": 0.0}
+
+
+def test_request_parameters_keep_stream_interval() -> None:
+    params = '{"stream": true, "stream_interval": "4", "max_tokens": 8}'
+    got = parse_sampling_parameters(None, params, KINDS).params
+    assert got == {"stream_interval": 4, "max_tokens": 8}
 
 
 def test_sampling_parameters_input_wins_over_request_parameters() -> None:

@@ -16,6 +16,8 @@ from typing import Any
 
 MODEL_JSON = "model.json"
 OPENAI_SECTION = "openai"
+# Arguments whose values are credentials: never written to a log.
+SECRET_ARGS = frozenset({"hf_token", "api_key"})
 
 
 class EngineConfigError(ValueError):
@@ -126,3 +128,11 @@ def parallel_size(engine_args: Any) -> int:
     tensor = int(getattr(engine_args, "tensor_parallel_size", 1) or 1)
     pipeline = int(getattr(engine_args, "pipeline_parallel_size", 1) or 1)
     return tensor * pipeline
+
+
+def redacted(args: dict[str, Any]) -> dict[str, Any]:
+    """``args`` for a log line: the values of credentials (SECRET_ARGS) replaced."""
+    return {
+        key: "<redacted>" if key in SECRET_ARGS and isinstance(value, str) else value
+        for key, value in args.items()
+    }

@@ -4,16 +4,15 @@ Each request is one task on the engine's event loop. Responses are sent from sen
 (sending.py: a stream's first response and every final one on a lane of their own), and a task
 awaits its previous send before taking the next engine output, so while a send is in flight vLLM
 merges the newly produced tokens into that request's next output (its DELTA outputs aggregate).
-Under load streams are also paced (pacing.py, ``stream_pause``): each streamed response then
-carries every token produced since the previous one, and the per-response cost of the
-python backend (Python, a shared-memory message, Triton's response path) is paid once per send,
-not once per token.
+Under load streams are also paced (pacing.py): each streamed response then carries every token
+produced since the previous one, and the per-response cost of the python backend (Python, a
+shared-memory message, Triton's response path) is paid once per send, not once per token; a
+finished output ends the pause, so no final response waits for it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import threading
 import traceback
 import uuid
@@ -35,22 +34,19 @@ from vllm.outputs import RequestOutput
 from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.v1.engine.exceptions import EngineDeadError
 
+from .cancel_polls import CANCEL_POLL_SECONDS, PollTurns
+from .health import EngineHealth
 from .hops import HopLog, RequestHops
 from .images import decode_images
 from .lora import LoraAdapters
 from .outputs import SequenceDelta, shape_response
-from .pacing import STREAM_RESPONSES_PER_SECOND, stream_pause
+from .pacing import STREAM_RESPONSES_PER_SECOND, GatheredOutputs, stream_pause
 from .requests import ParsedRequest, parse_request
 from .sampling import RequestError
 from .sending import ResponseLanes
 from .typekinds import Kind
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
-CANCEL_POLL_SECONDS = 0.2
-# At most this many is_cancelled() round trips per poll (round robin over the requests in
-# flight): with hundreds of streams a poll of every one would cost more than the streams.
-CANCEL_POLLS_PER_TICK = 64
-ENGINE_WATCH_SECONDS = 0.25
 # A final response waits at most this long for the metrics push before it (metrics.py).
 METRICS_WAIT_SECONDS = 2.0
 # The official backend's words, kept so that clients and probes matching on them work.
@@ -96,6 +92,7 @@ class RequestRunner:
     def __init__(
         self,
         engine: Any,
+        health: EngineHealth,
         sampling_kinds: Mapping[str, Kind],
         logger: Any,
         responses_per_second: float = STREAM_RESPONSES_PER_SECOND,
@@ -109,6 +106,7 @@ class RequestRunner:
         request's hop times go (hops.py), None for nowhere.
         """
         self._engine = engine
+        self._health = health
         self._responses_per_second = responses_per_second
         self._kinds = sampling_kinds
         self._log = logger
@@ -119,12 +117,13 @@ class RequestRunner:
         # is_cancelled() polls have their own thread, so they never queue ahead of responses.
         self._poll_pool = ThreadPoolExecutor(1, thread_name_prefix="tritonvllm-cancel")
         self._inflight: dict[str, _Exchange] = {}
-        self._poll_start = 0
+        self._streaming = 0  # streams that sent their first response and are not finished
+        self._poll_turns = PollTurns[tuple[str, _Exchange]]()
 
     @property
     def engine_dead(self) -> bool:
         """Whether vLLM's engine has died (a flag read, no round trip to the engine)."""
-        return bool(getattr(self._engine, "errored", False))
+        return self._health.dead
 
     @property
     def inflight(self) -> int:
@@ -145,8 +144,8 @@ class RequestRunner:
             try:
                 parsed = parse_request(request, self._kinds)
                 params = self._sampling_params(parsed)
-                prompt = self._prompt(parsed)
                 lora = self._lora(parsed)
+                prompt = await self._prompt(parsed)
             except RequestError as err:
                 await self._send_quietly(
                     exchange, _error(str(err), pb_utils.TritonError.INVALID_ARG)
@@ -189,12 +188,6 @@ class RequestRunner:
         self._log.log_error(f"[tritonvllm] request {request_id} failed: {traceback.format_exc()}")
         return _error(f"generation failed: {err!r}", pb_utils.TritonError.INTERNAL)
 
-    async def watch_engine(self, on_dead: Callable[[], None]) -> None:
-        """Call ``on_dead`` (on a thread of its own) once vLLM's engine has died."""
-        while not self.engine_dead:
-            await asyncio.sleep(ENGINE_WATCH_SECONDS)
-        threading.Thread(target=on_dead, name="tritonvllm-engine-dead", daemon=True).start()
-
     async def watch_cancellations(self) -> None:
         """Abort the engine requests whose clients went away (runs for the loop's lifetime)."""
         loop = asyncio.get_running_loop()
@@ -202,24 +195,13 @@ class RequestRunner:
             await asyncio.sleep(CANCEL_POLL_SECONDS)
             if not self._inflight:
                 continue
-            watched = self._next_to_poll()
+            watched = self._poll_turns.next(list(self._inflight.items()))
             cancelled = await loop.run_in_executor(self._poll_pool, _cancelled, watched)
             for request_id in cancelled:
                 exchange = self._inflight.get(request_id)
                 if exchange is not None and exchange.task is not None:
                     self._log.log_info(f"[vllm] Cancelling the request {request_id}")
                     exchange.task.cancel()  # generate() aborts the engine request when cancelled
-
-    def _next_to_poll(self) -> list[tuple[str, _Exchange]]:
-        """Up to CANCEL_POLLS_PER_TICK requests in flight, taking turns."""
-        inflight = list(self._inflight.items())
-        if len(inflight) <= CANCEL_POLLS_PER_TICK:
-            return inflight
-        start = self._poll_start % len(inflight)
-        self._poll_start = start + CANCEL_POLLS_PER_TICK
-        return list(
-            itertools.islice(itertools.cycle(inflight), start, start + CANCEL_POLLS_PER_TICK)
-        )
 
     async def drain(self, timeout: float) -> None:
         """Let in-flight requests finish for up to ``timeout`` seconds, then cancel the rest."""
@@ -250,7 +232,6 @@ class RequestRunner:
         stream = parsed.wanted.stream
         loop = asyncio.get_running_loop()
         last: RequestOutput | None = None
-        produced = 0
         state = _SequenceState(params.n)
         extra: dict[str, Any] = {}
         if lora is not None:
@@ -258,10 +239,17 @@ class RequestRunner:
         if parsed.sampling.priority:
             extra["priority"] = parsed.sampling.priority
         prompt = await self._rendered(prompt)
-        async for output in self._engine.generate(prompt, params, request_id, **extra):
-            if stream:
-                taken = loop.time()
-                if output.finished or produced == 0:
+        outputs = GatheredOutputs[RequestOutput](
+            self._engine.generate(prompt, params, request_id, **extra)
+        )
+        streaming = False
+        try:
+            until: float | None = None
+            while (output := await outputs.next(until)) is not None:
+                last = output
+                if not stream:
+                    continue
+                if output.finished or not streaming:
                     hops.mark("final_output" if output.finished else "first_output")
                 response = self._response(parsed, output, state, final=output.finished)
                 if output.finished:
@@ -269,19 +257,18 @@ class RequestRunner:
                     hops.mark("pushed")
                     await self._send(exchange, response, FINAL)
                     hops.mark("final_sent")
-                else:
-                    await self._send(exchange, response, 0, urgent=produced == 0)
-                    if produced == 0:
-                        hops.mark("first_sent")
-                delta = max((len(seq.token_ids) for seq in output.outputs), default=0)
-                produced += delta
-                pause = stream_pause(
-                    len(self._inflight), params.max_tokens, produced, delta,
-                    self._responses_per_second,
-                )  # fmt: skip
-                if pause and not output.finished:
-                    await asyncio.sleep(max(0.0, taken + pause - loop.time()))
-            last = output
+                    break
+                taken = loop.time()
+                await self._send(exchange, response, 0, urgent=not streaming)
+                if not streaming:
+                    hops.mark("first_sent")
+                    self._streaming += 1
+                    streaming = True
+                until = taken + stream_pause(self._streaming, self._responses_per_second)
+        finally:
+            if streaming:
+                self._streaming -= 1
+            await outputs.aclose()
         if last is None or not last.finished:
             raise RuntimeError("the engine ended the request without a final output")
         if not stream:
@@ -318,10 +305,13 @@ class RequestRunner:
         request: LoRARequest = self._loras.request_for(name)
         return request
 
-    def _prompt(self, parsed: ParsedRequest) -> Any:
+    async def _prompt(self, parsed: ParsedRequest) -> Any:
         if not parsed.images:
             return parsed.prompt
-        images = decode_images(parsed.images)  # RGB, as the official backend converts them
+        # Decoded on a worker thread (PIL releases the GIL): a large image decoded on the engine
+        # loop would stall every stream. RGB, as the official backend converts them.
+        loop = asyncio.get_running_loop()
+        images = await loop.run_in_executor(None, decode_images, parsed.images)
         return {"prompt": parsed.prompt, "multi_modal_data": {"image": images}}
 
     async def _rendered(self, prompt: Any) -> Any:

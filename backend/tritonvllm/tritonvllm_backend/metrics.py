@@ -225,9 +225,8 @@ class TritonMetrics:
             seen["vllm:request_params_n"] += iteration.n_params_iter
             for done in iteration.finished_requests:
                 batch.counters["vllm:request_success_total", str(done.finish_reason)] += 1
-                seen["vllm:e2e_request_latency_seconds"].append(
-                    done.queued_time + done.prefill_time + done.decode_time
-                )
+                # The engine's own, from arrival to its last output (as vLLM's /metrics).
+                seen["vllm:e2e_request_latency_seconds"].append(done.e2e_latency)
                 seen["vllm:request_queue_time_seconds"].append(done.queued_time)
                 seen["vllm:request_inference_time_seconds"].append(done.inference_time)
                 seen["vllm:request_prefill_time_seconds"].append(done.prefill_time)

@@ -30,6 +30,9 @@ from tritonvllm_backend.openai_config import (
 )
 
 START_TIMEOUT_S = 120.0
+# Kept out of the access log unless model.json sets disable_access_log_for_endpoints: the pods'
+# probes call them every few seconds.
+PROBE_PATHS = "/health,/ping"
 
 
 def frontend_arg_names() -> set[str]:
@@ -86,6 +89,7 @@ class OpenAIServer:
         set_ulimit()  # as vLLM's server does: one open file per connection
         config = uvicorn.Config(
             app,
+            log_config=_uvicorn_log_config(args),
             log_level=args.uvicorn_log_level,
             access_log=not args.disable_uvicorn_access_log,
             timeout_keep_alive=envs.VLLM_HTTP_TIMEOUT_KEEP_ALIVE,
@@ -164,6 +168,10 @@ def namespace(
     for field in dataclasses.fields(FrontendArgs):
         setattr(args, field.name, getattr(validated, field.name))
     args.host, args.port = address.host, address.port
+    if "disable_access_log_for_endpoints" not in frontend and hasattr(
+        args, "disable_access_log_for_endpoints"
+    ):
+        args.disable_access_log_for_endpoints = PROBE_PATHS
     # What the engine will do with reasoning_parser when it builds its config, done now so the
     # server's checks below see it.
     merge = getattr(engine_args, "create_structured_outputs_config", None)
@@ -205,6 +213,23 @@ def _args_api() -> tuple[Any, Any, Any, Any]:
             validate_parsed_serve_args,
         )
     return FrontendArgs, make_arg_parser, validate_parsed_serve_args, validate_api_server_args
+
+
+def _uvicorn_log_config(args: argparse.Namespace) -> dict[str, Any] | None:
+    """uvicorn's logging config as ``vllm serve`` builds it from the arguments (a log config
+    file, the access-log filter, the JSON format); None (uvicorn's defaults) when this vLLM has
+    no such builder."""
+    try:
+        from vllm.entrypoints.launchers.utils.server_utils import get_uvicorn_log_config
+    except ImportError:
+        try:  # vLLM 0.24
+            from vllm.entrypoints.openai.api_server import (  # type: ignore[no-redef]
+                get_uvicorn_log_config,
+            )
+        except ImportError:
+            return None
+    config: dict[str, Any] | None = get_uvicorn_log_config(args)
+    return config
 
 
 def _app_api() -> tuple[Any, Any, Any]:

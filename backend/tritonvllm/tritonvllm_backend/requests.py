@@ -34,7 +34,7 @@ def parse_request(request: Any, sampling_kinds: Mapping[str, Kind]) -> ParsedReq
     prompt = _string(request, "text_input")
     if prompt is None:
         raise RequestError("text_input is required")
-    if not prompt.strip():
+    if not prompt:  # whitespace is a prompt (vLLM completes it)
         raise RequestError("text_input is empty: send the prompt to complete")
     flags = {name: _bool(request, name) for name in BOOL_FLAGS}
     exclude = pb_utils.get_input_tensor_by_name(request, "exclude_input_in_output")

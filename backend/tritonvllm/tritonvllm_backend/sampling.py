@@ -2,8 +2,9 @@
 
 Clients send ``sampling_parameters`` as a JSON object whose values may be strings
 (``{"temperature": "0", "max_tokens": "16"}``); each value is converted to the kind of the
-SamplingParams field it names. Only the public fields a client may set are accepted (``PUBLIC``);
-vLLM's internal fields are refused. A few keys are the backend's own and go to the engine beside
+SamplingParams field it names. Every field of the installed vLLM's SamplingParams is accepted but
+its internals (``INTERNAL`` and the private ``_*``), so a field that a newer vLLM adds works as it
+is. A few keys are the backend's own and go to the engine beside
 SamplingParams: ``lora_name``, ``priority`` and the structured-output constraints
 (``structured_outputs``, or the older ``guided_json`` / ``guided_regex`` / ``guided_choice`` /
 ``guided_grammar`` / ``guided_decoding``). Anything that cannot be converted is a
@@ -23,17 +24,12 @@ from .typekinds import Kind
 
 # Set by the backend itself, never by a request.
 RESERVED = frozenset({"output_kind"})
-# The SamplingParams fields a client may set (those of them the installed vLLM has). The others
-# are vLLM's internals (skip_clone, output_text_buffer_length, _eos_token_id, ...) or debugging
-# hooks, and setting them from a request can break the engine.
-PUBLIC = frozenset(
+# SamplingParams fields that vLLM or its server set for themselves (besides the private ``_*``
+# ones): a request setting them can break the engine or its bookkeeping.
+INTERNAL = frozenset(
     {
-        "n", "presence_penalty", "frequency_penalty", "repetition_penalty", "temperature",
-        "top_p", "top_k", "min_p", "seed", "stop", "stop_token_ids", "ignore_eos", "max_tokens",
-        "min_tokens", "logprobs", "prompt_logprobs", "logprob_token_ids", "detokenize",
-        "skip_special_tokens", "spaces_between_special_tokens", "include_stop_str_in_output",
-        "stream_interval", "logit_bias", "allowed_token_ids", "extra_args", "bad_words",
-        "thinking_token_budget",
+        "skip_clone", "output_text_buffer_length", "skip_reading_prefix_cache",
+        "routed_experts_prompt_start", "trace_decode_token_ids",
     }
 )  # fmt: skip
 # Older names of the structured-output constraints (vLLM's guided decoding, OpenAI extras).
@@ -50,7 +46,8 @@ _NARROWER: dict[str, Any] = {"stop": "strs", "bad_words": "strlist"}  # str | li
 _INT_LIMIT = 2**63
 BACKEND_KEYS = frozenset({"lora_name", "priority", *STRUCTURED_KEYS, *GUIDED_ALIASES})
 # Request parameters that Triton's frontends and clients add on their own.
-_TRANSPORT_PARAMETERS = ("triton_", "stream")
+_TRANSPORT_PREFIX = "triton_"
+_TRANSPORT_KEYS = frozenset({"stream"})
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -89,7 +86,7 @@ def parse_sampling_parameters(
         raw = {
             key: value
             for key, value in _object(request_parameters_json, "request parameters").items()
-            if not key.startswith(_TRANSPORT_PARAMETERS)
+            if not (key.startswith(_TRANSPORT_PREFIX) or key in _TRANSPORT_KEYS)
         }
     else:
         raw = {}
@@ -130,17 +127,19 @@ def coerce(key: str, value: Any, kinds: Mapping[str, Kind]) -> Any:
     """Convert one value to the kind of the SamplingParams field ``key``."""
     if key in RESERVED:
         raise RequestError(f"sampling parameter {key!r} is set by the backend and cannot be sent")
-    if key in kinds and key not in PUBLIC:
+    if key in INTERNAL or key.startswith("_"):
         raise RequestError(
             f"sampling parameter {key!r} is internal to vLLM and cannot be set by a request"
         )
     if key not in kinds:
-        accepted = [name for name in kinds if name in PUBLIC] + sorted(BACKEND_KEYS)
+        accepted = [name for name in kinds if name not in INTERNAL] + sorted(BACKEND_KEYS)
         raise RequestError(f"sampling_parameters: {unknown_key_message(key, accepted)}")
     if value is None:
         return None
     kind = _NARROWER.get(key, kinds[key])
     try:
+        if key == "logit_bias":  # JSON object keys are strings; vLLM wants token ids
+            return _to_logit_bias(value)
         return _CONVERTERS[kind](value)
     except (TypeError, ValueError, json.JSONDecodeError) as err:
         raise RequestError(
@@ -245,6 +244,10 @@ def _to_dict(value: Any) -> dict[str, Any]:
     if isinstance(value, dict):
         return value
     raise ValueError("not an object")
+
+
+def _to_logit_bias(value: Any) -> dict[int, float]:
+    return {_to_int(token): _to_float(bias) for token, bias in _to_dict(value).items()}
 
 
 def _as_is(value: Any) -> Any:

@@ -1,0 +1,180 @@
+"""Two models on one tritonserver in explicit model control mode, their OpenAI ports off.
+
+What a user sees here: a stream that ends on its own (a stop string, as on EOS) gets its final
+response at once however the streams are paced; the stats vLLM's own server logs and its heap
+freeze happen without the OpenAI port; a token in model.json is never logged; and when one
+model's engine dies, that model is unloaded while the server and the other model keep serving.
+
+The last test kills an engine: the server is this module's own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .clients import GenerateError, GrpcSession, grpc_session, http_generate, request_inputs
+from .conftest import (
+    START_TIMEOUT_S,
+    Server,
+    rendered_files,
+    start_tritonserver,
+    stop_tritonserver,
+    with_parameters,
+    write_repository,
+)
+from .test_health import UNHEALTHY, answers, engine_core_pids, group_processes, wait_until
+
+PACED = "paced"
+BYSTANDER = "bystander"
+PROMPT = "The capital of France is"
+HF_TOKEN = "hf_tritonvllmTestSecret0123456789"
+# Pacing made extreme: one response a second for all streams together. Under the old pacing a
+# stream then waited (requests in flight) / 0.1 s, here 90 s, between responses, its final too.
+RESPONSES_PER_SECOND = "0.1"
+LONG_STREAMS = 8
+ANSWERED_WITHIN_S = 30.0
+# vLLM logs the engine's throughput every VLLM_LOG_STATS_INTERVAL (10 s by default).
+STATS_LOGGED_WITHIN_S = 40.0
+
+
+@pytest.fixture(scope="module")
+def two_models(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, log_dir: Path, server: Server
+) -> Iterator[tuple[Server, subprocess.Popen[bytes]]]:
+    """tritonserver --model-control-mode=explicit with PACED and BYSTANDER loaded.
+
+    Depends on the session server only so that the two never load engines at the same time.
+    """
+    files = {**rendered_files(PACED, tiny_model), **rendered_files(BYSTANDER, tiny_model)}
+    config = f"{PACED}/config.pbtxt"
+    files[config] = with_parameters(
+        files[config], {"STREAM_RESPONSES_PER_SECOND": RESPONSES_PER_SECOND}
+    )
+    engine_file = f"{BYSTANDER}/1/model.json"
+    files[engine_file] = json.dumps({**json.loads(files[engine_file]), "hf_token": HF_TOKEN})
+    repository = write_repository(tmp_path_factory.mktemp("two-models"), files)
+    process, handle = start_tritonserver(
+        repository,
+        log_dir / "explicit-two-models.log",
+        "--model-control-mode=explicit",
+        f"--load-model={PACED}",
+        f"--load-model={BYSTANDER}",
+    )
+    started = time.monotonic()
+    try:
+        while not (handle.ready() and handle.model_ready(PACED) and handle.model_ready(BYSTANDER)):
+            if process.poll() is not None or time.monotonic() - started > START_TIMEOUT_S:
+                pytest.fail(f"tritonserver did not become ready:\n{handle.log.read_text()[-6000:]}")
+            time.sleep(0.5)
+        yield handle, process
+    finally:
+        stop_tritonserver(process)
+
+
+def generate(server: Server, model: str, sampling: dict[str, object]) -> str:
+    """The generated text (without the prompt)."""
+    with grpc_session(server.grpc) as session:
+        result = session.generate(
+            request_inputs(PROMPT, sampling, exclude_input_in_output=True), model
+        )
+    assert result.error is None, result.error
+    return result.text
+
+
+def test_a_stream_ending_on_a_stop_string_is_answered_at_once_under_load(
+    two_models: tuple[Server, subprocess.Popen[bytes]],
+) -> None:
+    server, _ = two_models
+    greedy = generate(server, PACED, {"temperature": 0, "max_tokens": 12})
+    stop = greedy.split()[4]
+    expected = greedy[: greedy.index(stop)]  # vLLM ends the text before the stop string
+    busy = GrpcSession(server.grpc)
+    try:
+        long_streams = [
+            busy.send(
+                # ignore_eos: these must still be streaming while the test stream runs
+                request_inputs(PROMPT, {"max_tokens": 3000, "ignore_eos": True}, stream=True),
+                PACED,
+            )
+            for _ in range(LONG_STREAMS)
+        ]
+        for _ in long_streams:
+            busy.wait_for_response()
+        with grpc_session(server.grpc) as session:
+            sampling = {"temperature": 0, "max_tokens": 2000, "stop": [stop]}
+            request = session.send(
+                request_inputs(PROMPT, sampling, stream=True, return_finish_reason=True), PACED
+            )
+            # A final response held for the pace (90 s) would miss this.
+            result = session.collect([request], timeout=ANSWERED_WITHIN_S)[request]
+    finally:
+        busy.close(cancel_requests=True)
+    assert result.error is None, result.error
+    assert result.responses[-1]["finish_reason"] == ["stop"]
+    assert result.text == expected
+
+
+def test_the_engine_stats_are_logged_with_the_openai_port_off(
+    two_models: tuple[Server, subprocess.Popen[bytes]],
+) -> None:
+    server, _ = two_models
+    assert generate(server, BYSTANDER, {"max_tokens": 8})
+    # vLLM's LoggingStatLogger line, which only its server's periodic do_log_stats() writes.
+    wait_until(
+        lambda: "Avg prompt throughput" in server.log.read_text(errors="replace"),
+        timeout=STATS_LOGGED_WITHIN_S,
+    )
+
+
+def test_the_hf_token_in_model_json_is_never_logged(
+    two_models: tuple[Server, subprocess.Popen[bytes]],
+) -> None:
+    server, _ = two_models
+    assert generate(server, BYSTANDER, {"max_tokens": 4})
+    log = server.log.read_text(errors="replace")
+    assert "vLLM engine args" in log  # the line that used to carry it
+    assert HF_TOKEN not in log
+
+
+def engine_of(process_group: int, model: str) -> int:
+    """The EngineCore process of ``model``: the child of the stub that serves it."""
+    processes = group_processes(process_group)
+    stubs = {pid for pid, (_, cmd) in processes.items() if f"/{model}/".encode() in cmd}
+    found = [pid for pid in engine_core_pids(process_group) if _parent(pid) in stubs]
+    assert len(found) == 1, f"engines of {model}: {found}"
+    return found[0]
+
+
+def _parent(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def test_a_dead_engine_unloads_only_its_model(
+    two_models: tuple[Server, subprocess.Popen[bytes]],
+) -> None:
+    server, process = two_models
+    os.kill(engine_of(process.pid, PACED), signal.SIGKILL)
+    # Past the moment (3 s) at which a dead engine used to stop the whole server.
+    until = time.monotonic() + 8.0
+    while time.monotonic() < until:
+        assert generate(server, BYSTANDER, {"max_tokens": 4})
+        time.sleep(0.5)
+    with pytest.raises(GenerateError, match=re.escape(UNHEALTHY)):
+        http_generate(server.http, {"text_input": PROMPT}, PACED)
+    wait_until(lambda: not answers(server.url(f"/v2/models/{PACED}/ready")))
+    with pytest.raises(GenerateError, match="unknown model"):
+        http_generate(server.http, {"text_input": PROMPT}, PACED)
+    assert answers(server.url("/v2/health/live"))
+    assert server.model_ready(BYSTANDER)
+    assert generate(server, BYSTANDER, {"max_tokens": 4})
+    assert process.poll() is None
