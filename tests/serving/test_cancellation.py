@@ -59,3 +59,36 @@ def test_server_serves_normally_after_a_cancellation(server: Server) -> None:
     finally:
         session.close()
     assert result.error is None and len(result.text.split()) == 4
+
+
+def test_one_cancelled_request_of_a_thousand_in_flight_is_aborted_at_once(server: Server) -> None:
+    """Each request in flight is asked about cancellation at least every 0.4 s, whatever their
+    number (a fixed number per poll took seconds to reach one of a thousand)."""
+    inflight = 1000
+    sampling = {"max_tokens": LONG, "ignore_eos": True}
+    busy = GrpcSession(server.grpc)
+    one = GrpcSession(server.grpc)
+    try:
+        for _ in range(inflight - 1):
+            busy.send(request_inputs(PROMPT, sampling))
+        cancelled = one.send(request_inputs(PROMPT, sampling))
+        assert wait_for(lambda: engine_requests(server) == inflight, timeout=120)
+        started = time.monotonic()
+        one.close(cancel_requests=True)
+        line = f"[vllm] Cancelling the request {cancelled}-"
+        while line not in server.log.read_text(errors="replace"):
+            assert time.monotonic() - started < 10, "the cancelled request was never aborted"
+            time.sleep(0.02)
+        took = time.monotonic() - started
+    finally:
+        busy.close(cancel_requests=True)
+    assert wait_for(lambda: engine_requests(server) == 0, timeout=120)
+    # The backend's bound is 0.5 s; the rest is Triton flagging it and this machine's load.
+    assert took < 1.0, f"aborted {took:.2f} s after the client cancelled"
+
+
+def engine_requests(server: Server) -> float:
+    """Requests the engine holds, running or waiting."""
+    return metric_value(server, "vllm:num_requests_running") + metric_value(
+        server, "vllm:num_requests_waiting"
+    )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable
 
-from .clients import http_generate, http_generate_stream
+from .clients import http_generate, http_generate_stream, prometheus_samples
 from .conftest import MODEL, Server
 
 LABELS = f'model="{MODEL}",version="1"'
@@ -120,3 +121,25 @@ def test_the_per_token_histogram_shows_every_bucket_cumulatively(server: Server)
     assert counts == sorted(counts)
     assert counts[-1] == metric_value(server, f"{name}_count") >= 5
     assert metric_value(server, f"{name}_sum") > 0
+
+
+def test_e2e_latency_is_the_engines_own_as_on_vllms_port(server: Server) -> None:
+    """Both ports export vLLM's own e2e latency of the same requests (arrival to last output),
+    not queue + prefill + decode, which leaves out the time in between."""
+    for max_tokens in (3, 9):
+        http_generate(
+            server.http,
+            {"text_input": "The quick brown fox", "parameters": {"max_tokens": max_tokens}},
+        )
+    name = "vllm:e2e_request_latency_seconds"
+
+    def both() -> tuple[tuple[float, float], tuple[float, float]]:
+        own = prometheus_samples(f"http://{server.openai}/metrics")
+        vllm = tuple(sum(value for _, value in own[f"{name}{part}"]) for part in ("_count", "_sum"))
+        triton = (metric_value(server, f"{name}_count"), metric_value(server, f"{name}_sum"))
+        return vllm, triton  # type: ignore[return-value]
+
+    assert wait_for(lambda: both()[0][0] == both()[1][0] > 0)
+    (vllm_count, vllm_sum), (triton_count, triton_sum) = both()
+    assert triton_count == vllm_count
+    assert math.isclose(triton_sum, vllm_sum, rel_tol=1e-6, abs_tol=1e-6)
