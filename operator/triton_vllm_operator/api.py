@@ -683,6 +683,9 @@ class LoraAdapterStatus(ApiModel):
         "Refused: see message; Pending: waits for its Job or for the pods."
     )
     message: str = Field(default="", description="Why, and what to change.")
+    reason: str | None = Field(
+        default=None, description="Why it is refused, CamelCase (e.g. AdapterBaseMismatch)."
+    )
     path: str | None = Field(default=None, description="Its directory in the pods, once listed.")
     rank: int | None = Field(default=None, description="The rank of adapter_config.json (r).")
 

@@ -57,6 +57,8 @@ class AdapterState:
             "state": self.state,
             "message": self.message,
         }
+        if self.reason:
+            entry["reason"] = self.reason
         if self.path is not None:
             entry["path"] = self.path
         if self.rank is not None:
@@ -140,7 +142,6 @@ def _hub_state(
     """A Hub adapter: from its download Job and the report of the Job's pod."""
     claim = model.spec.storage.existing_claim
     source = adapter.source
-    state = AdapterState(adapter.name, source, "Pending", "")
     job_name = adapter_job_name(model, adapter)
     if claim is None:
         return AdapterState(
@@ -192,7 +193,7 @@ def _hub_state(
         )
     retry = f" (last attempt: {why})" if failures else ""
     return AdapterState(
-        state.name, source, "Downloading", f"Job {job_name} downloads it into {claim}{retry}."
+        adapter.name, source, "Downloading", f"Job {job_name} downloads it into {claim}{retry}."
     )
 
 
