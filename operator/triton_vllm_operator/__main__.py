@@ -6,13 +6,15 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
 
-from .api import KIND
+from .api import KIND, TritonVLLMModel
 from .crd import custom_resource_definition
-from .model_facts import ModelFactsError
+from .lora import check_local_adapters
+from .model_facts import ModelFactsError, facts_from_dir
 from .placement import Placement, Unplaceable, inventory, place
 from .render.autoscaling import plan_autoscaler
 from .render.manifests import render_all
@@ -63,12 +65,14 @@ def render_documents(
     settings: Settings,
     model_dir: str | None = None,
     keda: bool = True,
+    adapters_dir: str | None = None,
 ) -> list[dict[str, Any]]:
     """Every manifest the operator would create for the TritonVLLMModels in `docs`.
 
     With `model_dir` (a snapshot: config.json and the safetensors index), tensor parallelism is
     sized from the model's own facts. `keda`: whether the cluster has KEDA, for the autoscaler
-    of a model with spec.autoscaling.
+    of a model with spec.autoscaling. With `adapters_dir`, each LoRA adapter found in
+    `adapters_dir/<name>/` is checked as the operator checks it once downloaded.
     """
     manifests: list[dict[str, Any]] = []
     for doc in docs:
@@ -76,6 +80,8 @@ def render_documents(
             continue
         model = parse_model(doc)
         check_model(model, settings.backend_name)
+        if adapters_dir is not None:
+            _check_adapters(model, adapters_dir, model_dir)
         placement: Placement | Unplaceable
         if model_dir is not None:
             try:
@@ -106,12 +112,31 @@ def render_documents(
     return manifests
 
 
+def _check_adapters(model: TritonVLLMModel, adapters_dir: str, model_dir: str | None) -> None:
+    """SpecError naming each adapter the operator would refuse, and why."""
+    architecture = None
+    if model_dir is not None:
+        try:
+            architecture = facts_from_dir(model_dir).architecture
+        except ModelFactsError as err:
+            raise SpecError(err.reason, f"{model.metadata.name}: {err.message}") from err
+    refused = check_local_adapters(model, Path(adapters_dir), architecture)
+    if refused:
+        why = "; ".join(f"adapter {name} ({reason}): {text}" for name, reason, text in refused)
+        raise SpecError("AdapterRefused", f"{model.metadata.name}: {why}")
+
+
 def _render(args: argparse.Namespace, out: TextIO) -> int:
     settings = Settings.from_env(os.environ)
     nodes = [_assume_ready(n) for n in _items(_load_yaml(args.nodes))] if args.nodes else None
     try:
         manifests = render_documents(
-            _items(_load_yaml(args.file)), nodes, settings, args.model, args.autoscaler == "keda"
+            _items(_load_yaml(args.file)),
+            nodes,
+            settings,
+            args.model,
+            args.autoscaler == "keda",
+            args.adapters,
         )
     except SpecError as err:
         print(f"error: {err.reason}: {err.message}", file=sys.stderr)
@@ -130,6 +155,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--model",
         metavar="DIR",
         help="local model snapshot (config.json + safetensors index) to size from its own facts",
+    )
+    render.add_argument(
+        "--adapters",
+        metavar="DIR",
+        help="local LoRA adapters, DIR/<name>/adapter_config.json, checked as the operator "
+        "checks spec.lora's adapters (base model, rank, target modules)",
     )
     render.add_argument(
         "--autoscaler",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .api import LORA_RANKS, LoraAdapter, TritonVLLMModel
@@ -344,3 +345,37 @@ def plan_lora(
                 if ("Job", job["metadata"]["name"]) not in children:
                     jobs.append(job)
     return LoraPass(limits, listed, states, lora_verdict(states, limits), jobs, raised)
+
+
+def read_adapter_config(directory: Path) -> dict[str, Any]:
+    """A local adapter's adapter_config.json in the form the download Job reports it."""
+    path = directory / "adapter_config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        return {"error": f"{path} cannot be read as JSON: {err}"}
+    if not isinstance(config, dict):
+        return {"error": f"{path} is not a JSON object"}
+    return {
+        "peft_type": config.get("peft_type"),
+        "r": config.get("r"),
+        "base_model": config.get("base_model_name_or_path"),
+        "target_modules": config.get("target_modules"),
+    }
+
+
+def check_local_adapters(
+    model: TritonVLLMModel, root: Path, architecture: str | None
+) -> list[tuple[str, str, str]]:
+    """Offline checks of the adapters found under `root/<name>/` (e.g. downloaded there with
+    `hf download REPO --local-dir ROOT/NAME`): (name, reason, why) of each one refused."""
+    refused = []
+    for adapter in model.spec.lora.adapters if model.spec.lora else []:
+        directory = root / adapter.name
+        if not directory.is_dir():
+            continue
+        config = read_adapter_config(directory)
+        reason, why = check_adapter_config(model, adapter, config, architecture)
+        if reason is not None:
+            refused.append((adapter.name, reason, why))
+    return refused

@@ -13,6 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from tests.unit.builders import model
+from tests.unit.test_lora_prefetch import make_adapter_repo
 from triton_vllm_operator.__main__ import main
 from triton_vllm_operator.placement import Placement
 from triton_vllm_operator.render import model_repository_files
@@ -113,3 +114,40 @@ def test_render_prints_the_adapter_file(tmp_path: Path) -> None:
     docs = list(yaml.safe_load_all(out.getvalue()))
     (adapters,) = [d for d in docs if d["metadata"]["name"] == "tiny-lora"]
     assert json.loads(adapters["data"]["multi_lora.json"]) == {"sql": "/cache/adapters/sql"}
+
+
+def test_render_checks_local_adapters_as_the_operator_does(tmp_path: Path) -> None:
+    doc = {
+        "apiVersion": "tritonvllm.io/v1alpha1",
+        "kind": "TritonVLLMModel",
+        "metadata": {"name": "llama"},
+        "spec": {
+            "model": "meta-llama/Llama-3.1-8B-Instruct",
+            "tensorParallelSize": 1,
+            "lora": {
+                "maxLoraRank": 16,
+                "adapters": [
+                    {"name": "sql", "repo": "acme/sql"},
+                    {"name": "big", "repo": "acme/big"},
+                    {"name": "qwen", "repo": "acme/qwen"},
+                ],
+            },
+        },
+    }
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    adapters = tmp_path / "adapters"
+    make_adapter_repo(adapters, "sql", rank=8)
+    make_adapter_repo(adapters, "big", rank=64)
+    make_adapter_repo(adapters, "qwen", base="Qwen/Qwen2.5-7B-Instruct")
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        assert main(["render", str(path), "--adapters", str(adapters)]) == 1
+    message = err.getvalue()
+    assert "adapter big (AdapterRankTooLarge)" in message
+    assert "adapter qwen (AdapterBaseMismatch)" in message
+    assert "adapter sql" not in message
+    doc["spec"]["lora"]["adapters"] = doc["spec"]["lora"]["adapters"][:1]
+    path.write_text(yaml.safe_dump(doc))
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["render", str(path), "--adapters", str(adapters)]) == 0
