@@ -29,6 +29,7 @@ import triton_python_backend_utils as pb_utils
 from tritonvllm_backend.contract import instance_kind_error, plan_auto_complete
 from tritonvllm_backend.engine_chores import freeze_loaded_heap, log_stats_every
 from tritonvllm_backend.engine_config import (
+    OPENAI_SECTION,
     EngineConfigError,
     load_model_json,
     parallel_size,
@@ -111,7 +112,7 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(f"{self._name}: {err}") from None
         sys.setswitchinterval(switch_interval)  # this stub runs this one model (sending.py)
         version_dir = os.path.join(args["model_repository"], args["model_version"])
-        engine_args, openai_args = self._engine_args(version_dir)
+        engine_args, openai_args = self._engine_args(version_dir, openai_address is not None)
         self._place_instance(args, engine_args)
         loras = self._lora_adapters(version_dir) if engine_args.enable_lora else None
         self._openai: OpenAIServer | None = None
@@ -144,9 +145,10 @@ class TritonPythonModel:
         self._stops_server = stops_server_on_death(parent_model_control_mode())
         pushed = self._stat_loggers.when_pushed if self._stat_loggers is not None else None
         self._hop_log = HopLog.from_environment()
+        tasks = frozenset(self._loop.call(engine.get_supported_tasks(), timeout=60))
         self._runner = RequestRunner(
             engine, self._health, sampling_kinds(), self._log, budget, loras, pushed,
-            self._hop_log,
+            self._hop_log, tasks, self._name,
         )  # fmt: skip
         self._loop.submit(self._runner.watch_cancellations())
         self._loop.submit(self._health.watch(self._engine_died))
@@ -167,17 +169,27 @@ class TritonPythonModel:
             self._loop.submit(log_stats_every(engine, envs.VLLM_LOG_STATS_INTERVAL))
         freeze_loaded_heap()
 
-    def _engine_args(self, version_dir: str) -> tuple[Any, dict[str, Any]]:
+    def _engine_args(self, version_dir: str, openai: bool) -> tuple[Any, dict[str, Any]]:
         """AsyncEngineArgs and the OpenAI server's arguments from ``<version_dir>/model.json``.
 
-        A load error names what is wrong.
+        A load error names what is wrong. With the OpenAI port off (``openai`` False) nothing of
+        vLLM's OpenAI server is imported, and its settings in model.json are left unchecked.
         """
-        from tritonvllm_backend.openai_server import frontend_arg_names
         from vllm.engine.arg_utils import AsyncEngineArgs
 
         accepted = {field.name for field in dataclasses.fields(AsyncEngineArgs)}
+        frontend: set[str] | None = None
+        if openai:
+            from tritonvllm_backend.openai_server import frontend_arg_names
+
+            frontend = frontend_arg_names()
         try:
-            config = load_model_json(version_dir, accepted, frontend_arg_names())
+            config = load_model_json(version_dir, accepted, frontend)
+            if config.openai and not openai:
+                self._log.log_info(
+                    f"{_LOG_PREFIX} {self._name}: OpenAI port off: model.json's "
+                    f"{OPENAI_SECTION!r} settings are not used"
+                )
             self._log.log_info(
                 f"{_LOG_PREFIX} {self._name}: vLLM engine args {redacted(config.engine)}"
             )

@@ -29,7 +29,7 @@ def test_auto_complete_declares_the_whole_contract(server: Server) -> None:
     assert set(inputs) == {
         "text_input", "image", "stream", "sampling_parameters", "exclude_input_in_output",
         "return_finish_reason", "return_cumulative_logprob", "return_logprobs",
-        "return_num_input_tokens", "return_num_output_tokens",
+        "return_num_input_tokens", "return_num_output_tokens", "embedding_request",
     }  # fmt: skip
     assert not inputs["text_input"].get("optional", False)
     assert all(inputs[name]["optional"] for name in set(inputs) - {"text_input"})

@@ -12,9 +12,11 @@ import requests
 
 from .clients import MODEL, TIMEOUT_S, GrpcSession, request_inputs
 from .conftest import Server
+from .test_cancellation import settled_value
 from .test_metrics import metric_value, wait_for
 
 REQUESTS = 1000
+HALF_WAY_TOKENS = 400
 SEED = 7
 HOSTILE_SAMPLING: list[Any] = [
     "{not json",
@@ -48,54 +50,76 @@ HOSTILE_SAMPLING: list[Any] = [
 ]
 
 
-def hostile_body(rng: random.Random) -> dict[str, Any]:
-    """A request body that is malformed in one of many ways (a few are valid)."""
+VALID_SAMPLING = {
+    '{"max_tokens": "3", "temperature": "0"}',
+    json.dumps({"max_tokens": 2, "logprobs": 3}),
+    json.dumps({"max_tokens": 2, "n": 2, "priority": 1}),
+}
+assert set(HOSTILE_SAMPLING) >= VALID_SAMPLING
+
+
+def hostile_body(rng: random.Random) -> tuple[dict[str, Any], bool | None]:
+    """A request body that is malformed in one of many ways (a few are valid), and whether it
+    must be served (True), refused (False), or may be either (None)."""
     kind = rng.randrange(7)
     prompt = "The capital of France is"
     if kind == 0:
-        return {"text_input": ""}
+        return {"text_input": ""}, False
     if kind == 1:
-        return {"text_input": "word " * rng.choice([600, 5000])}  # longer than max_model_len
+        return {"text_input": "word " * rng.choice([600, 5000])}, None  # a long prompt
     if kind == 2:
-        return {"text_input": rng.choice([12, None, ["a", "b"], {"x": 1}])}
+        return {"text_input": rng.choice([12, None, ["a", "b"], {"x": 1}])}, False
     if kind == 3:
-        return {"text_input": prompt, "sampling_parameters": rng.choice(HOSTILE_SAMPLING)}
+        sampling = rng.choice(HOSTILE_SAMPLING)
+        return {"text_input": prompt, "sampling_parameters": sampling}, sampling in VALID_SAMPLING
     if kind == 4:
-        return {
+        body = {
             "text_input": prompt,
             "stream": rng.choice(["yes", 3, None]),
             "exclude_input_in_output": rng.choice([False, True]),
         }
+        return body, None
     if kind == 5:
-        return {"text_input": prompt, "return_logprobs": "please", "unknown_input": 1}
-    return {"prompt": prompt}  # the wrong input name
+        return {"text_input": prompt, "return_logprobs": "please", "unknown_input": 1}, False
+    return {"prompt": prompt}, False  # the wrong input name
 
 
-def answer(server: Server, body: dict[str, Any]) -> int:
-    """POST one request; the HTTP status of its answer (a dropped connection fails the test)."""
+def answer(server: Server, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """POST one request; the HTTP status and body of its answer (a dropped connection fails the
+    test)."""
     response = requests.post(
         f"http://{server.http}/v2/models/{MODEL}/generate", json=body, timeout=TIMEOUT_S
     )
-    payload = response.json()
+    payload: dict[str, Any] = response.json()
     assert response.status_code == 200 or "error" in payload, payload
-    return response.status_code
+    return response.status_code, payload
 
 
 def test_a_thousand_malformed_requests_all_get_answers(server: Server) -> None:
     rng = random.Random(SEED)
-    bodies = [hostile_body(rng) for _ in range(REQUESTS)]
+    cases = [hostile_body(rng) for _ in range(REQUESTS)]
     with ThreadPoolExecutor(8) as pool:
-        statuses = list(pool.map(lambda body: answer(server, body), bodies))
-    assert len(statuses) == REQUESTS
-    assert any(status >= 400 for status in statuses)
+        answers = list(pool.map(lambda case: answer(server, case[0]), cases))
+    assert len(answers) == REQUESTS
+    for (body, served), (status, payload) in zip(cases, answers, strict=True):
+        if served is True:  # the valid ones among them are served
+            assert status == 200 and payload.get("text_output"), (body, payload)
+        elif served is False:  # and every malformed one gets an error, never a completion
+            assert status >= 400 and "error" in payload, (body, payload)
+    assert sum(served is True for _, served in cases) >= 10
+    assert sum(served is False for _, served in cases) >= 500
     assert server.ready() and server.model_ready()
     assert wait_for(lambda: metric_value(server, "vllm:num_requests_running") == 0)
 
 
 def test_streams_cancelled_half_way_leave_nothing_running(server: Server) -> None:
+    before = metric_value(server, "vllm:generation_tokens_total")
     sessions = [GrpcSession(server.grpc) for _ in range(8)]
+    # ignore_eos: every stream left alone runs to max_tokens, so the tokens generated tell whether
+    # the cancelled ones were aborted (a sampled end of sequence would pass for an abort).
+    sampling = {"max_tokens": HALF_WAY_TOKENS, "ignore_eos": True}
     ids = [
-        session.send(request_inputs("Once upon a time", {"max_tokens": 400}, stream=True))
+        session.send(request_inputs("Once upon a time", sampling, stream=True))
         for session in sessions
     ]
     for session in sessions:
@@ -105,7 +129,11 @@ def test_streams_cancelled_half_way_leave_nothing_running(server: Server) -> Non
     for session, request_id in list(zip(sessions, ids, strict=True))[1::2]:
         result = session.collect([request_id])[request_id]
         session.close()
-        assert result.error is None and result.text  # the streams left alone complete
+        assert result.error is None  # the streams left alone complete
+        assert len(result.text.split()) == HALF_WAY_TOKENS
     assert wait_for(lambda: metric_value(server, "vllm:num_requests_running") == 0, 120)
     assert wait_for(lambda: metric_value(server, "vllm:num_requests_waiting") == 0)
     assert server.ready() and server.model_ready()
+    generated = settled_value(server, "vllm:generation_tokens_total") - before
+    # 4 streams ran to the end; the 4 cancelled ones were aborted before theirs.
+    assert generated < 8 * HALF_WAY_TOKENS, generated

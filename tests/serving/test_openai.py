@@ -28,6 +28,7 @@ from .conftest import ENGINE_ARGS, Server, rendered_files, with_parameters, writ
 PROMPT = "The capital of France is"
 PROMPT_TOKENS = 6  # five words + BOS
 CHAT = [{"role": "user", "content": PROMPT}]
+IDLE_S = 6.0  # past vLLM's default keep-alive and httpx's pool expiry (5 s each)
 CHAT_PROMPT_TOKENS = 10  # BOS "User" ":" five words "Assistant" ":" (the tiny model's template)
 
 
@@ -266,6 +267,35 @@ def test_malformed_body_is_a_400_with_an_error_object(server: Server, body: str)
 def test_health_and_version_endpoints_answer(server: Server) -> None:
     assert requests.get(f"http://{server.openai}/health", timeout=10).status_code == 200
     assert requests.get(f"http://{server.openai}/version", timeout=10).json()["version"]
+
+
+def test_probe_paths_stay_out_of_the_access_log(server: Server, client: openai.OpenAI) -> None:
+    """The pods' probes call /health every few seconds: the access log keeps the requests."""
+    marker = f"/v1/models?probe-test={time.monotonic_ns()}"
+    for _ in range(3):
+        assert requests.get(f"http://{server.openai}/health", timeout=10).status_code == 200
+    assert requests.get(f"http://{server.openai}{marker}", timeout=10).status_code == 200
+    deadline = time.monotonic() + 10
+    while marker not in server.log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, "the access log shows no request"
+        time.sleep(0.1)
+    assert '"GET /health HTTP' not in server.log.read_text(errors="replace")
+
+
+def test_a_pooled_connection_idle_past_5_s_is_still_served(server: Server) -> None:
+    """The cause of a once-flaky test: a client pool (httpx's, the openai client's) keeps an idle
+    connection for 5 s, and vLLM's server closed it after 5 s, so a request sent on it just then
+    met a closed connection ("Server disconnected without sending a response"). The server now
+    keeps idle connections longer than such pools do."""
+    assert server.openai is not None
+    host, _, port = server.openai.rpartition(":")
+    request = f"GET /health HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(request)
+        assert conn.recv(4096).startswith(b"HTTP/1.1 200")
+        time.sleep(IDLE_S)
+        conn.sendall(request)
+        assert conn.recv(4096).startswith(b"HTTP/1.1 200"), "the server closed the connection"
 
 
 # Metrics: vLLM's own Prometheus registry on the OpenAI port.

@@ -123,3 +123,15 @@ def test_malformed_openai_settings_are_explained(
 def test_without_frontend_names_the_openai_key_is_unknown(tmp_path: Path) -> None:
     with pytest.raises(EngineConfigError, match="unknown key 'openai'"):
         load_model_json(write(tmp_path, {"model": "m", "openai": {}}), ENGINE)
+
+
+def test_with_the_port_off_the_openai_section_is_set_aside_unchecked(tmp_path: Path) -> None:
+    config = {"model": "m", "dtype": "float32", "openai": {"chat_templat": "x"}}
+    loaded = load_model_json(write(tmp_path, config), ENGINE, None)
+    assert loaded.engine == {"model": "m", "dtype": "float32"}
+    assert loaded.openai == {"chat_templat": "x"}
+
+
+def test_with_the_port_off_a_top_level_frontend_key_is_unknown(tmp_path: Path) -> None:
+    with pytest.raises(EngineConfigError, match="unknown key 'chat_template'"):
+        load_model_json(write(tmp_path, {"model": "m", "chat_template": "x"}), ENGINE, None)

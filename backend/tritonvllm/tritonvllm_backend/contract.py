@@ -22,6 +22,8 @@ INPUTS: tuple[dict[str, Any], ...] = (
     {"name": "return_logprobs", **_BOOL_FLAG},
     {"name": "return_num_input_tokens", **_BOOL_FLAG},
     {"name": "return_num_output_tokens", **_BOOL_FLAG},
+    # The official backend's input for embeddings (its OpenAI frontend's): a JSON object.
+    {"name": "embedding_request", "data_type": "TYPE_STRING", "dims": [1], "optional": True},
 )
 
 OUTPUTS: tuple[dict[str, Any], ...] = (

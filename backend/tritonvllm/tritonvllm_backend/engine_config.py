@@ -38,12 +38,14 @@ def load_engine_config(version_dir: str | Path, accepted: Collection[str]) -> di
 
 
 def load_model_json(
-    version_dir: str | Path, accepted: Collection[str], frontend: Collection[str] = ()
+    version_dir: str | Path, accepted: Collection[str], frontend: Collection[str] | None = ()
 ) -> ModelJson:
     """Load ``<version_dir>/model.json``: engine arguments, and the OpenAI server's arguments.
 
     ``frontend`` names the OpenAI server's accepted arguments; when it is empty, the
-    ``"openai"`` key is refused like any other unknown key.
+    ``"openai"`` key is refused like any other unknown key. None means the OpenAI port is off:
+    the ``"openai"`` object is set aside unchecked (nothing of vLLM's server need be imported
+    to name its arguments), and every top-level key must be an engine argument.
     """
     path = Path(version_dir) / MODEL_JSON
     try:
@@ -58,7 +60,12 @@ def load_model_json(
         raise EngineConfigError(f"{path} is not valid JSON: {err}") from None
     if not isinstance(config, dict):
         raise EngineConfigError(f"{path} must hold a JSON object, not {type(config).__name__}")
-    engine, openai = split_frontend_args(config, accepted, frontend, source=str(path))
+    if frontend is None:
+        engine = {key: value for key, value in config.items() if key != OPENAI_SECTION}
+        openai = config.get(OPENAI_SECTION, {})
+        frontend = ()
+    else:
+        engine, openai = split_frontend_args(config, accepted, frontend, source=str(path))
     check_engine_keys(engine, accepted, source=str(path), frontend=frontend)
     if "model" not in engine:
         raise EngineConfigError(f"{path} must name the model to serve in its 'model' key")

@@ -13,6 +13,7 @@ finished output ends the pause, so no final response waits for it.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import traceback
 import uuid
@@ -30,11 +31,13 @@ try:
 except ImportError:  # older vLLM (0.24) raises ValueError subclasses for a request's own faults
     VLLMClientError = ValueError  # type: ignore[assignment,misc]
 from vllm.lora.request import LoRARequest
-from vllm.outputs import RequestOutput
+from vllm.outputs import EmbeddingRequestOutput, RequestOutput
+from vllm.pooling_params import PoolingParams
 from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.v1.engine.exceptions import EngineDeadError
 
 from .cancel_polls import CANCEL_POLL_SECONDS, PollTurns
+from .embedding import EmbeddingAsk
 from .health import EngineHealth
 from .hops import HopLog, RequestHops
 from .images import decode_images
@@ -99,14 +102,19 @@ class RequestRunner:
         loras: LoraAdapters | None = None,
         when_metrics_pushed: Callable[[Callable[[], None]], None] | None = None,
         hop_log: HopLog | None = None,
+        tasks: frozenset[str] = frozenset({"generate"}),
+        model_name: str = "",
     ) -> None:
         """``loras``: the adapters of multi_lora.json, None when LoRA is off;
         ``when_metrics_pushed``: calls its argument (on any thread) once the engine's metrics
         recorded so far reached Triton; a final response waits for it; ``hop_log``: where each
-        request's hop times go (hops.py), None for nowhere.
+        request's hop times go (hops.py), None for nowhere; ``tasks``: what the engine
+        supports (``get_supported_tasks``: generate, embed, ...).
         """
         self._engine = engine
         self._health = health
+        self._tasks = tasks
+        self._model = model_name
         self._responses_per_second = responses_per_second
         self._kinds = sampling_kinds
         self._log = logger
@@ -143,9 +151,13 @@ class RequestRunner:
         try:
             try:
                 parsed = parse_request(request, self._kinds)
-                params = self._sampling_params(parsed)
-                lora = self._lora(parsed)
-                prompt = await self._prompt(parsed)
+                task = "generate" if parsed.embedding is None else "embed"
+                if task not in self._tasks:  # the official backend's words
+                    raise RequestError(f"Model {self._model} does not support '{task}' request")
+                if parsed.embedding is None:
+                    params = self._sampling_params(parsed)
+                    lora = self._lora(parsed)
+                    prompt = await self._prompt(parsed)
             except RequestError as err:
                 await self._send_quietly(
                     exchange, _error(str(err), pb_utils.TritonError.INVALID_ARG)
@@ -155,7 +167,10 @@ class RequestRunner:
                 await self._send_quietly(exchange, _unavailable())
                 return
             self._inflight[request_id] = exchange
-            await self._generate(exchange, parsed, prompt, params, request_id, lora, hops)
+            if parsed.embedding is not None:
+                await self._embed(exchange, parsed, parsed.embedding, request_id)
+            else:
+                await self._generate(exchange, parsed, prompt, params, request_id, lora, hops)
         except asyncio.CancelledError:
             self._log.log_info(f"[vllm] Successfully cancelled the request {request_id}")
             await self._send_quietly(
@@ -278,6 +293,34 @@ class RequestRunner:
             hops.mark("pushed")
             await self._send(exchange, response, FINAL)
             hops.mark("final_sent")
+
+    async def _embed(
+        self, exchange: _Exchange, parsed: ParsedRequest, asked: EmbeddingAsk, request_id: str
+    ) -> None:
+        """One embedding: ``text_output`` holds it as a JSON list (as the official backend)."""
+        try:
+            params = PoolingParams(task="embed", dimensions=asked.dimensions)
+        except Exception as err:
+            raise RequestError(f"invalid embedding_request: {_reason(err)}") from None
+        prompt: Any = (
+            {"prompt": asked.input}
+            if isinstance(asked.input, str)
+            else {"prompt_token_ids": asked.input}
+        )
+        last = None
+        async for output in self._engine.encode(prompt, params, request_id):
+            last = output
+        if last is None or not last.finished:
+            raise RuntimeError("the engine ended the request without a final output")
+        embedding = EmbeddingRequestOutput.from_base(last).outputs.embedding
+        tensors = [pb_utils.Tensor("text_output", np.asarray([json.dumps(embedding)], np.object_))]
+        if parsed.wanted.return_num_input_tokens:
+            count = len(last.prompt_token_ids or [])
+            tensors.append(pb_utils.Tensor("num_input_tokens", np.asarray([count], np.uint32)))
+        if parsed.wanted.return_num_output_tokens:
+            tensors.append(pb_utils.Tensor("num_output_tokens", np.asarray([0], np.uint32)))
+        await self._metrics_pushed()
+        await self._send(exchange, pb_utils.InferenceResponse(output_tensors=tensors), FINAL)
 
     def _sampling_params(self, parsed: ParsedRequest) -> SamplingParams:
         """SamplingParams from the request; whatever vLLM says about the values is INVALID_ARG."""

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import os
 import socket
 from typing import Any
 
@@ -33,6 +34,11 @@ START_TIMEOUT_S = 120.0
 # Kept out of the access log unless model.json sets disable_access_log_for_endpoints: the pods'
 # probes call them every few seconds.
 PROBE_PATHS = "/health,/ping"
+# How long an idle connection is kept open, unless VLLM_HTTP_TIMEOUT_KEEP_ALIVE says. vLLM's 5 s
+# equals the idle expiry of httpx's connection pool (the openai client's): a client reusing a
+# connection idle for about 5 s raced the server closing it and got "Server disconnected
+# without sending a response". Longer than the pools of common clients and load balancers (60 s).
+KEEP_ALIVE_S = 65
 
 
 def frontend_arg_names() -> set[str]:
@@ -92,7 +98,7 @@ class OpenAIServer:
             log_config=_uvicorn_log_config(args),
             log_level=args.uvicorn_log_level,
             access_log=not args.disable_uvicorn_access_log,
-            timeout_keep_alive=envs.VLLM_HTTP_TIMEOUT_KEEP_ALIVE,
+            timeout_keep_alive=_keep_alive(envs.VLLM_HTTP_TIMEOUT_KEEP_ALIVE),
             h11_max_incomplete_event_size=args.h11_max_incomplete_event_size,
         )
         config.h11_max_header_count = args.h11_max_header_count
@@ -213,6 +219,11 @@ def _args_api() -> tuple[Any, Any, Any, Any]:
             validate_parsed_serve_args,
         )
     return FrontendArgs, make_arg_parser, validate_parsed_serve_args, validate_api_server_args
+
+
+def _keep_alive(vllm_default: float) -> float:
+    """VLLM_HTTP_TIMEOUT_KEEP_ALIVE when set, else KEEP_ALIVE_S (not vLLM's 5 s default)."""
+    return vllm_default if "VLLM_HTTP_TIMEOUT_KEEP_ALIVE" in os.environ else KEEP_ALIVE_S
 
 
 def _uvicorn_log_config(args: argparse.Namespace) -> dict[str, Any] | None:

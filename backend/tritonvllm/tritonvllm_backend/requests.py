@@ -9,6 +9,7 @@ from typing import Any
 import triton_python_backend_utils as pb_utils
 
 from .contract import BOOL_FLAGS
+from .embedding import EmbeddingAsk, parse_embedding_request
 from .outputs import Wanted
 from .sampling import RequestError, SamplingRequest, parse_sampling_parameters
 from .typekinds import Kind
@@ -27,6 +28,8 @@ class ParsedRequest:
     wanted: Wanted
     sampling: SamplingRequest
     images: list[bytes]
+    embedding: EmbeddingAsk | None = None
+    """Set when the request asks for an embedding (``embedding_request``), not a completion."""
 
 
 def parse_request(request: Any, sampling_kinds: Mapping[str, Kind]) -> ParsedRequest:
@@ -46,7 +49,9 @@ def parse_request(request: Any, sampling_kinds: Mapping[str, Kind]) -> ParsedReq
     sampling = parse_sampling_parameters(sampling_json, request.parameters(), sampling_kinds)
     image_tensor = pb_utils.get_input_tensor_by_name(request, "image")
     images = [] if image_tensor is None else [bytes(x) for x in image_tensor.as_numpy().ravel()]
-    return ParsedRequest(prompt, Wanted.from_flags(flags), sampling, images)
+    embedding_json = _string(request, "embedding_request")
+    embedding = None if embedding_json is None else parse_embedding_request(embedding_json)
+    return ParsedRequest(prompt, Wanted.from_flags(flags), sampling, images, embedding)
 
 
 def _string(request: Any, name: str) -> str | None:
