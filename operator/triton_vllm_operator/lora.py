@@ -17,7 +17,7 @@ from typing import Any
 
 from .api import LORA_RANKS, LoraAdapter, TritonVLLMModel
 from .conditions import LORA_ADAPTERS, Verdict
-from .prefetch_status import parse_report, termination_message
+from .prefetch_status import parse_report, progress, termination_message
 from .render.lora import adapter_job_name, adapter_revision, render_adapter_job, snapshot_path
 from .render.model_files import ENGINE_FILE, LoraLimits, lora_limits
 from .settings import Settings
@@ -128,6 +128,13 @@ def _condition(job: Mapping[str, Any], kind: str) -> bool:
     return any(c.get("type") == kind and c.get("status") == "True" for c in conditions)
 
 
+def _int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def _reports(pods: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     ordered = sorted(pods, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp")))
     return [r for p in ordered if (r := parse_report(termination_message(p)))]
@@ -139,8 +146,10 @@ def _hub_state(
     job: Mapping[str, Any] | None,
     pods: Sequence[Mapping[str, Any]],
     architecture: str | None,
+    log_tail: str | None = None,
 ) -> AdapterState:
-    """A Hub adapter: from its download Job and the report of the Job's pod."""
+    """A Hub adapter: from its download Job and the report of the Job's pod (and, while it
+    runs, the last lines of its log)."""
     claim = model.spec.storage.existing_claim
     source = adapter.source
     job_name = adapter_job_name(model, adapter)
@@ -193,6 +202,15 @@ def _hub_state(
             str(failures[-1].get("reason") if failures else "DownloadFailed"),
         )
     retry = f" (last attempt: {why})" if failures else ""
+    report = parse_report(log_tail)
+    if report and report.get("event") in ("start", "progress"):
+        done, total = _int(report.get("done")), _int(report.get("total"))
+        return AdapterState(
+            adapter.name,
+            source,
+            "Downloading",
+            f"Downloading: {progress(done, total)} into {claim}{retry}.",
+        )
     return AdapterState(
         adapter.name, source, "Downloading", f"Job {job_name} downloads it into {claim}{retry}."
     )
@@ -203,8 +221,10 @@ def adapter_states(
     children: Mapping[tuple[str, str], Mapping[str, Any]],
     pods: Sequence[Mapping[str, Any]],
     architecture: str | None,
+    progress_log: tuple[str, str | None] | None = None,
 ) -> list[AdapterState]:
-    """Each adapter of spec.lora, in the spec's order."""
+    """Each adapter of spec.lora, in the spec's order; `progress_log`: the Job whose running
+    pod's log tail was read, and that tail."""
     states = []
     for adapter in model.spec.lora.adapters if model.spec.lora else []:
         if adapter.name == model.served_name:
@@ -225,7 +245,9 @@ def adapter_states(
         else:
             job_name = adapter_job_name(model, adapter)
             job = children.get(("Job", job_name))
-            states.append(_hub_state(model, adapter, job, _pods_of(pods, job_name), architecture))
+            tail = progress_log[1] if progress_log and progress_log[0] == job_name else None
+            job_pods = _pods_of(pods, job_name)
+            states.append(_hub_state(model, adapter, job, job_pods, architecture, tail))
     return states
 
 
@@ -314,12 +336,13 @@ def plan_lora(
     pods: Sequence[Mapping[str, Any]],
     architecture: str | None,
     settings: Settings,
+    progress_log: tuple[str, str | None] | None = None,
 ) -> LoraPass | None:
     """The adapters' states, the list the pods follow, the limits and the Jobs to create."""
     lora = model.spec.lora
     if lora is None:
         return None
-    states = adapter_states(model, children, pods, architecture)
+    states = adapter_states(model, children, pods, architecture, progress_log)
     listed = {s.name: s.path for s in states if s.state == "Listed" and s.path}
     ranks = tuple(s.rank for s in states if s.state == "Listed" and s.rank)
     deployment = children.get(("Deployment", model.metadata.name))

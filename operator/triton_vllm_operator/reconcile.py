@@ -36,6 +36,7 @@ from .placement import (
 from .placing import Placed, facts_verdict, place_model, sticky
 from .prefetch_status import cached_verdict
 from .render.autoscaling import plan_autoscaler
+from .render.lora import adapter_job_name
 from .render.manifests import (
     CONFIG_HASH_ANNOTATION,
     MODEL_LABEL,
@@ -222,15 +223,26 @@ def _downloading(observed: Observed, job_name: str, settings: Settings) -> str |
     return min(running) if running else None
 
 
+def _download_jobs(model: TritonVLLMModel) -> list[str]:
+    """The model's download Jobs, the weights' first, then its Hub LoRA adapters'."""
+    jobs = [prefetch_job_name(model)] if model.spec.storage.prefetch else []
+    adapters = model.spec.lora.adapters if model.spec.lora else []
+    return jobs + [adapter_job_name(model, a) for a in adapters if a.repo is not None]
+
+
+def _progress_job(model: TritonVLLMModel, observed: Observed, settings: Settings) -> str | None:
+    """The download whose progress a pass reads: one at a time, the weights' first."""
+    return next((j for j in _download_jobs(model) if _downloading(observed, j, settings)), None)
+
+
 def progress_pod(body: Mapping[str, Any], observed: Observed, settings: Settings) -> str | None:
     """The pod whose log tail a pass reads for the download's progress; None when none runs."""
     try:
         model = parse_model(dict(body))
     except SpecError:
         return None
-    if not model.spec.storage.prefetch:
-        return None
-    return _downloading(observed, prefetch_job_name(model), settings)
+    job = _progress_job(model, observed, settings)
+    return None if job is None else _downloading(observed, job, settings)
 
 
 def _strategy_kept(desired: dict[str, Any], live: Mapping[str, Any] | None) -> bool:
@@ -371,7 +383,8 @@ def _verdicts(
         # no node fits yet): created once, never changed (a Job's pod template is immutable).
         job_name = job["metadata"]["name"]
         live_job = observed.children.get(("Job", job_name))
-        log = observed.prefetch_log if _downloading(observed, job_name, settings) else None
+        reading = _progress_job(model, observed, settings) == job_name
+        log = observed.prefetch_log if reading else None
         cached = cached_verdict(model, live_job, _pods_of_job(observed, job_name), log)
         extra.append(cached)
         if _downloading(observed, job_name, settings):
@@ -413,12 +426,18 @@ def _verdicts(
         if isinstance(observed.facts, ModelFacts)
         else (facts_status.get("model") or {}).get("architecture")
     )
-    lora = plan_lora(model, observed.children, observed.prefetch_pods, architecture, settings)
+    progress_job = _progress_job(model, observed, settings)
+    progress = (progress_job, observed.prefetch_log) if progress_job else None
+    lora = plan_lora(
+        model, observed.children, observed.prefetch_pods, architecture, settings, progress
+    )
     if lora is None:
         stale.add(LORA_ADAPTERS)
         children = render_all(model, placement, settings)
     else:
         extra.append(lora.verdict)
+        if any(state.state == "Downloading" for state in lora.states) and progress_job:
+            plan.recheck_after = PROGRESS_SECONDS
         plan.apply.extend(with_applied_hash(job) for job in lora.jobs)
         if lora.raised:
             plan.events.append(("Normal", "LoraLimits", lora.raised))

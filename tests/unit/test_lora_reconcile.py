@@ -7,10 +7,20 @@ import json
 from typing import Any
 
 from tests.unit.builders import model, model_dict
-from tests.unit.test_reconcile import conditions, converge, empty, message, stored, world
+from tests.unit.test_reconcile import (
+    NODES,
+    SETTINGS,
+    conditions,
+    converge,
+    empty,
+    message,
+    stored,
+    world,
+)
 from triton_vllm_operator.api import LoraAdapter
 from triton_vllm_operator.lora import check_adapter_config
-from triton_vllm_operator.reconcile import Observed, Plan
+from triton_vllm_operator.reconcile import Observed, OwnPod, Plan, progress_pod
+from triton_vllm_operator.render.prefetch import PROGRESS_SECONDS
 
 CLAIM = {"existingClaim": "models"}
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
@@ -287,3 +297,28 @@ def test_target_modules_vllm_does_not_adapt_are_refused_when_the_architecture_is
     reason, why = check_adapter_config(model(), adapter, config, "LlamaForCausalLM")
     assert reason == "AdapterTargetsUnsupported" and "router" in why
     assert check_adapter_config(model(), adapter, config, None)[0] is None  # not known: not refused
+
+
+def test_a_running_adapter_download_shows_its_progress_after_the_weights() -> None:
+    lora = {"adapters": [hub_adapter("sql"), hub_adapter("chat")]}
+    body = model_dict(tensorParallelSize=1, storage=CLAIM, lora=lora)
+    first = converge(body, empty())
+    jobs = {
+        j["metadata"]["annotations"]["tritonvllm.io/lora-adapter"]: j for j in applied(first, "Job")
+    }
+    children = {(m["kind"], m["metadata"]["name"]): stored(m) for m in first.apply}
+    pods = []
+    for adapter in ("sql", "chat"):
+        name = jobs[adapter]["metadata"]["name"]
+        children[("Job", name)]["status"] = {"active": 1}
+        pods.append(OwnPod(f"{name}-x", None, None, job=name, phase="Running"))
+    observed = Observed(NODES, [], own_pods=pods, children=children)
+    # One log at a time: the first adapter's download (the model's weights would come first).
+    assert progress_pod(body, observed, SETTINGS) == pods[0].name
+    report = json.dumps({"event": "progress", "done": 3 * 1024**2, "total": 12 * 1024**2})
+    observed = Observed(NODES, [], own_pods=pods, children=children, prefetch_log=report)
+    plan = converge(body, observed)
+    entries = {e["name"]: e for e in plan.status["lora"]}
+    assert entries["sql"]["message"] == "Downloading: 3.0 MiB of 12.0 MiB (25%) into models."
+    assert entries["chat"]["state"] == "Downloading" and "MiB" not in entries["chat"]["message"]
+    assert plan.recheck_after == PROGRESS_SECONDS
