@@ -365,7 +365,10 @@ def plan_lora(
         for adapter in lora.adapters:
             if adapter.repo is not None and adapter.name != model.served_name:
                 job = render_adapter_job(model, adapter, settings)
-                if ("Job", job["metadata"]["name"]) not in children:
+                name = job["metadata"]["name"]  # one per repo and revision, whatever the names
+                if ("Job", name) not in children and name not in [
+                    j["metadata"]["name"] for j in jobs
+                ]:
                     jobs.append(job)
     return LoraPass(limits, listed, states, lora_verdict(states, limits), jobs, raised)
 

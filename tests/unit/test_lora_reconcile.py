@@ -322,3 +322,12 @@ def test_a_running_adapter_download_shows_its_progress_after_the_weights() -> No
     assert entries["sql"]["message"] == "Downloading: 3.0 MiB of 12.0 MiB (25%) into models."
     assert entries["chat"]["state"] == "Downloading" and "MiB" not in entries["chat"]["message"]
     assert plan.recheck_after == PROGRESS_SECONDS
+
+
+def test_two_names_for_one_adapter_repo_share_one_download() -> None:
+    lora = {"adapters": [hub_adapter("sql", "acme/sql"), hub_adapter("sql-alias", "acme/sql")]}
+    body = model_dict(tensorParallelSize=1, storage=CLAIM, lora=lora)
+    assert len(applied(converge(body, empty()), "Job")) == 1
+    plan = hub_pass(body, {"sql": done_report()})
+    assert list(adapter_file(plan)) == ["sql", "sql-alias"]
+    assert len({path for path in adapter_file(plan).values()}) == 1
