@@ -360,7 +360,7 @@ def plan_lora(
             f"{live.max_lora_rank} to max_loras={limits.max_loras}, max_lora_rank="
             f"{limits.max_lora_rank}: the pods roll to restart the engine."
         )
-    jobs = []
+    jobs: list[dict[str, Any]] = []
     if model.spec.storage.existing_claim is not None:
         for adapter in lora.adapters:
             if adapter.repo is not None and adapter.name != model.served_name:
