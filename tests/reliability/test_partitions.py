@@ -1,8 +1,8 @@
 """Network faults between the operator and the real kube-apiserver, provoked with a TCP proxy (the
 fault injector, tests/fault_proxy.py) and a real restart of the API server:
 
-- a partition during which the API server restarts (so every watch's resourceVersion is gone:
-  410 on resume), a child is deleted, a model edited and another deleted: after the partition the
+- a partition during which the API server restarts and etcd's history is compacted (so every
+  watch that resumes from its resourceVersion gets 410 Gone), a child is deleted, a model edited and another deleted: after the partition the
   operator re-creates the child, converges the edit, forgets the deleted model, and no status
   says Ready for a Deployment that does not exist;
 - a leader whose packets are dropped stops (exits non-zero) before the standby takes the lease;
@@ -106,6 +106,8 @@ def test_after_a_partition_with_an_apiserver_restart_every_model_is_true_within_
                 capture_output=True,
             )
             wait_for(cluster.answers, 60, "the API server after its restart")
+            # The history the operator's watches would resume from is gone: they get 410.
+            subprocess.run([str(CLUSTER_SH), "compact-etcd"], check=True, timeout=60)
             proxy.restore()
             healed = time.monotonic()
 

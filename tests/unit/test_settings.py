@@ -60,3 +60,36 @@ def test_prefetch_progress_is_read_unless_turned_off() -> None:
     assert Settings.from_env({}).prefetch_progress is True
     off = Settings.from_env({"TRITON_VLLM_PREFETCH_PROGRESS": "false"})
     assert off.prefetch_progress is False
+
+
+@pytest.mark.parametrize(
+    ("duration", "deadline", "retry"),
+    [("10", "10", "2"), ("15", "2", "2"), ("15", "20", "2")],
+)
+def test_leader_election_needs_lease_longer_than_deadline_longer_than_retry(
+    duration: str, deadline: str, retry: str
+) -> None:
+    with pytest.raises(ValidationError, match="lease duration > renew deadline > retry period"):
+        Settings.from_env(
+            {
+                "TRITON_VLLM_LEASE_DURATION_SECONDS": duration,
+                "TRITON_VLLM_LEASE_RENEW_DEADLINE_SECONDS": deadline,
+                "TRITON_VLLM_LEASE_RETRY_SECONDS": retry,
+            }
+        )
+
+
+def test_the_runtime_settings_come_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {
+            "TRITON_VLLM_API_QPS": "20",
+            "TRITON_VLLM_API_BURST": "30",
+            "TRITON_VLLM_RESYNC_SECONDS": "60",
+            "TRITON_VLLM_RELIST_SECONDS": "300",
+        }
+    )
+    assert (settings.api_qps, settings.api_burst) == (20, 30)
+    assert (settings.resync_seconds, settings.relist_seconds) == (60, 300)
+    defaults = Settings()
+    assert (defaults.lease_duration_seconds, defaults.lease_renew_deadline_seconds) == (15, 10)
+    assert defaults.lease_retry_seconds == 2

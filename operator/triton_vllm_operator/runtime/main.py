@@ -18,8 +18,6 @@ from .controller import WORKERS, Controller
 from .leader import LeaderElector
 
 log = logging.getLogger("triton_vllm_operator")
-# How long a replica that lost its lease may take to stop before it is ended outright.
-EXIT_GRACE_SECONDS = 3
 
 
 def _api_client(reflectors: int) -> client.ApiClient:
@@ -34,8 +32,8 @@ def _api_client(reflectors: int) -> client.ApiClient:
 
 
 def run_operator(settings: Settings) -> int:
-    """Run until stopped; watches `settings.namespaces` or the whole cluster. Returns the exit
-    code: 1 when the lease was lost (the pod restarts as a standby)."""
+    """Run until stopped; watches `settings.namespaces` or the whole cluster. A replica that
+    loses its lease exits with status 1 (the pod restarts as a standby)."""
     log_format = kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL
     kopf.configure(log_format=log_format, log_prefix=True)
     log.setLevel(settings.log_level.upper())
@@ -51,7 +49,6 @@ def run_operator(settings: Settings) -> int:
     controller = Controller(rest, settings)
     registry = kopf.OperatorRegistry()
     stop_flag = threading.Event()
-    lost = threading.Event()
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -60,12 +57,12 @@ def run_operator(settings: Settings) -> int:
         return info or kopf.login_with_kubeconfig(**kwargs)
 
     def on_lost() -> None:
-        lost.set()
-        stop_flag.set()
-        # Clean-up should end the process within seconds; if anything hangs, end it anyway.
-        timer = threading.Timer(EXIT_GRACE_SECONDS, os._exit, args=(1,))
-        timer.daemon = True
-        timer.start()
+        # As controller-runtime: end the process at once. Its writes already stopped at the
+        # renew deadline; there is no lease to hand back, and a clean-up could hang on the very
+        # network that failed. The pod restarts as a standby.
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(1)
 
     @kopf.on.startup(registry=registry)
     async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -84,6 +81,8 @@ def run_operator(settings: Settings) -> int:
         if elector is not None:
             await elector.stop()
         await controller.stop()
+        # kopf waits on a thread for a threading.Event stop flag: end that wait too.
+        stop_flag.set()
 
     kopf.run(
         registry=registry,
@@ -93,4 +92,4 @@ def run_operator(settings: Settings) -> int:
         liveness_endpoint=settings.liveness_endpoint,
         stop_flag=stop_flag,
     )
-    return 1 if lost.is_set() else 0
+    return 0
