@@ -36,8 +36,7 @@ class Settings(BaseModel):
     )
     log_level: Literal["debug", "info", "warning"] = Field(
         default="info",
-        description="Operator log level; debug logs every reconcile pass "
-        "(TRITON_VLLM_LOG_LEVEL).",
+        description="Operator log level; debug logs every reconcile pass (TRITON_VLLM_LOG_LEVEL).",
     )
     field_manager: str = Field(
         default="triton-vllm-operator",
