@@ -84,7 +84,8 @@ def test_the_operator_renders_the_example_for_the_simulated_gpu_pool(example: Pa
     most = autoscaling["maxReplicas"] if autoscaling else spec.get("replicas", 1)
     budget = ["PodDisruptionBudget"] if most > 1 else []
     scaler = ["ScaledObject"] if autoscaling else []
-    assert kinds == sorted(["ConfigMap", "Deployment", "Service", *budget, *scaler])
+    adapters = ["ConfigMap"] if "lora" in spec else []  # the LoRA adapter list
+    assert kinds == sorted(["ConfigMap", "Deployment", "Service", *budget, *scaler, *adapters])
 
 
 def test_the_api_server_rejects_a_broken_example(
