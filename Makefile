@@ -111,7 +111,7 @@ gpu-wheelhouse: ## Download the GPU stack's wheels for a GPU machine without a p
 ##@ Reliability
 
 .PHONY: chaos
-chaos: install cluster-build ## Long reliability run: 200 models under SIGKILL, 500 hostile specs, apiserver restart (CHAOS_SEED=N repeats a plan)
+chaos: install cluster-build ## Long reliability run: 200 models under SIGKILL, 500 hostile specs, apiserver restart, partitions, 10,000 pods (CHAOS_SEED=N repeats a plan)
 	RELIABILITY_LONG=1 RELIABILITY_RESTART_APISERVER=1 $(VENV)/bin/pytest -ra -s tests/reliability
 
 ##@ Demo

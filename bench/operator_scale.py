@@ -4,7 +4,9 @@ For each N: create N TritonVLLMModels (TP=1, one replica each) in a fresh namesp
 create-to-Deployment latency (client clock: the create call's return to the Deployment's ADDED
 watch event), the time until all are Scheduled and all are Ready, the operator's API writes per
 model (apiserver_request_total), the writes in an idle window after convergence, and the
-operator's peak RSS. Writes docs/benchmarks/operator.md and operator.png.
+operator's peak RSS. The operator resyncs once per idle window, so the idle window also
+shows what a resync of every model costs: its CPU time and its writes (none). Writes
+docs/benchmarks/operator.md and operator.png.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class Result:
     writes_per_model: float
     idle_writes: int
     peak_rss_mb: float
+    resync_cpu_s: float  # operator CPU seconds per resync of every model
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> float:
@@ -89,6 +92,16 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return math.nan
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def resyncs(log: Path) -> int:
+    return log.read_text().count("resync:") if log.exists() else 0
 
 
 def add_bench_nodes(cluster: ClusterHandle, count: int) -> list[str]:
@@ -191,8 +204,13 @@ def run_size(
     )
     time.sleep(2)  # the last status write of their passes
     idle_start = operator_writes(cluster)
+    pid = operator.process.pid if operator.process else 0
+    cpu_start, resyncs_start = cpu_seconds(pid), resyncs(operator.log_path)
     time.sleep(idle_s)
     idle_writes = operator_writes(cluster) - idle_start
+    # Idle but for the resyncs: their CPU is the window's (the watches' own cost is small).
+    done = resyncs(operator.log_path) - resyncs_start
+    resync_cpu = (cpu_seconds(pid) - cpu_start) / done if done else math.nan
     stop.set()
     latencies = sorted((seen[name] - created[name]) * 1000 for name in created)
     result = Result(
@@ -204,6 +222,7 @@ def run_size(
         writes_per_model=(writes_after - writes_before) / n,
         idle_writes=idle_writes,
         peak_rss_mb=peak_rss_mb(operator.process.pid) if operator.process else math.nan,
+        resync_cpu_s=resync_cpu,
     )
     # Delete the models, then the namespace (their children go with them).
     custom.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
@@ -236,17 +255,20 @@ def write_report(results: list[Result], out_dir: Path, idle_s: float) -> None:
         "(kube-apiserver, scheduler, controller-manager of Kubernetes v1.36.5) with kwok GPU",
         "nodes, all on the same machine. Each model: TP=1, one replica. Writes: the operator's",
         "APPLY, PATCH and DELETE requests to models and their children; the idle window has 5",
-        "refused models beside the converged ones, and the kwok nodes keep heartbeating.",
+        "refused models beside the converged ones, the kwok nodes keep heartbeating, and the",
+        f"operator resyncs every model every {idle_s:g} s (CPU per resync: the window's CPU",
+        "time over its resyncs).",
         "",
         "| models | create->Deployment p50 (ms) | p99 (ms) | all Scheduled (s) | all Ready (s) "
-        f"| operator writes / model | writes in {idle_s:g} s idle | operator peak RSS (MB) |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| operator writes / model | writes in {idle_s:g} s idle | operator peak RSS (MB) "
+        "| CPU s / resync |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         lines.append(
             f"| {r.models} | {r.p50_ms:.0f} | {r.p99_ms:.0f} | {r.all_scheduled_s:.1f} | "
             f"{r.all_ready_s:.1f} | {r.writes_per_model:.1f} | {r.idle_writes} | "
-            f"{r.peak_rss_mb:.0f} |"
+            f"{r.peak_rss_mb:.0f} | {r.resync_cpu_s:.2f} |"
         )
     (out_dir / "operator.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -281,7 +303,11 @@ def main(argv: list[str] | None = None) -> int:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
     cluster.kubectl("wait", "--for=condition=Established", "crd/tritonvllmmodels.tritonvllm.io")
     args.out.mkdir(parents=True, exist_ok=True)
-    operator = OperatorProcess(cluster.kubeconfig, args.out / "operator-bench.log")
+    operator = OperatorProcess(
+        cluster.kubeconfig,
+        args.out / "operator-bench.log",
+        {"TRITON_VLLM_RESYNC_SECONDS": str(args.idle_seconds)},
+    )
     operator.start()
     try:
         results = [run_size(cluster, api, operator, n, args.idle_seconds) for n in sizes]

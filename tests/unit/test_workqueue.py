@@ -63,3 +63,24 @@ def test_a_key_added_after_a_delay_comes_back_once_however_often_it_is_asked() -
         return got, len(queue)
 
     assert asyncio.run(scenario()) == (["a"], 0)
+
+
+def test_a_burst_of_events_about_a_known_key_is_one_pass_and_a_new_key_goes_at_once() -> None:
+    async def scenario() -> tuple[str, int]:
+        queue: WorkQueue[str] = WorkQueue()
+        queue.add("known")
+        queue.done(await queue.get())
+        for _ in range(10):  # the Deployment's status, its pods, ...
+            queue.add_coalesced("known", 0.05)
+        queue.add_coalesced("new", 0.05)
+        first = await queue.get()  # at once: a new key does not wait
+        queue.done(first)
+        assert len(queue) == 0
+        await asyncio.sleep(0.1)
+        passes = 0
+        while len(queue):
+            queue.done(await queue.get())
+            passes += 1
+        return first, passes
+
+    assert asyncio.run(scenario()) == ("new", 1)

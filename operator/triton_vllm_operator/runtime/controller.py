@@ -45,6 +45,8 @@ from .workqueue import WorkQueue
 # The finalizer round 1 put on every model (for a timer); removed on sight, nothing needs it.
 LEGACY_FINALIZER = "tritonvllm.io/finalizer"
 WORKERS = 16
+# Events about a model already reconciled wait this long, so that a burst of them is one pass.
+COALESCE_SECONDS = 0.2
 
 log = logging.getLogger("triton_vllm_operator")
 
@@ -136,7 +138,11 @@ class Controller:
     def _wake(self, keys: Iterable[ModelKey]) -> None:
         keys = list(keys)
         if keys and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._add_all, keys)
+            self._loop.call_soon_threadsafe(self._add_events, keys)
+
+    def _add_events(self, keys: list[ModelKey]) -> None:
+        for key in keys:
+            self.queue.add_coalesced(key, COALESCE_SECONDS)
 
     def _add_all(self, keys: list[ModelKey]) -> None:
         for key in keys:

@@ -27,6 +27,7 @@ class WorkQueue(Generic[K]):
         self._done_once: set[K] = set()
         self._failures: dict[K, int] = {}
         self._later: dict[K, asyncio.TimerHandle] = {}
+        self._soon: dict[K, asyncio.TimerHandle] = {}
         self._base_delay = base_delay
         self._max_delay = max_delay
 
@@ -62,9 +63,10 @@ class WorkQueue(Generic[K]):
         """`key` is gone (its model was deleted): forget what was known of it."""
         self._done_once.discard(key)
         self._failures.pop(key, None)
-        later = self._later.pop(key, None)
-        if later:
-            later.cancel()
+        for timers in (self._later, self._soon):
+            timer = timers.pop(key, None)
+            if timer:
+                timer.cancel()
 
     def retry(self, key: K) -> float:
         """Add `key` again after its backoff; returns the delay."""
@@ -84,6 +86,22 @@ class WorkQueue(Generic[K]):
             self.add(key)
 
         self._later[key] = asyncio.get_running_loop().call_later(delay, due)
+
+    def add_coalesced(self, key: K, delay: float) -> None:
+        """An event about `key`: a key never reconciled goes at once; a known one after `delay`,
+        so that the burst of events one change causes (its children's status, its pods) is one
+        pass, not one each."""
+        if key not in self._done_once or key in self._dirty:
+            self.add(key)
+            return
+        if key in self._soon:
+            return
+
+        def due() -> None:
+            self._soon.pop(key, None)
+            self.add(key)
+
+        self._soon[key] = asyncio.get_running_loop().call_later(delay, due)
 
     def forget(self, key: K) -> None:
         """`key` succeeded: its next failure starts the backoff afresh."""
