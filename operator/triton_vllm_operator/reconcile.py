@@ -301,8 +301,8 @@ def _stale_configmaps(
     used: set[Any] = {keep, *extra}
     used |= {p.config_map for p in observed.own_pods if p.config_map}
     # A pod's config is also named by the hash it carries (a projected volume hides it).
-    name = model.metadata.name
-    used |= {f"{name}-config-{p.config_hash}" for p in observed.own_pods if p.config_hash}
+    own = model.metadata.name
+    used |= {f"{own}-config-{p.config_hash}" for p in observed.own_pods if p.config_hash}
     template = ((deployment or {}).get("spec") or {}).get("template") or {}
     for volume in (template.get("spec") or {}).get("volumes") or []:
         sources = (volume.get("projected") or {}).get("sources") or [volume]
