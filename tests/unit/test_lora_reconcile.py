@@ -331,3 +331,18 @@ def test_two_names_for_one_adapter_repo_share_one_download() -> None:
     plan = hub_pass(body, {"sql": done_report()})
     assert list(adapter_file(plan)) == ["sql", "sql-alias"]
     assert len({path for path in adapter_file(plan).values()}) == 1
+
+
+def test_a_config_old_pods_still_mount_through_the_projected_volume_is_kept() -> None:
+    body, observed = serving_lora(adapters=[path_adapter("sql")])
+    old = body["status"]["configMap"]
+    old_hash = body["status"]["configHash"]
+    edit(body, adapters=[path_adapter("sql")], maxLoras=4)
+    observed = carried_out(observed, converge(body, observed))
+    assert body["status"]["configMap"] != old
+    # The old pod still runs: the projected volume hides its ConfigMap's name, its hash does not.
+    pod = OwnPod("llama-old", old_hash, None)
+    still = Observed(NODES, [], own_pods=[pod], children=observed.children)
+    assert ("ConfigMap", old) not in converge(body, still).delete
+    gone = Observed(NODES, [], children=observed.children)
+    assert converge(body, gone).delete == [("ConfigMap", old)]
