@@ -2,9 +2,9 @@
 fault injector, tests/fault_proxy.py) and a real restart of the API server:
 
 - a partition during which the API server restarts and etcd's history is compacted (so every
-  watch that resumes from its resourceVersion gets 410 Gone), a child is deleted, a model edited and another deleted: after the partition the
-  operator re-creates the child, converges the edit, forgets the deleted model, and no status
-  says Ready for a Deployment that does not exist;
+  watch that resumes from its resourceVersion gets 410 Gone), a child is deleted, a model edited
+  and another deleted: after the partition the operator re-creates the child, converges the
+  edit, forgets the deleted model, and no status says Ready for a Deployment that does not exist;
 - a leader whose packets are dropped stops (exits non-zero) before the standby takes the lease;
 - a leader sent SIGTERM hands the lease over: the standby leads within 5 s.
 
