@@ -15,13 +15,23 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 
-from .clients import GenerateError, GrpcSession, grpc_session, http_generate, request_inputs
+from .clients import (
+    GenerateError,
+    GrpcSession,
+    StreamResult,
+    grpc_session,
+    http_generate,
+    request_inputs,
+)
 from .conftest import (
     START_TIMEOUT_S,
     Server,
@@ -35,12 +45,20 @@ from .test_health import UNHEALTHY, answers, engine_core_pids, group_processes, 
 
 PACED = "paced"
 BYSTANDER = "bystander"
+EMBEDDER = "embedder"  # the tiny Llama served as an embedding model (vLLM's convert="embed")
+MODELS = (PACED, BYSTANDER, EMBEDDER)
 PROMPT = "The capital of France is"
 HF_TOKEN = "hf_tritonvllmTestSecret0123456789"
+# Two sequences at a time, ordered by priority: a third request waits, and which of two waiting
+# ones runs first shows whether priority was honoured.
+OPENAI_LEFT_OVER = {"response_role": "bot"}
+BYSTANDER_ARGS = {"hf_token": HF_TOKEN, "scheduling_policy": "priority", "max_num_seqs": 2}
 # Pacing made extreme: one response a second for all streams together. Under the old pacing a
 # stream then waited (requests in flight) / 0.1 s, here 90 s, between responses, its final too.
 RESPONSES_PER_SECOND = "0.1"
 LONG_STREAMS = 8
+QUEUED_S = 1.0  # for a request to reach the engine's waiting queue
+HIDDEN_SIZE = 128  # the tiny Llama's (hack/tiny_model.py)
 ANSWERED_WITHIN_S = 30.0
 # vLLM logs the engine's throughput every VLLM_LOG_STATS_INTERVAL (10 s by default).
 STATS_LOGGED_WITHIN_S = 40.0
@@ -54,13 +72,22 @@ def two_models(
 
     Depends on the session server only so that the two never load engines at the same time.
     """
-    files = {**rendered_files(PACED, tiny_model), **rendered_files(BYSTANDER, tiny_model)}
+    files = {
+        **rendered_files(PACED, tiny_model),
+        **rendered_files(BYSTANDER, tiny_model),
+        **rendered_files(EMBEDDER, tiny_model),
+    }
     config = f"{PACED}/config.pbtxt"
     files[config] = with_parameters(
         files[config], {"STREAM_RESPONSES_PER_SECOND": RESPONSES_PER_SECOND}
     )
     engine_file = f"{BYSTANDER}/1/model.json"
-    files[engine_file] = json.dumps({**json.loads(files[engine_file]), "hf_token": HF_TOKEN})
+    files[engine_file] = json.dumps({**json.loads(files[engine_file]), **BYSTANDER_ARGS})
+    # OpenAI server settings left behind with the port off: not checked, not imported for.
+    embedder_file = f"{EMBEDDER}/1/model.json"
+    files[embedder_file] = json.dumps({**json.loads(files[embedder_file]), "convert": "embed"})
+    paced_file = f"{PACED}/1/model.json"
+    files[paced_file] = json.dumps({**json.loads(files[paced_file]), "openai": OPENAI_LEFT_OVER})
     repository = write_repository(tmp_path_factory.mktemp("two-models"), files)
     process, handle = start_tritonserver(
         repository,
@@ -68,10 +95,11 @@ def two_models(
         "--model-control-mode=explicit",
         f"--load-model={PACED}",
         f"--load-model={BYSTANDER}",
+        f"--load-model={EMBEDDER}",
     )
     started = time.monotonic()
     try:
-        while not (handle.ready() and handle.model_ready(PACED) and handle.model_ready(BYSTANDER)):
+        while not (handle.ready() and all(handle.model_ready(m) for m in MODELS)):
             if process.poll() is not None or time.monotonic() - started > START_TIMEOUT_S:
                 pytest.fail(f"tritonserver did not become ready:\n{handle.log.read_text()[-6000:]}")
             time.sleep(0.5)
@@ -135,6 +163,51 @@ def test_the_engine_stats_are_logged_with_the_openai_port_off(
     )
 
 
+def test_openai_settings_are_left_aside_with_the_port_off(
+    two_models: tuple[Server, subprocess.Popen[bytes]],
+) -> None:
+    server, _ = two_models
+    log = server.log.read_text(errors="replace")
+    assert f"{PACED}: OpenAI port off: model.json's 'openai' settings are not used" in log
+    assert generate(server, PACED, {"max_tokens": 4})
+
+
+def embed(server: Server, model: str, request: dict[str, object]) -> StreamResult:
+    inputs = request_inputs(PROMPT, return_num_input_tokens=True)
+    tensor = grpcclient.InferInput("embedding_request", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([json.dumps(request).encode()], dtype=np.object_))
+    with grpc_session(server.grpc) as session:
+        return session.generate([*inputs, tensor], model)
+
+
+def test_an_embedding_model_answers_embedding_requests_as_the_official_backend(
+    two_models: tuple[Server, subprocess.Popen[bytes]],
+) -> None:
+    server, _ = two_models
+    text = embed(server, EMBEDDER, {"input": "The quick brown fox"})
+    assert text.error is None, text.error
+    (response,) = text.responses
+    vector = json.loads(response["text_output"][0])
+    assert len(vector) == HIDDEN_SIZE and all(isinstance(x, float) for x in vector)
+    assert response["num_input_tokens"] == [5]  # four words + BOS
+    tokens = embed(server, EMBEDDER, {"input": [1, 2, 3]})
+    assert tokens.error is None
+    assert len(json.loads(tokens.responses[0]["text_output"][0])) == HIDDEN_SIZE
+    other = embed(server, EMBEDDER, {"input": "A lazy dog"})
+    assert json.loads(other.responses[0]["text_output"][0]) != vector
+
+
+def test_each_model_refuses_the_task_it_does_not_serve(
+    two_models: tuple[Server, subprocess.Popen[bytes]],
+) -> None:
+    server, _ = two_models
+    refused = embed(server, BYSTANDER, {"input": "The quick brown fox"})
+    assert refused.error is not None
+    assert f"Model {BYSTANDER} does not support 'embed' request" in refused.error
+    with pytest.raises(GenerateError, match=f"Model {EMBEDDER} does not support 'generate'"):
+        http_generate(server.http, {"text_input": PROMPT}, EMBEDDER)
+
+
 def test_the_hf_token_in_model_json_is_never_logged(
     two_models: tuple[Server, subprocess.Popen[bytes]],
 ) -> None:
@@ -143,6 +216,44 @@ def test_the_hf_token_in_model_json_is_never_logged(
     log = server.log.read_text(errors="replace")
     assert "vLLM engine args" in log  # the line that used to carry it
     assert HF_TOKEN not in log
+
+
+def finished_at(server: Server, sampling: dict[str, object], done: dict[str, float]) -> None:
+    """Run one BYSTANDER request; record when it finished under its priority."""
+    result_text = generate(server, BYSTANDER, sampling)
+    assert result_text
+    done[str(sampling["priority"])] = time.monotonic()
+
+
+def test_a_waiting_request_of_higher_priority_runs_first(
+    two_models: tuple[Server, subprocess.Popen[bytes]],
+) -> None:
+    server, _ = two_models
+    busy = [GrpcSession(server.grpc) for _ in range(2)]
+    done: dict[str, float] = {}
+    try:
+        # The engine's two sequences, busy for a while; the first frees its slot long before the
+        # second, so one waiting request at a time gets a slot.
+        for session, max_tokens in zip(busy, (3000, 7500), strict=True):
+            sampling = {"max_tokens": max_tokens, "ignore_eos": True}
+            session.send(request_inputs(PROMPT, sampling, stream=True), BYSTANDER)
+            session.wait_for_response()  # running
+        low = threading.Thread(
+            target=finished_at, args=(server, {"max_tokens": 4, "priority": 5}, done)
+        )
+        low.start()  # first in the queue
+        time.sleep(QUEUED_S)
+        high = threading.Thread(
+            target=finished_at, args=(server, {"max_tokens": 4, "priority": -5}, done)
+        )
+        high.start()
+        high.join(120)
+    finally:
+        for session in busy:  # frees the second slot for the request left waiting
+            session.close(cancel_requests=True)
+    low.join(120)
+    assert set(done) == {"5", "-5"}
+    assert done["-5"] < done["5"], "the request first in the queue ran first: FCFS"
 
 
 def engine_of(process_group: int, model: str) -> int:
