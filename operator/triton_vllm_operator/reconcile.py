@@ -35,7 +35,7 @@ from .placement import (
 )
 from .placing import Placed, facts_verdict, place_model, sticky
 from .prefetch_status import cached_verdict
-from .render.autoscaling import plan_autoscaler
+from .render.autoscaling import held_replicas, plan_autoscaler
 from .render.lora import adapter_job_name
 from .render.manifests import (
     CONFIG_HASH_ANNOTATION,
@@ -47,6 +47,7 @@ from .render.manifests import (
     render_all,
     rollout_strategy,
     selector_labels,
+    with_replicas,
 )
 from .render.prefetch import PROGRESS_SECONDS, prefetch_job_name, render_prefetch_job
 from .settings import Settings
@@ -445,6 +446,10 @@ def _verdicts(
         children = render_all(model, placement, settings, lora=lora.limits, adapters=lora.listed)
     configmap = children[0]
     deployment = next(m for m in children if m["kind"] == "Deployment")
+    held = held_replicas(live_deployment, body.get("status"))
+    if fixed_replicas(model.spec) is None and held is not None:
+        # Handing the replicas to an autoscaler: kept until it (or kubectl scale) changes them.
+        with_replicas(deployment, held)
     if not _strategy_kept(deployment, live_deployment):
         # A new template: surge when a node has the GPUs for one more pod free now.
         in_use = inventory(model.spec, observed.nodes, [*observed.pods, *observed.own_gpu_pods])

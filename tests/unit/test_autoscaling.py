@@ -172,14 +172,11 @@ def test_turning_autoscaling_on_and_off_keeps_the_pods_and_the_placement() -> No
     del body["spec"]["replicas"]
     body["spec"]["autoscaling"] = {"maxReplicas": 4}
     on = converge(body, observed)
-    scaled_deployment = applied(on, "Deployment")
-    # Only replicas left the Deployment (to the autoscaler): same placement, same pod template.
-    assert scaled_deployment["spec"]["template"] == deployment["spec"]["template"]
-    placement = "tritonvllm.io/placement"
-    assert (
-        scaled_deployment["metadata"]["annotations"][placement]
-        == deployment["metadata"]["annotations"][placement]
-    )
+    # The Deployment is not even rewritten: same placement, same pod template, and its replicas
+    # kept until the autoscaler changes them.
+    assert "Deployment" not in kinds(on)
+    live = observed.children[("Deployment", "llama")]
+    assert live["spec"]["template"] == deployment["spec"]["template"]
     assert "ScaledObject" in kinds(on)
     observed = after(on, keda=True, children=dict(observed.children), deployment_replicas=2)
     del body["spec"]["autoscaling"]
@@ -187,6 +184,27 @@ def test_turning_autoscaling_on_and_off_keeps_the_pods_and_the_placement() -> No
     assert ("ScaledObject", "llama") in off.delete
     assert applied(off, "Deployment")["spec"]["replicas"] == 1
     assert "Autoscaling" not in conditions(off.status)
+
+
+def test_switching_to_an_autoscaler_keeps_the_replicas_until_it_changes_them() -> None:
+    # Server-side apply would reset replicas the operator stops sending (3 -> 1): it keeps
+    # sending the live value until the autoscaler (or kubectl scale) has changed it.
+    body = model_dict(tensorParallelSize=1, replicas=3)
+    first = converge(body, Observed(nodes=NODES, pods=[], keda_served=False))
+    observed = after(first, keda=False)
+    del body["spec"]["replicas"]
+    body["spec"]["autoscaling"] = {"minReplicas": 3, "maxReplicas": 5}
+    on = converge(body, observed)
+    assert kinds(on) == ["HorizontalPodAutoscaler"]  # the Deployment, replicas kept, untouched
+    observed = after(on, keda=False, children=dict(observed.children))
+    assert converge(body, observed).apply == []  # no write while nothing changed
+    # The HPA scales to 4: the field is its own now, and the operator leaves it out.
+    deployment = copy.deepcopy(observed.children[("Deployment", "llama")])
+    deployment["spec"]["replicas"] = 4
+    observed = after(on, keda=False, children={("Deployment", "llama"): deployment})
+    scaled = converge(body, observed)
+    assert "replicas" not in applied(scaled, "Deployment")["spec"]
+    assert body["status"]["replicas"] == 4
 
 
 def test_no_prometheus_address_says_where_to_set_one_and_renders_no_scaled_object() -> None:

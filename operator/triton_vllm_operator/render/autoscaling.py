@@ -11,7 +11,7 @@ from typing import Any
 
 from ..api import AutoscalingSpec, TritonVLLMModel
 from ..conditions import AUTOSCALING, Verdict
-from .manifests import _metadata
+from .manifests import REPLICAS_ANNOTATION, _metadata
 
 # The engine's gauges, by spec.autoscaling.metric: vLLM's name, default target per replica, and
 # how the pods' values combine (a queue adds up over the replicas; a fraction is averaged).
@@ -31,6 +31,29 @@ class AutoscalerPlan:
 
     manifest: dict[str, Any] | None
     verdict: Verdict
+
+
+def held_replicas(
+    live: Mapping[str, Any] | None, status: Mapping[str, Any] | None = None
+) -> int | None:
+    """The replicas to keep applying to an autoscaled Deployment: those the operator applied and
+    still owns (no one has changed them since), None once the field is someone else's.
+
+    Server-side apply resets a field that its owner stops sending (a Deployment to 1 replica), so
+    the operator sends the live value until the autoscaler (or `kubectl scale`) changes it, which
+    moves the field to that manager; from then on leaving it out changes nothing. A Deployment
+    applied before the annotation existed is ours while the model's status shows no autoscaler
+    and the replicas it applied.
+    """
+    if live is None:
+        return None
+    current = (live.get("spec") or {}).get("replicas")
+    applied = ((live.get("metadata") or {}).get("annotations") or {}).get(REPLICAS_ANNOTATION)
+    if applied is None and status is not None and not status.get("autoscaler"):
+        applied = status.get("replicas")
+    if current is None or applied is None or str(applied) != str(current):
+        return None
+    return int(current)
 
 
 def target_of(spec: AutoscalingSpec) -> float:

@@ -28,6 +28,8 @@ CONFIG_HASH_ANNOTATION = "tritonvllm.io/config-hash"
 # digest of its pod template (the rollout strategy is chosen only when the template changes).
 PLACEMENT_ANNOTATION = "tritonvllm.io/placement"
 TEMPLATE_HASH_ANNOTATION = "tritonvllm.io/template-hash"
+# On a Deployment: the spec.replicas the operator last applied (absent when it leaves them out).
+REPLICAS_ANNOTATION = "tritonvllm.io/applied-replicas"
 MODEL_REPOSITORY = "/models"
 CACHE_MOUNT = "/cache"
 PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
@@ -400,11 +402,20 @@ def render_deployment(
         "progressDeadlineSeconds": PROGRESS_DEADLINE_SECONDS,
         "template": template,
     }
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": spec}
     replicas = fixed_replicas(model.spec)
     if replicas is not None:
         # With an autoscaler the field is left to it: applying it would take it back.
-        spec = {"replicas": replicas, **spec}
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": spec}
+        with_replicas(deployment, replicas)
+    return deployment
+
+
+def with_replicas(deployment: dict[str, Any], replicas: int) -> dict[str, Any]:
+    """The Deployment applying `replicas`, and saying so in an annotation (to know, once an
+    autoscaler takes over, whether the operator still owns the field)."""
+    deployment["spec"] = {"replicas": replicas, **deployment["spec"]}
+    deployment["metadata"]["annotations"][REPLICAS_ANNOTATION] = str(replicas)
+    return deployment
 
 
 def render_pod_disruption_budget(model: TritonVLLMModel) -> dict[str, Any]:
