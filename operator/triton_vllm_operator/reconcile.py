@@ -69,6 +69,7 @@ WARNING_REASONS = {
     "NoNodeFits",
     "NoGPUNodes",
     "Unschedulable",
+    "FailedCreate",
     "RolloutFailed",
     "APIError",
     # The model's facts: a lookup that failed, or a spec they show cannot run.
@@ -263,8 +264,34 @@ def _strategy_kept(desired: dict[str, Any], live: Mapping[str, Any] | None) -> b
     return True
 
 
-def _scheduled(placed: Placed, observed: Observed, config_hash: str, tp: int) -> Verdict:
-    """From the pods' own PodScheduled conditions; before there are pods, from the nodes."""
+def _refused_pods(deployment: Mapping[str, Any] | None) -> Verdict | None:
+    """Pods the API server refused at admission (quota, LimitRange, Pod Security, a webhook):
+    the Deployment's ReplicaFailure condition, copied from its ReplicaSet's FailedCreate."""
+    conditions = ((deployment or {}).get("status") or {}).get("conditions") or []
+    for condition in conditions:
+        if condition.get("type") == "ReplicaFailure" and condition.get("status") == "True":
+            return Verdict(
+                SCHEDULED,
+                "False",
+                condition.get("reason") or "FailedCreate",
+                f"The API server refused the pods: {condition.get('message', '')}. Change the "
+                "namespace's policy (quota, LimitRange, Pod Security, webhook) or the spec.",
+            )
+    return None
+
+
+def _scheduled(
+    placed: Placed,
+    observed: Observed,
+    config_hash: str,
+    tp: int,
+    deployment: Mapping[str, Any] | None,
+) -> Verdict:
+    """From the pods' own PodScheduled conditions; before there are pods, from the nodes; pods
+    refused at admission first (they never exist to say so)."""
+    refused = _refused_pods(deployment)
+    if refused is not None:
+        return refused
     current = [p for p in observed.own_pods if not p.terminating and p.config_hash == config_hash]
     verdicts = [p.scheduled for p in current if p.scheduled]
     stuck = [v for v in verdicts if v[0] == "False"]
@@ -503,7 +530,7 @@ def _verdicts(
         floor,
         _serving(body, config_hash),
     )
-    scheduled = _scheduled(placed, observed, config_hash, tp)
+    scheduled = _scheduled(placed, observed, config_hash, tp, live_deployment)
     if cached is not None and cached.status != "True" and live_deployment is None:
         ready = Verdict(
             READY,

@@ -381,3 +381,23 @@ class TestConditions:
         ]
         assert reason(failed, 1) == "RolloutFailed"
         assert reason(deployment(0, 0), 0) == "ScaledToZero"
+
+
+def test_pods_refused_at_admission_say_scheduled_false_with_the_api_servers_message() -> None:
+    body = model_dict(tensorParallelSize=1)
+    observed = world(converge(body, empty()), ready=0)
+    deployment = observed.children[("Deployment", "llama")]
+    deployment["status"]["conditions"] = [
+        {
+            "type": "ReplicaFailure",
+            "status": "True",
+            "reason": "FailedCreate",
+            "message": 'pods "llama-5d9c-x" is forbidden: exceeded quota: no-gpus, requested: '
+            "requests.nvidia.com/gpu=1, used: requests.nvidia.com/gpu=0, limited: "
+            "requests.nvidia.com/gpu=0",
+        }
+    ]
+    plan = converge(body, observed)
+    assert conditions(plan.status)["Scheduled"] == ("False", "FailedCreate")
+    assert "exceeded quota: no-gpus" in message(plan.status, "Scheduled")
+    assert ("Warning", "FailedCreate") in [(kind, reason) for kind, reason, _ in plan.events]
