@@ -159,6 +159,21 @@ def inventory(
     return sorted(result, key=lambda n: n.name)
 
 
+def missing_product(spec: TritonVLLMModelSpec, gpus: list[NodeGPUs]) -> Unplaceable | None:
+    """spec.gpu.product that no GPU node (usable or not) carries: said first, with the products
+    the nodes do have, since excluding every node one by one hides it."""
+    product = spec.gpu.product
+    if not product or any(node.product == product for node in gpus):
+        return None
+    products = sorted({node.product for node in gpus if node.product})
+    have = ", ".join(products) if products else f"none labelled {PRODUCT_LABEL}"
+    return Unplaceable(
+        "NoNodeFits",
+        f"No node has {PRODUCT_LABEL}={product} (nodes have: {have}). Set spec.gpu.product to "
+        "one of those, or add nodes with that GPU.",
+    )
+
+
 def _excluded_by_spec(spec: TritonVLLMModelSpec, node: NodeGPUs) -> str | None:
     if node.unusable_reason:
         return node.unusable_reason
@@ -206,6 +221,9 @@ def place(spec: TritonVLLMModelSpec, gpus: list[NodeGPUs]) -> Placement | Unplac
             f"No node has allocatable {spec.gpu.resource_name}. Add GPU nodes (with the NVIDIA "
             "device plugin) or set spec.gpu.resourceName to the resource your nodes expose.",
         )
+    missing = missing_product(spec, gpus)
+    if missing is not None:
+        return missing
     excluded: dict[str, str] = {}
     candidates: list[_Candidate] = []
     for node in gpus:

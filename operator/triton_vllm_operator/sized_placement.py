@@ -13,7 +13,7 @@ from typing import Any
 
 from .api import TritonVLLMModel, TritonVLLMModelSpec
 from .model_facts import ModelFacts, facts_from_dir, with_size_hint
-from .placement import MEMORY_LABEL, NodeGPUs, Placement, Unplaceable, inventory
+from .placement import MEMORY_LABEL, NodeGPUs, Placement, Unplaceable, inventory, missing_product
 from .settings import Settings
 from .sizing import (
     EngineArgError,
@@ -137,6 +137,9 @@ def place_by_facts(
         return Unplaceable(
             "NoGPUNodes", f"No node has allocatable {spec.gpu.resource_name}: add GPU nodes."
         )
+    missing = missing_product(spec, gpus)
+    if missing is not None:
+        return missing
     excluded = {n.name: why for n in gpus if (why := _excluded(spec, n))}
     candidates = [n for n in gpus if n.name not in excluded]
     if not candidates:

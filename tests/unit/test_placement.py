@@ -90,9 +90,21 @@ def test_tp16_fits_once_a_16_gpu_node_joins() -> None:
 
 
 def test_product_no_node_has_is_explained() -> None:
-    result = resolve(MIXED_POOL, gpu={"product": "NVIDIA-B200"})
+    result = resolve(MIXED_POOL, gpu={"product": "NVIDIA-B200"}, tensorParallelSize=1)
     assert isinstance(result, Unplaceable)
-    assert "gpu-h100-0: product NVIDIA-H100-80GB-HBM3" in result.message
+    assert result.message.startswith(
+        "No node has nvidia.com/gpu.product=NVIDIA-B200 (nodes have: NVIDIA-A10G, "
+        "NVIDIA-H100-80GB-HBM3, NVIDIA-L4)."
+    )
+    assert "spec.gpu.product" in result.message
+
+
+def test_a_product_only_a_cordoned_node_has_is_not_said_missing() -> None:
+    cordoned = gpu_node("gpu-b200-0", 8, ("NVIDIA-B200", 183359), cordoned=True)
+    result = resolve([*MIXED_POOL, cordoned], gpu={"product": "NVIDIA-B200"}, modelSizeGiB=16)
+    assert isinstance(result, Unplaceable)
+    assert "No node has" not in result.message
+    assert "gpu-b200-0: cordoned" in result.message
 
 
 def test_weights_too_big_for_any_node() -> None:

@@ -99,3 +99,13 @@ def test_no_gpu_nodes(facts: dict[str, ModelFacts]) -> None:
     result = place(facts["Llama-3.1-8B"], nodes=[POOL[5]])
     assert isinstance(result, Unplaceable)
     assert result.reason == "NoGPUNodes"
+
+
+def test_a_product_no_node_has_is_named_with_the_products_there_are(
+    facts: dict[str, ModelFacts],
+) -> None:
+    result = place(facts["Llama-3.1-8B"], gpu={"product": "NVIDIA-B200"})
+    assert isinstance(result, Unplaceable)
+    assert "No node has nvidia.com/gpu.product=NVIDIA-B200 (nodes have: NVIDIA-A10G, " in (
+        result.message
+    )
