@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .api import Toleration, TritonVLLMModelSpec
+from .sizing import pipeline_parallel_size
 
 PRODUCT_LABEL = "nvidia.com/gpu.product"
 MEMORY_LABEL = "nvidia.com/gpu.memory"  # MiB per GPU, from GPU Feature Discovery
@@ -159,6 +160,11 @@ def inventory(
     return sorted(result, key=lambda n: n.name)
 
 
+def gpus_per_pod(spec: TritonVLLMModelSpec, tensor_parallel_size: int) -> int:
+    """The GPUs one pod needs on its node: TP x engineArgs.pipeline_parallel_size."""
+    return tensor_parallel_size * pipeline_parallel_size(spec.engine_args)
+
+
 def missing_product(spec: TritonVLLMModelSpec, gpus: list[NodeGPUs]) -> Unplaceable | None:
     """spec.gpu.product that no GPU node (usable or not) carries: said first, with the products
     the nodes do have, since excluding every node one by one hides it."""
@@ -193,12 +199,13 @@ def _auto_size(spec: TritonVLLMModelSpec, node: NodeGPUs, size_gib: float) -> _C
         return f"no {MEMORY_LABEL} label to size {size_gib:g} GiB of weights"
     needed_mib = size_gib * 1024 / WEIGHT_SHARE
     tp = 1
-    while tp * node.memory_mib < needed_mib:
+    while gpus_per_pod(spec, tp) * node.memory_mib < needed_mib:
         tp *= 2
-    if tp > node.allocatable:
+    if gpus_per_pod(spec, tp) > node.allocatable:
         have = node.allocatable * node.memory_mib // 1024
         return (
-            f"needs {tp} GPUs of {node.memory_mib // 1024} GiB, has {node.allocatable} ({have} GiB)"
+            f"needs {gpus_per_pod(spec, tp)} GPUs of {node.memory_mib // 1024} GiB, has "
+            f"{node.allocatable} ({have} GiB)"
         )
     return _Candidate(node, tp)
 
@@ -235,10 +242,11 @@ def place(spec: TritonVLLMModelSpec, gpus: list[NodeGPUs]) -> Placement | Unplac
             if spec.model_size_gi_b is None:
                 return size_unknown(spec)
             sized = _auto_size(spec, node, spec.model_size_gi_b)
-        elif spec.tensor_parallel_size <= node.allocatable:
+        elif gpus_per_pod(spec, spec.tensor_parallel_size) <= node.allocatable:
             sized = _Candidate(node, spec.tensor_parallel_size)
         else:
-            sized = f"{node.allocatable} GPUs < tensorParallelSize {spec.tensor_parallel_size}"
+            needed = gpus_per_pod(spec, spec.tensor_parallel_size)
+            sized = f"{node.allocatable} GPUs < the {needed} GPUs a pod needs"
         if isinstance(sized, str):
             excluded[node.name] = sized
         else:
@@ -246,10 +254,11 @@ def place(spec: TritonVLLMModelSpec, gpus: list[NodeGPUs]) -> Placement | Unplac
     if not candidates:
         return _unplaceable(spec, gpus, excluded)
     tp = min(c.tensor_parallel_size for c in candidates)  # the smallest TP that fits anywhere
-    fitting = [c for c in candidates if c.node.allocatable >= tp]
+    per_pod = gpus_per_pod(spec, tp)
+    fitting = [c for c in candidates if c.node.allocatable >= per_pod]
     floor = None
     if spec.model_size_gi_b is not None:
-        floor = math.ceil(spec.model_size_gi_b * 1024 / WEIGHT_SHARE / tp)
+        floor = math.ceil(spec.model_size_gi_b * 1024 / WEIGHT_SHARE / per_pod)
         for c in fitting:
             if (c.node.memory_mib or 0) < floor:
                 excluded[c.node.name] = (
@@ -259,7 +268,7 @@ def place(spec: TritonVLLMModelSpec, gpus: list[NodeGPUs]) -> Placement | Unplac
         fitting = [c for c in fitting if (c.node.memory_mib or 0) >= floor]
     if not fitting:
         return _unplaceable(spec, gpus, excluded)
-    fit_now = sum(c.node.free // tp for c in fitting)
+    fit_now = sum(c.node.free // per_pod for c in fitting)
     names = tuple(c.node.name for c in fitting)
     message = f"tensorParallelSize={tp} fits on {len(names)} node(s): {', '.join(names)}"
     return Placement(tp, names, fit_now, floor, message)
@@ -298,14 +307,17 @@ def place_unseen(spec: TritonVLLMModelSpec, why: Unplaceable) -> Placement | Non
         return None
     needed_mib = spec.model_size_gi_b * 1024 / WEIGHT_SHARE
     tp = 1
-    while tp * memory_gib * 1024 < needed_mib:
+    while gpus_per_pod(spec, tp) * memory_gib * 1024 < needed_mib:
         tp *= 2
-    floor = math.ceil(needed_mib / tp)
+    floor = math.ceil(needed_mib / gpus_per_pod(spec, tp))
     return Placement(tp, (), 0, floor, why.message)
 
 
 def free_replica_slots(spec: TritonVLLMModelSpec, gpus: list[NodeGPUs], tp: int) -> int:
-    """How many more replicas of `tp` GPUs the eligible nodes could start right now."""
+    """How many more replicas at `tp` the eligible nodes could start right now."""
+    per_pod = gpus_per_pod(spec, tp)
     return sum(
-        node.free // tp for node in gpus if node.free >= tp and not _excluded_by_spec(spec, node)
+        node.free // per_pod
+        for node in gpus
+        if node.free >= per_pod and not _excluded_by_spec(spec, node)
     )

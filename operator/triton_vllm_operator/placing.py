@@ -24,6 +24,8 @@ from .placement import (
 from .render.manifests import PLACEMENT_ANNOTATION, placement_digest
 from .settings import Settings
 from .sized_placement import check_facts, place_by_facts, place_unseen_by_facts
+from .sizing import EngineArgError, pipeline_parallel_size
+from .validation import SpecError
 
 
 def _annotations(obj: Mapping[str, Any] | None) -> Mapping[str, str]:
@@ -80,6 +82,10 @@ def place_model(
     """Placed from the model's facts when there are some, else from spec.modelSizeGiB; SpecError
     for a spec the facts show vLLM cannot run on any node."""
     spec = model.spec
+    try:
+        pipeline_parallel_size(spec.engine_args)  # a pod's GPUs are TP x PP
+    except EngineArgError as err:
+        raise SpecError("InvalidEngineArgs", f"{model.metadata.name}: {err}") from err
     fresh: Placement | Unplaceable | None = None
     unseen: Placement | None = None
     why = _no_facts_why(model, found, settings)

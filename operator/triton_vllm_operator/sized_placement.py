@@ -90,7 +90,7 @@ def place_unseen_by_facts(
     memory_gib = spec.gpu.min_memory_gi_b
     if not memory_gib:
         return None
-    gpus = GPUs.from_mib(facts.attention_heads, memory_gib * 1024)
+    gpus = GPUs.from_mib(facts.attention_heads * limits.pipeline_parallel_size, memory_gib * 1024)
     sized = choose_tensor_parallel_size(facts, limits, gpus)
     if not isinstance(sized, Sized):
         return None
@@ -154,16 +154,17 @@ def place_by_facts(
             return Unplaceable("NoNodeFits", refusal.message)
         return Unplaceable(refusal.reason, f"On {largest.describe()}: {refusal.message}")
     chosen = min(sizes)
+    per_pod = chosen * limits.pipeline_parallel_size
     fits: dict[str, tuple[NodeGPUs, Sized]] = {}
     for node in candidates:
         result = _size_on(facts, limits, chosen, node)
-        if node.allocatable >= chosen and isinstance(result, Sized):
+        if node.allocatable >= per_pod and isinstance(result, Sized):
             fits[node.name] = (node, result)
     nodes = [node for node, _ in fits.values()]
     return Placement(
         chosen,
         tuple(fits),
-        sum(n.free // chosen for n in nodes),
+        sum(n.free // per_pod for n in nodes),
         min(n.memory_mib or 0 for n in nodes),
         next(iter(fits.values()))[1].message,
     )

@@ -30,6 +30,18 @@ class EngineArgError(ValueError):
     """An engine argument that sizing reads has a value it cannot use."""
 
 
+def pipeline_parallel_size(engine_args: Mapping[str, Any]) -> int:
+    """engineArgs.pipeline_parallel_size (default 1): a pod runs TP x PP GPUs."""
+    value = engine_args.get("pipeline_parallel_size")
+    if value is None:
+        return 1
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise EngineArgError(
+            f"engineArgs.pipeline_parallel_size must be a positive integer, not {value!r}"
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class EngineLimits:
     """The vLLM engine arguments that decide how much GPU memory a replica needs."""
@@ -38,6 +50,7 @@ class EngineLimits:
     gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION
     dtype: str = "auto"
     kv_cache_dtype: str = "auto"
+    pipeline_parallel_size: int = 1  # the layers split into stages, each on TP GPUs
 
     @classmethod
     def from_engine_args(cls, engine_args: Mapping[str, Any]) -> EngineLimits:
@@ -66,6 +79,7 @@ class EngineLimits:
             gpu_memory_utilization=utilization,
             dtype=str(engine_args.get("dtype") or "auto"),
             kv_cache_dtype=str(engine_args.get("kv_cache_dtype") or "auto"),
+            pipeline_parallel_size=pipeline_parallel_size(engine_args),
         )
 
     def compute_dtype_bytes(self, facts: ModelFacts) -> int:
@@ -259,12 +273,14 @@ def plan_memory(
     weights = _weights_bytes(facts, limits)
     if weights is None:
         raise ValueError(f"the weights of {facts.name} are of unknown size")
-    per_token = kv_elements_per_token(facts, tp)
+    # Pipeline stages split the layers, and with them the weights and the KV cache.
+    stages = limits.pipeline_parallel_size
+    per_token = -(-kv_elements_per_token(facts, tp) // stages)
     return MemoryPlan(
         tensor_parallel_size=tp,
         max_model_len=max_model_len,
         budget_bytes=int(gpus.memory_bytes * limits.gpu_memory_utilization),
-        weights_bytes=-(-weights // tp),
+        weights_bytes=-(-weights // (tp * stages)),
         kv_bytes_per_token=per_token * limits.kv_dtype_bytes(facts),
         overhead_bytes=overhead_bytes,
     )
@@ -383,18 +399,21 @@ def check_tensor_parallel_size(
     invalid = check_split(facts, tp)
     if invalid:
         return invalid
-    if tp > gpus.count:
+    stages = limits.pipeline_parallel_size
+    if tp * stages > gpus.count:
+        pp = f" x pipeline_parallel_size={stages}" if stages > 1 else ""
         return Refusal(
             "NotEnoughGPUs",
-            f"tensorParallelSize={tp} needs {tp} GPUs on one node; the node has {gpus.describe()}.",
-            valid_sizes=valid_tensor_parallel_sizes(facts, gpus.count),
+            f"tensorParallelSize={tp}{pp} needs {tp * stages} GPUs on one node; the node has "
+            f"{gpus.describe()}.",
+            valid_sizes=valid_tensor_parallel_sizes(facts, gpus.count // stages),
         )
     result = check_max_model_len(facts, limits, gpus, tp, overhead_bytes)
     if isinstance(result, Sized) or result.reason not in _MEMORY_REASONS:
         return result
     fitting = tuple(
         size
-        for size in valid_tensor_parallel_sizes(facts, gpus.count)
+        for size in valid_tensor_parallel_sizes(facts, gpus.count // stages)
         if isinstance(check_max_model_len(facts, limits, gpus, size, overhead_bytes), Sized)
     )
     if not fitting:
@@ -409,8 +428,9 @@ def choose_tensor_parallel_size(
     gpus: GPUs,
     overhead_bytes: int = OVERHEAD_BYTES,
 ) -> Sized | Refusal:
-    """`auto`: the smallest TP vLLM can split the model over that fits, up to the node's GPUs."""
-    sizes = valid_tensor_parallel_sizes(facts, gpus.count)
+    """`auto`: the smallest TP vLLM can split the model over that fits, up to the node's GPUs
+    (divided by the pipeline stages)."""
+    sizes = valid_tensor_parallel_sizes(facts, gpus.count // limits.pipeline_parallel_size)
     if not sizes:
         return Refusal("NotEnoughGPUs", f"The node has no GPU for {facts.name}.")
     for tp in sizes:
@@ -426,7 +446,7 @@ def choose_tensor_parallel_size(
     if longest:
         opening = (
             f"{facts.name} does not fit {gpus.describe()} with max_model_len {length} at any "
-            f"tensorParallelSize up to {gpus.count}; at tensorParallelSize={largest}"
+            f"tensorParallelSize up to {largest}; at tensorParallelSize={largest}"
         )
         return _too_long(plan, longest, opening)
     return Refusal(

@@ -199,3 +199,14 @@ def test_auto_without_a_size_is_not_placed_and_says_what_to_set(spec: dict[str, 
 def test_auto_without_a_size_on_no_eligible_node_says_what_the_nodes_lack() -> None:
     result = resolve(MIXED_POOL, gpu={"product": "NVIDIA-B200"})
     assert isinstance(result, Unplaceable) and result.reason == "NoNodeFits"
+
+
+def test_pipeline_parallel_pods_need_tp_times_pp_gpus_on_one_node() -> None:
+    args = {"pipeline_parallel_size": 2}
+    result = resolve(MIXED_POOL, tensorParallelSize=2, engineArgs=args)
+    assert isinstance(result, Placement)
+    assert result.nodes == ("gpu-a10g-0", "gpu-h100-0", "gpu-h100-1")  # not the 1- or 2-GPU
+    assert result.replicas_that_fit_now == 1 + 2 + 2
+    too_big = resolve(MIXED_POOL, tensorParallelSize=4, engineArgs={"pipeline_parallel_size": 4})
+    assert isinstance(too_big, Unplaceable)
+    assert "16 GPUs" in too_big.message

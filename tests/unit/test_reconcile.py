@@ -401,3 +401,23 @@ def test_pods_refused_at_admission_say_scheduled_false_with_the_api_servers_mess
     assert conditions(plan.status)["Scheduled"] == ("False", "FailedCreate")
     assert "exceeded quota: no-gpus" in message(plan.status, "Scheduled")
     assert ("Warning", "FailedCreate") in [(kind, reason) for kind, reason, _ in plan.events]
+
+
+def test_pipeline_parallel_pods_request_tp_times_pp_gpus() -> None:
+    body = model_dict(tensorParallelSize=2, engineArgs={"pipeline_parallel_size": 2})
+    plan = converge(body, empty())
+    deployment = next(m for m in plan.apply if m["kind"] == "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 4
+    assert container["resources"]["requests"]["nvidia.com/gpu"] == 4
+    assert conditions(plan.status)["Scheduled"] == ("True", "Placed")
+    assert plan.status["tensorParallelSize"] == 2
+
+
+def test_a_pipeline_parallel_size_below_one_is_not_accepted_and_says_what_to_set() -> None:
+    plan = converge(
+        model_dict(tensorParallelSize=1, engineArgs={"pipeline_parallel_size": 0}), empty()
+    )
+    assert conditions(plan.status)["Accepted"] == ("False", "InvalidEngineArgs")
+    assert "pipeline_parallel_size must be a positive integer" in message(plan.status, "Accepted")
+    assert plan.apply == []

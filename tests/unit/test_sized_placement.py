@@ -109,3 +109,20 @@ def test_a_product_no_node_has_is_named_with_the_products_there_are(
     assert "No node has nvidia.com/gpu.product=NVIDIA-B200 (nodes have: NVIDIA-A10G, " in (
         result.message
     )
+
+
+def test_pipeline_parallel_splits_the_weights_over_tp_times_pp_gpus(
+    facts: dict[str, ModelFacts],
+) -> None:
+    # 70B over 4 GPUs needs TP 4 alone; with 2 pipeline stages TP 2 (2 x 2 GPUs) fits.
+    result = place(facts["Llama-3.1-70B-Instruct"], engineArgs={"pipeline_parallel_size": 2})
+    assert isinstance(result, Placement), result
+    assert (result.tensor_parallel_size, result.nodes) == (2, ("gpu-h100-0", "gpu-h100-1"))
+    assert result.replicas_that_fit_now == 2 + 2
+    refused = place(
+        facts["Llama-3.1-70B-Instruct"],
+        tensorParallelSize=4,
+        engineArgs={"pipeline_parallel_size": 4},
+    )
+    assert isinstance(refused, Unplaceable)
+    assert "16 GPUs" in refused.message

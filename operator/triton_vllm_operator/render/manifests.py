@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..api import API_VERSION, KIND, TritonVLLMModel, fixed_replicas, most_replicas
-from ..placement import MEMORY_LABEL, PRODUCT_LABEL, Placement, pod_tolerations
+from ..placement import MEMORY_LABEL, PRODUCT_LABEL, Placement, gpus_per_pod, pod_tolerations
 from ..settings import Settings
 from .model_files import (
     CONFIG_FILE,
@@ -239,7 +239,7 @@ def _env(model: TritonVLLMModel) -> list[dict[str, Any]]:
 
 
 def _resources(model: TritonVLLMModel, tensor_parallel_size: int) -> dict[str, Any]:
-    gpus = {model.spec.gpu.resource_name: tensor_parallel_size}
+    gpus = {model.spec.gpu.resource_name: gpus_per_pod(model.spec, tensor_parallel_size)}
     user = model.spec.resources
     return {
         "requests": {**user.requests, **gpus},
