@@ -290,6 +290,8 @@ is_up() {
 
 # The service CIDR is a config value only: nothing routes it. No endpoint reconciler, since
 # no kube-proxy or node network stands behind the "kubernetes" Service.
+# OwnerReferencesPermissionEnforcement (on top of the default admission plugins), as OpenShift
+# runs it: an ownerReference with blockOwnerDeletion needs update on the owner's finalizers.
 start_apiserver() {
   start kube-apiserver "$BIN/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$ETCD_CLIENT_PORT" \
@@ -300,6 +302,7 @@ start_apiserver() {
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --authorization-mode=Node,RBAC --endpoint-reconciler-type=none \
+    --enable-admission-plugins=OwnerReferencesPermissionEnforcement \
     --service-cluster-ip-range="$SERVICE_CIDR" --allow-privileged=true \
     --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" \
     --requestheader-allowed-names=front-proxy-client \

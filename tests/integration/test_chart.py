@@ -542,6 +542,8 @@ NAMESPACED_RIGHTS = {
     ("tritonvllmmodels.tritonvllm.io", "watch"),
     ("tritonvllmmodels.tritonvllm.io", "patch"),
     ("tritonvllmmodels.tritonvllm.io/status", "patch"),
+    # blockOwnerDeletion on the children, under OwnerReferencesPermissionEnforcement.
+    ("tritonvllmmodels.tritonvllm.io/finalizers", "update"),
     *{
         (r, v)
         for r in (

@@ -142,3 +142,16 @@ def test_the_chart_grants_every_verb_the_runtime_calls_on_every_collection(
         assert set(collection.verbs) <= granted.get(("", "pods"), set())
     lease = granted.get(("coordination.k8s.io", "leases"), set())
     assert {"get", "create", "update"} <= lease
+
+
+@pytest.mark.parametrize("values", [[], ["--set", "watchNamespaces={ml}"]])
+def test_children_may_block_their_models_deletion_under_owner_reference_enforcement(
+    values: list[str],
+) -> None:
+    # The children's ownerReferences carry blockOwnerDeletion: with the API server's
+    # OwnerReferencesPermissionEnforcement that needs update on the owner's finalizers.
+    found = rules_for(template(*values), "tritonvllmmodels/finalizers")
+    assert found, "no rule grants update on tritonvllmmodels/finalizers"
+    for rules in found.values():
+        assert [r["verbs"] for r in rules] == [["update"]]
+        assert all(r["apiGroups"] == ["tritonvllm.io"] for r in rules)

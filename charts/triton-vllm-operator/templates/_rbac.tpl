@@ -2,7 +2,10 @@
 The operator's RBAC rules, and only those (docs/security.md explains each). The verbs follow
 what the operator and kopf really call:
 - tritonvllmmodels: list+watch (the watch), patch (removing round 1's finalizer once);
-  tritonvllmmodels/status: patch (conditions).
+  tritonvllmmodels/status: patch (conditions); tritonvllmmodels/finalizers: update, never
+  called: the children's ownerReferences set blockOwnerDeletion (a model's deletion waits for
+  them in foreground deletion), which OwnerReferencesPermissionEnforcement (OpenShift's default)
+  allows only to who may update the owner's finalizers; without it every child is refused.
 - configmaps, services, deployments, poddisruptionbudgets, jobs (the prefetch Job): list+watch
   (the children's watches,
   filtered by label on the server), create+patch (server-side apply: a PATCH that creates the
@@ -23,7 +26,7 @@ what the operator and kopf really call:
 - nodes: list+watch (GPU placement). customresourcedefinitions: list+watch (kopf's resource
   discovery). namespaces: list+watch, only when watching chosen namespaces (kopf's namespace
   observer; unused cluster-wide).
-No update anywhere but the Lease, no delete of Deployments or Services (children go with their
+No update anywhere but the Lease (and the finalizers right above, which the operator never uses), no delete of Deployments or Services (children go with their
 model through ownerReferences), no list or watch of Secrets (tokens reach the pods only by
 secretKeyRef), no wildcards.
 */}}
@@ -35,6 +38,9 @@ secretKeyRef), no wildcards.
 - apiGroups: ["tritonvllm.io"]
   resources: ["tritonvllmmodels/status"]
   verbs: ["patch"]
+- apiGroups: ["tritonvllm.io"]
+  resources: ["tritonvllmmodels/finalizers"]
+  verbs: ["update"]
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["list", "watch", "get", "create", "patch"]
