@@ -155,3 +155,15 @@ def test_children_may_block_their_models_deletion_under_owner_reference_enforcem
     for rules in found.values():
         assert [r["verbs"] for r in rules] == [["update"]]
         assert all(r["apiGroups"] == ["tritonvllm.io"] for r in rules)
+
+
+def test_the_chart_refuses_lease_timings_that_allow_two_leaders() -> None:
+    assert HELM is not None
+    out = subprocess.run(
+        [str(HELM), "template", "tvo", str(CHART), "--namespace", "ops",
+         "--set", "operator.leaderElection.renewDeadlineSeconds=20"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert out.returncode != 0
+    assert "leaseDurationSeconds > renewDeadlineSeconds > retryPeriodSeconds" in out.stderr
+    assert env(template())["TRITON_VLLM_LEASE_RENEW_DEADLINE_SECONDS"] == "10"

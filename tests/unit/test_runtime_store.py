@@ -178,3 +178,12 @@ def test_pods_of_others_count_only_when_they_hold_gpus() -> None:
     observed = world.observe((NS, "llama"))
     assert [p["spec"]["nodeName"] for p in observed.pods] == ["gpu-1"]
     assert len(world.observe((NS, "someone-else")).pods) == 2
+
+
+def test_nodes_without_gpus_wake_no_model(world: World) -> None:
+    cpu = node("cpu-1")
+    cpu["status"]["allocatable"] = {"cpu": "8", "memory": "32Gi", "pods": "110"}
+    assert world.apply_event("nodes", "ADDED", cpu) == set()
+    cpu["spec"]["taints"] = [{"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}]
+    assert world.apply_event("nodes", "MODIFIED", cpu) == set()
+    assert world.apply_event("nodes", "DELETED", cpu) == set()

@@ -346,6 +346,7 @@ class Controller:
             if (kind, name) not in live and kind != "ConfigMap":
                 # (A ConfigMap's name holds its content's digest: no one else's has it.)
                 self.api.check_not_foreign(manifest, uid)
+            log.debug("apply %s %s/%s", kind, key[0], name)
             try:
                 stored = self.api.apply(manifest, self.settings.field_manager)
             except ApplyRejected as err:

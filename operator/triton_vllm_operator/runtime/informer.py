@@ -109,9 +109,10 @@ class Reflector:
                     self.synced.set()
                     self._relist_now.wait(timeout=30)
                     version = None
-                else:
+                else:  # any other refusal: list afresh after the backoff
                     why = f"API error {err.status}: {err.reason}"
                     failures = self._backoff(stop, failures, why)
+                    version = None
             except UNREACHABLE as err:
                 failures = self._backoff(stop, failures, f"{type(err).__name__}: {err}")
             except Exception:  # a bug must not end the cache's upkeep
@@ -138,9 +139,12 @@ class Reflector:
             self.path, self.label_selector, self.field_selector, self.page_size
         ):
             version = version or (page.get("metadata") or {}).get("resourceVersion", "")
+            # List items carry neither kind nor apiVersion; watch events and the objects we
+            # render do, and the drift check compares them.
             kind = page.get("kind", "List").removesuffix("List")
+            api_version = page.get("apiVersion", "v1")
             for item in page.get("items") or []:
-                slim = self.slim({"kind": kind, **item})
+                slim = self.slim({"kind": kind, "apiVersion": api_version, **item})
                 if slim is not None:
                     items.append(slim)
         self.replace(items)

@@ -82,8 +82,17 @@ def slim_node(obj: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _has_accelerators(node: Mapping[str, Any] | None) -> bool:
+    """Whether a slim node offers an extended resource (a GPU) at all."""
+    allocatable = ((node or {}).get("status") or {}).get("allocatable") or {}
+    return any("/" in name and str(amount) not in ("0", "") for name, amount in allocatable.items())
+
+
 def node_change(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> set[str]:
-    """What changed between two slim nodes: CAPACITY and/or the label keys that changed."""
+    """What changed between two slim nodes that placement could use: CAPACITY and/or the label
+    keys that changed. A node without GPUs, before and after, changes nothing placement reads."""
+    if not _has_accelerators(before) and not _has_accelerators(after):
+        return set()
     if before is None or after is None:
         return set() if before is after else {CAPACITY}
     changed = set()
