@@ -1,9 +1,11 @@
-"""Two models on one tritonserver in explicit model control mode, their OpenAI ports off.
+"""Three models on one tritonserver in explicit model control mode, their OpenAI ports off: one
+paced hard, a bystander, and an embedding model.
 
 What a user sees here: a stream that ends on its own (a stop string, as on EOS) gets its final
-response at once however the streams are paced; the stats vLLM's own server logs and its heap
-freeze happen without the OpenAI port; a token in model.json is never logged; and when one
-model's engine dies, that model is unloaded while the server and the other model keep serving.
+response at once however the streams are paced; the stats vLLM's own server logs happen without
+the OpenAI port; embedding requests are answered as the official backend answers them; a token
+in model.json is never logged; and when one model's engine dies, that model is unloaded while
+the server and the other models keep serving.
 
 The last test kills an engine: the server is this module's own.
 """
@@ -15,7 +17,6 @@ import os
 import re
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,15 +50,12 @@ EMBEDDER = "embedder"  # the tiny Llama served as an embedding model (vLLM's con
 MODELS = (PACED, BYSTANDER, EMBEDDER)
 PROMPT = "The capital of France is"
 HF_TOKEN = "hf_tritonvllmTestSecret0123456789"
-# Two sequences at a time, ordered by priority: a third request waits, and which of two waiting
-# ones runs first shows whether priority was honoured.
 OPENAI_LEFT_OVER = {"response_role": "bot"}
-BYSTANDER_ARGS = {"hf_token": HF_TOKEN, "scheduling_policy": "priority", "max_num_seqs": 2}
+BYSTANDER_ARGS = {"hf_token": HF_TOKEN}
 # Pacing made extreme: one response a second for all streams together. Under the old pacing a
 # stream then waited (requests in flight) / 0.1 s, here 90 s, between responses, its final too.
 RESPONSES_PER_SECOND = "0.1"
 LONG_STREAMS = 8
-QUEUED_S = 1.0  # for a request to reach the engine's waiting queue
 HIDDEN_SIZE = 128  # the tiny Llama's (hack/tiny_model.py)
 ANSWERED_WITHIN_S = 30.0
 # vLLM logs the engine's throughput every VLLM_LOG_STATS_INTERVAL (10 s by default).
@@ -216,44 +214,6 @@ def test_the_hf_token_in_model_json_is_never_logged(
     log = server.log.read_text(errors="replace")
     assert "vLLM engine args" in log  # the line that used to carry it
     assert HF_TOKEN not in log
-
-
-def finished_at(server: Server, sampling: dict[str, object], done: dict[str, float]) -> None:
-    """Run one BYSTANDER request; record when it finished under its priority."""
-    result_text = generate(server, BYSTANDER, sampling)
-    assert result_text
-    done[str(sampling["priority"])] = time.monotonic()
-
-
-def test_a_waiting_request_of_higher_priority_runs_first(
-    two_models: tuple[Server, subprocess.Popen[bytes]],
-) -> None:
-    server, _ = two_models
-    busy = [GrpcSession(server.grpc) for _ in range(2)]
-    done: dict[str, float] = {}
-    try:
-        # The engine's two sequences, busy for a while; the first frees its slot long before the
-        # second, so one waiting request at a time gets a slot.
-        for session, max_tokens in zip(busy, (3000, 7500), strict=True):
-            sampling = {"max_tokens": max_tokens, "ignore_eos": True}
-            session.send(request_inputs(PROMPT, sampling, stream=True), BYSTANDER)
-            session.wait_for_response()  # running
-        low = threading.Thread(
-            target=finished_at, args=(server, {"max_tokens": 4, "priority": 5}, done)
-        )
-        low.start()  # first in the queue
-        time.sleep(QUEUED_S)
-        high = threading.Thread(
-            target=finished_at, args=(server, {"max_tokens": 4, "priority": -5}, done)
-        )
-        high.start()
-        high.join(120)
-    finally:
-        for session in busy:  # frees the second slot for the request left waiting
-            session.close(cancel_requests=True)
-    low.join(120)
-    assert set(done) == {"5", "-5"}
-    assert done["-5"] < done["5"], "the request first in the queue ran first: FCFS"
 
 
 def engine_of(process_group: int, model: str) -> int:
