@@ -176,7 +176,8 @@ def test_bad_specs_get_a_false_condition_and_a_warning_event(models: Models) -> 
 
     models.create("no-product", gpu={"product": "NVIDIA-B200"})
     cond = models.wait_condition("no-product", "Scheduled", "False", "NoNodeFits")
-    assert "product NVIDIA-H100-80GB-HBM3" in cond["message"]
+    assert "No node has nvidia.com/gpu.product=NVIDIA-B200 (nodes have: " in cond["message"]
+    assert "NVIDIA-H100-80GB-HBM3" in cond["message"]
 
     # Fixing the spec recovers without any other action.
     models.patch_spec(

@@ -61,9 +61,19 @@ def _ready_with(models: Models, name: str, replicas: int) -> bool:
     return ready.get("status") == "True" and status.get("readyReplicas") == replicas
 
 
-def test_replicas_to_autoscaling_and_back_never_takes_the_deployment_below_the_floor(
-    cluster: ClusterHandle, models: Models
-) -> None:
+def _autoscaler(models: Models, name: str) -> str | None:
+    autoscaler: str | None = (models.get(name).get("status") or {}).get("autoscaler")
+    return autoscaler
+
+
+def replicas_through_autoscaling(
+    cluster: ClusterHandle, models: Models, autoscaler: str, hand_scaling_kept: bool
+) -> list[int]:
+    """replicas: 2, kubectl scale to 3, autoscaling {3, 5} (`autoscaler`: the Autoscaling
+    reason), back to replicas: 3, kubectl scale to 4; the Deployment's replicas sampled every
+    100 ms from before the first switch to the end. `hand_scaling_kept`: also scale the
+    Deployment by hand while autoscaled and check the operator leaves it (where the autoscaler
+    has no metric to move it back)."""
     models.create("handoff", tensorParallelSize=1, replicas=2)
     models.wait_condition("handoff", "Ready", "True", timeout=60)
     # kubectl scale before the switch: the model's scale subresource, as a user scales it.
@@ -73,26 +83,33 @@ def test_replicas_to_autoscaling_and_back_never_takes_the_deployment_below_the_f
     sampler = ReplicasSampler(models.apps, models.namespace, "handoff")
     with sampler.running():
         # replicas -> autoscaling (a merge patch's null removes spec.replicas).
-        models.patch_spec(
-            "handoff", replicas=None, autoscaling={"minReplicas": 3, "maxReplicas": 5}
-        )
-        models.wait_condition("handoff", "Autoscaling", "True", "HorizontalPodAutoscaler")
-        wait_for(lambda: "handoff" in _hpa_names(models), 30, "the HPA")
-        # Long enough for the HPA controller to have looked at its new target.
+        autoscaling = {"minReplicas": 3, "maxReplicas": 5}
+        models.patch_spec("handoff", replicas=None, autoscaling=autoscaling)
+        models.wait_condition("handoff", "Autoscaling", "True", autoscaler, timeout=60)
+        # Long enough for the HPA controller to have looked at its new target (5 s syncs).
         time.sleep(20)
         assert min(sampler.samples) >= 3, sampler.samples
-        # kubectl scale of the Deployment while autoscaled: the operator leaves the replicas
-        # to whoever scales it (the HPA, or this user) and never takes them back.
-        cluster.kubectl("scale", "-n", models.namespace, "deployment/handoff", "--replicas=4")
-        wait_for(lambda: _ready_with(models, "handoff", 4), 60, "Ready with 4 replicas")
-        time.sleep(3)
-        assert _replicas(models, "handoff") == 4
-        # autoscaling -> replicas: the HPA goes, spec.replicas drives again.
+        if hand_scaling_kept:
+            # kubectl scale of the Deployment while autoscaled: the operator leaves the
+            # replicas to whoever scales it (the HPA, or this user) and never takes them back.
+            cluster.kubectl("scale", "-n", models.namespace, "deployment/handoff", "--replicas=4")
+            wait_for(lambda: _ready_with(models, "handoff", 4), 60, "Ready with 4 replicas")
+            time.sleep(3)
+            assert _replicas(models, "handoff") == 4
+        # autoscaling -> replicas: the autoscaler goes, spec.replicas drives again.
         models.patch_spec("handoff", autoscaling=None, replicas=3)
-        wait_for(lambda: "handoff" not in _hpa_names(models), 30, "the HPA to be deleted")
+        wait_for(lambda: _autoscaler(models, "handoff") is None, 30, "the autoscaler to go")
         wait_for(lambda: _ready_with(models, "handoff", 3), 60, "Ready with 3 replicas")
         # kubectl scale after the switch back.
         cluster.kubectl("scale", "-n", models.namespace, "tvm/handoff", "--replicas=4")
         wait_for(lambda: _ready_with(models, "handoff", 4), 60, "Ready with 4 replicas")
     assert len(sampler.samples) > 100, "the sampler did not run through the switches"
-    assert min(sampler.samples) >= 3, f"the Deployment went below 3: {sampler.samples}"
+    return sampler.samples
+
+
+def test_replicas_to_an_hpa_and_back_never_takes_the_deployment_below_the_floor(
+    cluster: ClusterHandle, models: Models
+) -> None:
+    samples = replicas_through_autoscaling(cluster, models, "HorizontalPodAutoscaler", True)
+    assert min(samples) >= 3, f"the Deployment went below 3: {samples}"
+    assert "handoff" not in _hpa_names(models)
