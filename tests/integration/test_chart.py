@@ -167,8 +167,8 @@ def test_the_deployment_runs_one_hardened_non_root_operator(rendered: dict[str, 
         "TRITON_VLLM_LEASE_DURATION_SECONDS": "15",
         "TRITON_VLLM_LEASE_RENEW_DEADLINE_SECONDS": "10",
         "TRITON_VLLM_LEASE_RETRY_SECONDS": "2",
-        "TRITON_VLLM_API_QPS": "100",
-        "TRITON_VLLM_API_BURST": "200",
+        "TRITON_VLLM_API_QPS": "400",
+        "TRITON_VLLM_API_BURST": "800",
         "TRITON_VLLM_API_CONNECT_TIMEOUT_SECONDS": "5",
         "TRITON_VLLM_API_READ_TIMEOUT_SECONDS": "30",
         "TRITON_VLLM_RESYNC_SECONDS": "600",
@@ -265,7 +265,8 @@ def test_rbac_has_no_wildcards_gets_secrets_only_and_deletes_only_what_it_must(
         "horizontalpodautoscalers": {"delete"},
         "scaledobjects": {"delete"},
     }
-    only = {"secrets": {"get"}, "pods/log": {"get"}}
+    # The models' finalizers: update only, for blockOwnerDeletion (docs/security.md).
+    only = {"secrets": {"get"}, "pods/log": {"get"}, "tritonvllmmodels/finalizers": {"update"}}
     for variant, text in rendered.items():
         docs = _docs(text)
         for kind in ("ClusterRole", "Role"):
