@@ -92,13 +92,13 @@ class Settings(BaseModel):
         "(TRITON_VLLM_API_READ_TIMEOUT_SECONDS).",
     )
     api_qps: float = Field(
-        default=100.0,
+        default=400.0,
         gt=0,
         description="Requests a second the operator sends the API server on average "
         "(TRITON_VLLM_API_QPS).",
     )
     api_burst: int = Field(
-        default=200,
+        default=800,
         ge=1,
         description="Requests the operator may send at once above api_qps (TRITON_VLLM_API_BURST).",
     )
