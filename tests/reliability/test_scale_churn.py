@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from tests.kube import ROOT, add_gpu_node, remove_node
+from tests.kube import ROOT, gpu_node_manifest, kubectl
 from tests.operator_process import OperatorProcess
 from tests.reliability.conftest import LONG
 from tests.reliability.helpers import GROUP, PLURAL, VERSION, Namespace, body, wait_for
@@ -87,8 +87,12 @@ def test_thousands_of_pods_and_gfd_label_churn_cost_no_passes_and_little_memory(
     )
     pool = concurrent.futures.ThreadPoolExecutor(8)
     try:
-        for name in gpu_nodes:
-            add_gpu_node(name, gpus=8, product=f"CHURN-{tag}", memory_mib=81559)
+        manifests = [
+            gpu_node_manifest(name, 8, f"CHURN-{tag}", labels={"churn": tag}) for name in gpu_nodes
+        ]
+        kubectl("apply", "-f", "-", input=yaml.safe_dump({"apiVersion": "v1", "kind": "List",
+                                                          "items": manifests}))  # fmt: skip
+        kubectl("wait", "--for=condition=Ready", "node", "-l", f"churn={tag}", "--timeout=180s")
         for name in plain_nodes:
             core.create_node(client.V1Node(metadata=client.V1ObjectMeta(name=name)))
         list(
@@ -138,8 +142,8 @@ def test_thousands_of_pods_and_gfd_label_churn_cost_no_passes_and_little_memory(
     finally:
         operator.stop()
         core.delete_collection_namespaced_pod(namespace, grace_period_seconds=0)
-        for name in gpu_nodes:
-            remove_node(name)
+        ns.custom.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+        kubectl("delete", "node", "-l", f"churn={tag}", "--wait=false", timeout=300)
         for name in plain_nodes:
             core.delete_node(name)
         pool.shutdown()
