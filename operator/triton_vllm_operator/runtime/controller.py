@@ -123,7 +123,11 @@ class Controller:
 
     def _deliverer(self, source: str) -> Any:
         def deliver(event: str, obj: Mapping[str, Any]) -> None:
-            self._wake(self.world.apply_event(source, event, obj))
+            keys = self.world.apply_event(source, event, obj)
+            if keys:
+                name = (obj.get("metadata") or {}).get("name")
+                log.debug("%s %s %s woke %d model(s)", source, event, name, len(keys))
+            self._wake(keys)
             if source == "crds":
                 self._keda_changed()
 
