@@ -17,6 +17,7 @@ from .test_metrics import metric_value, wait_for
 
 REQUESTS = 1000
 HALF_WAY_TOKENS = 400
+CANCELLED_TOKENS = 7000  # below the test model's 8192-token context
 SEED = 7
 HOSTILE_SAMPLING: list[Any] = [
     "{not json",
@@ -117,10 +118,15 @@ def test_streams_cancelled_half_way_leave_nothing_running(server: Server) -> Non
     sessions = [GrpcSession(server.grpc) for _ in range(8)]
     # ignore_eos: every stream left alone runs to max_tokens, so the tokens generated tell whether
     # the cancelled ones were aborted (a sampled end of sequence would pass for an abort).
-    sampling = {"max_tokens": HALF_WAY_TOKENS, "ignore_eos": True}
+    # The streams to cancel ask for far more tokens than the others, so that on a loaded machine
+    # they cannot end on their own before the cancel reaches the engine.
+    kept = {"max_tokens": HALF_WAY_TOKENS, "ignore_eos": True}
+    cancelled = {"max_tokens": CANCELLED_TOKENS, "ignore_eos": True}
     ids = [
-        session.send(request_inputs("Once upon a time", sampling, stream=True))
-        for session in sessions
+        session.send(
+            request_inputs("Once upon a time", cancelled if i % 2 == 0 else kept, stream=True)
+        )
+        for i, session in enumerate(sessions)
     ]
     for session in sessions:
         session.wait_for_response()
@@ -136,4 +142,4 @@ def test_streams_cancelled_half_way_leave_nothing_running(server: Server) -> Non
     assert server.ready() and server.model_ready()
     generated = settled_value(server, "vllm:generation_tokens_total") - before
     # 4 streams ran to the end; the 4 cancelled ones were aborted before theirs.
-    assert generated < 8 * HALF_WAY_TOKENS, generated
+    assert generated < 4 * HALF_WAY_TOKENS + 4 * CANCELLED_TOKENS, generated
