@@ -26,13 +26,16 @@ def settled_value(server: Server, name: str, quiet: float = 1.0, timeout: float 
 
 
 def _tokens_of_a_cancelled_grpc_stream(server: Server) -> float:
+    # The server is shared: requests of an earlier test (a load client's last ones) may still run.
+    # Count from an idle engine, so that "running == 1" is this request.
+    assert wait_for(lambda: metric_value(server, "vllm:num_requests_running") == 0, timeout=300)
     before = metric_value(server, "vllm:generation_tokens_total")
     session = GrpcSession(server.grpc)
     # ignore_eos: a sampled end of sequence would end the request before it can be cancelled
     # (or before the running gauge shows it), and would pass for a cancellation.
     session.send(request_inputs(PROMPT, {"max_tokens": LONG, "ignore_eos": True}, stream=True))
     session.wait_for_response()
-    assert wait_for(lambda: metric_value(server, "vllm:num_requests_running") == 1)
+    assert wait_for(lambda: metric_value(server, "vllm:num_requests_running") == 1, timeout=60)
     session.close(cancel_requests=True)
     assert wait_for(lambda: metric_value(server, "vllm:num_requests_running") == 0)
     return settled_value(server, "vllm:generation_tokens_total") - before
