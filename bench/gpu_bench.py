@@ -9,8 +9,9 @@ On one machine with NVIDIA GPUs, in the GPU serving environment (hack/gpu-env.sh
     concurrency also runs with twice the client processes, to show it).
 Model: a Llama 3 8B-shaped config with ``load_format: dummy`` (random weights, nothing
 downloaded) and a word-level tokenizer of 128,256 tokens (hack/tiny_model.py --shape llama-8b).
-Workload: 256-token prompts (distinct; prefix caching off), 128 output tokens with ignore_eos,
-a closed loop of C streams per level after a warm-up round. Output tokens are counted exactly
+Workload: 256-token prompts (distinct; prefix caching off), 128 output tokens with ignore_eos
+(``--workload eos``: outputs that end on their own, WORKLOADS), a closed loop of C streams per
+level after a warm-up round. Output tokens are counted exactly
 (token ids on the raw side, the backend's ``num_output_tokens`` on the Triton side).
 Writes docs/benchmarks/gpu-tp<N>.md and .png and prints the table.
 
@@ -45,6 +46,7 @@ from bench.backend_overhead import (
     GrpcStreams,
     Summary,
     make_tiny_model,
+    percentile,
     run_raw,
     summarize,
     tritonserver,
@@ -127,9 +129,23 @@ def _client_process(
 
 
 # The engine's own latency histograms (Triton's metrics with REPORT_CUSTOM_METRICS, vLLM's own
-# registry for the raw engine): arrival in AsyncLLM to the first token, and the part of it spent in
-# the engine's waiting queue.
-ENGINE_TTFT, ENGINE_QUEUE = ENGINE_HISTOGRAMS
+# registry for the raw engine): arrival in AsyncLLM to the first token, the part of it spent in
+# the engine's waiting queue, and arrival to the finished output.
+ENGINE_TTFT, ENGINE_QUEUE, ENGINE_E2E = ENGINE_HISTOGRAMS
+
+# Sampling of the two workloads. "fixed": every output max_tokens long (ignore_eos). "eos": outputs
+# that end on their own at varied lengths: sampled at temperature 1 from the dummy weights' near
+# uniform distribution over the vocabulary, ending on EOS or one of STOP_IDS (about 1 token in
+# 128 is one), at most twice max_tokens; the same parameters on both paths.
+WORKLOADS = ("fixed", "eos")
+STOP_IDS = list(range(1000, 2000))
+
+
+def workload_sampling(workload: str, max_tokens: int) -> dict[str, Any]:
+    """The sampling parameters of a workload (WORKLOADS)."""
+    if workload == "eos":
+        return {"temperature": 1.0, "max_tokens": 2 * max_tokens, "stop_token_ids": STOP_IDS}
+    return {"temperature": 0, "max_tokens": max_tokens, "ignore_eos": True}
 
 
 def histogram_totals(metrics: str | None) -> dict[str, float]:
@@ -172,13 +188,23 @@ def first_token_waits(records: list[Record], grown: dict[str, float]) -> dict[st
     and the engine's queueing within that, in ms, from the requests' records and the increments
     of the engine's histograms over the level; the difference is spent outside the engine (for
     Triton: client, gRPC, Triton, the stub before ``add_request`` and after the first output)."""
-    waits = {"client TTFT": 1000 * statistics.fmean(r.first_token - r.sent for r in records)}
-    for label, name in (("engine TTFT", ENGINE_TTFT), ("engine queue", ENGINE_QUEUE)):
+    waits = {
+        "client TTFT": 1000 * statistics.fmean(r.first_token - r.sent for r in records),
+        "client e2e": 1000 * statistics.fmean(r.done - r.sent for r in records),
+    }
+    names = (
+        ("engine TTFT", ENGINE_TTFT),
+        ("engine queue", ENGINE_QUEUE),
+        ("engine e2e", ENGINE_E2E),
+    )
+    for label, name in names:
         count = grown.get(f"{name}_count", 0.0)
         if count > 0:
             waits[label] = 1000 * grown.get(f"{name}_sum", 0.0) / count
     if "engine TTFT" in waits:
         waits["outside the engine"] = waits["client TTFT"] - waits["engine TTFT"]
+    if "engine e2e" in waits:
+        waits["e2e outside the engine"] = waits["client e2e"] - waits["engine e2e"]
     return waits
 
 
@@ -221,7 +247,33 @@ def backend_hops(records: list[Record], hop_log: Path | None) -> dict[str, float
         spans = [t[end] - t[start] for t in times.values() if start in t and end in t]
         if spans:
             means[label] = 1000 * statistics.fmean(spans)
-    return means
+    return means | final_waits(list(times.values()))
+
+
+# Per request, from the hop log: the client's time to its last token less the engine's part
+# (the request's start on the engine loop to its final engine output), and the final output's
+# way to the client (what a held final response would add).
+FINAL_WAITS = (
+    "e2e outside the engine p50",
+    "e2e outside the engine p99",
+    "final output to client p50",
+    "final output to client p99",
+)
+
+
+def final_waits(times: list[dict[str, float]]) -> dict[str, float]:
+    """FINAL_WAITS in ms over the requests' hop times (with the client's own)."""
+    wanted = ("sent", "started", "final_output", "done")
+    times = [t for t in times if all(k in t for k in wanted)]
+    if not times:
+        return {}
+    outside = [(t["started"] - t["sent"]) + (t["done"] - t["final_output"]) for t in times]
+    final = [t["done"] - t["final_output"] for t in times]
+    values = (
+        percentile(outside, 0.5), percentile(outside, 0.99),
+        percentile(final, 0.5), percentile(final, 0.99),
+    )  # fmt: skip
+    return {label: 1000 * v for label, v in zip(FINAL_WAITS, values, strict=True)}
 
 
 def triton_level(
@@ -347,7 +399,11 @@ def report(
     versions_line: str,
     out_dir: Path,
     notes: list[str],
+    name: str = "",
 ) -> str:
+    """The report's markdown, written with its plot as ``name``.md and .png in ``out_dir``
+    (default gpu-tp<tp>)."""
+    file_name = name or f"gpu-tp{tp}"
     raw = {_level(s): s for s in summaries if s.path == "raw"}
     lines = [
         f"# GPU: Triton + tritonvllm against the raw vLLM engine, tensor parallel {tp}",
@@ -360,9 +416,9 @@ def report(
         "and a word-level tokenizer of 128,256 tokens (`hack/tiny_model.py --shape llama-8b`). "
         f"Engine arguments (model.json as the operator renders it for TP={tp}, read by both "
         f"sides): `{json.dumps(settings['engine_args'])}`. Sampling: "
-        f"`{json.dumps(settings['sampling'])}`; {settings['prompt_tokens']}-token prompts, each "
-        "distinct. Each level: a closed loop of C streams (each sends its next request when the "
-        "previous finished) after a warm-up round; the Triton side spreads the streams over "
+        f"`{_sampling_text(settings['sampling'])}`; {settings['prompt_tokens']}-token prompts, "
+        "each distinct. Each level: a closed loop of C streams (each sends its next request when "
+        "the previous finished) after a warm-up round; the Triton side spreads the streams over "
         "client processes (gRPC `ModelStreamInfer`, one stream per worker). TTFT: request sent "
         "to the first response carrying a token. Responses/request: streamed responses counted "
         "by the client (raw: DELTA outputs the caller received). Ratios are against the raw "
@@ -426,6 +482,24 @@ def report(
         [label for label, _, _ in HOP_SEGMENTS],
         [(str(_processes(s)), s, s.hops_ms) for s in summaries if s.hops_ms and s.path != "raw"],
     )
+    lines += _means_table(
+        "Where a request's whole time went, ms: the client's time to its last token and the "
+        f"engine's own e2e latency (`{ENGINE_E2E}`: arrival in AsyncLLM to the finished output), "
+        "means over the level from the engine's histogram, and their difference (outside the "
+        "engine); then per request, from the hop log (Triton only), the same difference (its "
+        "start on the engine loop to its final engine output, taken from the client's time) and "
+        "the final output's way to the client, p50 and p99.",
+        ("path", "---"),
+        ["client e2e", "engine e2e", "e2e outside the engine", *FINAL_WAITS],
+        [
+            (
+                "raw" if s.path == "raw" else f"Triton, {_processes(s)} clients",
+                s,
+                {**s.waits_ms, **s.hops_ms},
+            )
+            for s in summaries
+        ],
+    )
     if any(s.rate for s in summaries):
         lines += [
             "",
@@ -441,9 +515,17 @@ def report(
         lines += ["", *notes]
     text = "\n".join(lines) + "\n"
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"gpu-tp{tp}.md").write_text(text)
-    plot(summaries, tp, gpu, out_dir / f"gpu-tp{tp}.png")
+    (out_dir / f"{file_name}.md").write_text(text)
+    plot(summaries, tp, gpu, out_dir / f"{file_name}.png")
     return text
+
+
+def _sampling_text(sampling: dict[str, Any]) -> str:
+    """The sampling parameters as JSON, a long list of stop ids shortened to its range."""
+    ids = sampling.get("stop_token_ids")
+    if ids and len(ids) > 4:
+        sampling = {**sampling, "stop_token_ids": f"{len(ids)} ids, {min(ids)}-{max(ids)}"}
+    return json.dumps(sampling)
 
 
 def _means_table(
@@ -508,7 +590,7 @@ def plot(summaries: list[Summary], tp: int, gpu: str, target: Path) -> None:
             )
     left.set(xscale="log", xlabel="concurrency", ylabel="output tokens/s", title="Throughput")
     middle.set(xscale="log", yscale="log", xlabel="concurrency", ylabel="ms", title="TTFT")
-    right.axhline(0.97, color="grey", linestyle="--", label="target 0.97")
+    right.axhline(0.98, color="grey", linestyle="--", label="target 0.98")
     right.set(xscale="log", xlabel="concurrency", ylabel="Triton / raw", title="Throughput ratio")
     right.set_ylim(0, 1.1)
     for axis in (left, middle, right):
@@ -717,6 +799,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--prompt-tokens", type=int, default=256)
     parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument(
+        "--workload", choices=WORKLOADS, default="fixed",
+        help="fixed: max-tokens each, ignore_eos; eos: outputs ending on their own (see WORKLOADS)",
+    )  # fmt: skip
+    parser.add_argument("--name", default="", help="the report's file name (default gpu-tp<N>)")
     parser.add_argument("--client-processes", type=int, default=8)
     parser.add_argument("--paths", default="raw,triton", help="raw,triton and/or openai")
     parser.add_argument("--openai-rounds", type=int, default=2)
@@ -774,7 +861,7 @@ def main(argv: list[str] | None = None) -> int:
         "enable_prefix_caching": False,
         "seed": 0,
     }
-    sampling = {"temperature": 0, "max_tokens": args.max_tokens, "ignore_eos": True}
+    sampling = workload_sampling(args.workload, args.max_tokens)
     prompt_list = prompts(max(n + c for c, n, _ in levels), args.prompt_tokens)
     gpu_env = Path(
         subprocess.run(
@@ -886,9 +973,17 @@ def main(argv: list[str] | None = None) -> int:
             stack_versions(python),
             args.out,
             args.note,
+            args.name,
         )
-        results = {"tp": args.tp, "gpu": gpu, "summaries": [vars(s) for s in summaries]}
-        (args.out / f"gpu-tp{args.tp}.json").write_text(json.dumps(results, indent=1))
+        results = {
+            "tp": args.tp,
+            "gpu": gpu,
+            "workload": args.workload,
+            "sampling": sampling,
+            "summaries": [vars(s) for s in summaries],
+        }
+        name = args.name or f"gpu-tp{args.tp}"
+        (args.out / f"{name}.json").write_text(json.dumps(results, indent=1))
     print(text)
     return 0
 

@@ -258,8 +258,13 @@ async def raw_engine(config: dict[str, Any]) -> list[Level]:
         engine.shutdown()
 
 
-# The engine's first-token and queueing histograms, as vLLM names them (bench/gpu_bench.py).
-ENGINE_HISTOGRAMS = ("vllm:time_to_first_token_seconds", "vllm:request_queue_time_seconds")
+# The engine's first-token, queueing and end-to-end histograms, as vLLM names them
+# (bench/gpu_bench.py).
+ENGINE_HISTOGRAMS = (
+    "vllm:time_to_first_token_seconds",
+    "vllm:request_queue_time_seconds",
+    "vllm:e2e_request_latency_seconds",
+)
 ENGINE_HISTOGRAM_SERIES = frozenset(
     f"{name}_{part}" for name in ENGINE_HISTOGRAMS for part in ("sum", "count")
 )

@@ -4,7 +4,7 @@ closed loop's concurrency or an open loop's rate, and the hop table for the Trit
 from pathlib import Path
 
 from bench.backend_overhead import Summary
-from bench.gpu_bench import report
+from bench.gpu_bench import final_waits, report, workload_sampling
 
 
 def _row(
@@ -45,3 +45,20 @@ def test_a_run_of_the_triton_path_alone_still_gets_its_report_and_plot(tmp_path:
     text = report(rows, 1, settings, "a GPU", "versions", tmp_path, [])
     assert any(line.startswith("| 256 | Triton gRPC") for line in text.splitlines())
     assert (tmp_path / "gpu-tp1.png").stat().st_size > 0
+
+
+def test_a_held_final_response_shows_in_the_time_outside_the_engine() -> None:
+    # one request answered 1 ms after its final engine output, one held 300 ms
+    quick = {"sent": 0.0, "started": 0.01, "final_output": 1.0, "done": 1.001}
+    held = {"sent": 0.0, "started": 0.02, "final_output": 1.0, "done": 1.3}
+    waits = final_waits([quick, held])
+    assert round(waits["e2e outside the engine p50"]) == 11
+    assert round(waits["e2e outside the engine p99"]) == 320
+    assert round(waits["final output to client p50"]) == 1
+    assert round(waits["final output to client p99"]) == 300
+
+
+def test_the_eos_workload_ends_outputs_on_stop_tokens_not_at_max_tokens() -> None:
+    fixed, eos = workload_sampling("fixed", 128), workload_sampling("eos", 128)
+    assert fixed["ignore_eos"] and fixed["max_tokens"] == 128
+    assert not eos.get("ignore_eos") and eos["temperature"] > 0 and eos["stop_token_ids"]
