@@ -13,13 +13,12 @@ import yaml
 
 from .api import KIND, TritonVLLMModel
 from .crd import custom_resource_definition
+from .desired import desire
 from .lora import check_local_adapters
 from .model_facts import ModelFactsError, facts_from_dir
-from .placement import Placement, Unplaceable, inventory, place
-from .render.autoscaling import plan_autoscaler
-from .render.manifests import render_all
+from .observed import Observed
+from .placement import Unplaceable
 from .settings import Settings
-from .sized_placement import place_from_snapshot
 from .validation import SpecError, check_model, parse_model
 
 
@@ -66,13 +65,18 @@ def render_documents(
     model_dir: str | None = None,
     keda: bool = True,
     adapters_dir: str | None = None,
+    warnings: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every manifest the operator would create for the TritonVLLMModels in `docs`.
+    """Every manifest the operator would create for the TritonVLLMModels in `docs`: the same
+    function the operator's first pass runs, with `nodes` as the cluster's nodes and nothing
+    else running.
 
     With `model_dir` (a snapshot: config.json and the safetensors index), tensor parallelism is
     sized from the model's own facts. `keda`: whether the cluster has KEDA, for the autoscaler
     of a model with spec.autoscaling. With `adapters_dir`, each LoRA adapter found in
-    `adapters_dir/<name>/` is checked as the operator checks it once downloaded.
+    `adapters_dir/<name>/` is checked as the operator checks it once downloaded. `warnings`
+    collects what the operator would say in Scheduled=False while its pods wait (no node fits
+    an explicit size yet: the pods are rendered for a node autoscaler).
     """
     manifests: list[dict[str, Any]] = []
     for doc in docs:
@@ -82,33 +86,36 @@ def render_documents(
         check_model(model, settings.backend_name)
         if adapters_dir is not None:
             _check_adapters(model, adapters_dir, model_dir)
-        placement: Placement | Unplaceable
-        if model_dir is not None:
-            try:
-                placement = place_from_snapshot(model, model_dir, nodes)
-            except ModelFactsError as err:
-                raise SpecError(err.reason, f"{model.metadata.name}: {err.message}") from err
-        elif nodes is not None:
-            placement = place(model.spec, inventory(model.spec, nodes, []))
-        elif model.spec.tensor_parallel_size == "auto":
+        name = model.metadata.name
+        if nodes is None and model_dir is None and model.spec.tensor_parallel_size == "auto":
             raise SpecError(
                 "NeedsNodes",
-                f"{model.metadata.name}: tensorParallelSize is auto; pass --nodes FILE "
-                "(e.g. `kubectl get nodes -o yaml`) or set an integer tensorParallelSize",
+                f"{name}: tensorParallelSize is auto; pass --nodes FILE (e.g. `kubectl get "
+                "nodes -o yaml`) or set an integer tensorParallelSize",
             )
-        else:
-            tp = model.spec.tensor_parallel_size
-            placement = Placement(tp, (), 0, None, "rendered offline without nodes")
-        if isinstance(placement, Unplaceable):
-            raise SpecError(placement.reason, f"{model.metadata.name}: {placement.message}")
-        manifests.extend(render_all(model, placement, settings))
-        scaler = plan_autoscaler(model, keda, settings.prometheus_address)
-        if scaler is not None and scaler.manifest is None:
+        facts = None
+        if model_dir is not None:
+            try:
+                facts = facts_from_dir(model_dir)
+            except ModelFactsError as err:
+                raise SpecError(err.reason, f"{name}: {err.message}") from err
+        observed = Observed(nodes=nodes or [], pods=[], facts=facts, keda_served=keda)
+        wanted = desire(model, observed, settings)
+        if wanted.refusal is not None:
+            message = wanted.refusal.message
+            named = message if message.startswith(f"{name}:") else f"{name}: {message}"
+            raise SpecError(wanted.refusal.reason, named)
+        fresh = wanted.placed.fresh if wanted.placed else None
+        if isinstance(fresh, Unplaceable):
+            if wanted.placement is None:
+                raise SpecError(fresh.reason, f"{name}: {fresh.message}")
+            if warnings is not None:
+                warnings.append(f"{fresh.reason}: {name}: {fresh.message} The pods wait Pending.")
+        if wanted.scaler is not None and wanted.scaler.manifest is None:
             raise SpecError(
-                scaler.verdict.reason, f"{model.metadata.name}: {scaler.verdict.message}"
+                wanted.scaler.verdict.reason, f"{name}: {wanted.scaler.verdict.message}"
             )
-        if scaler is not None and scaler.manifest is not None:
-            manifests.append(scaler.manifest)
+        manifests.extend(wanted.children)
     return manifests
 
 
@@ -129,6 +136,7 @@ def _check_adapters(model: TritonVLLMModel, adapters_dir: str, model_dir: str | 
 def _render(args: argparse.Namespace, out: TextIO) -> int:
     settings = Settings.from_env(os.environ)
     nodes = [_assume_ready(n) for n in _items(_load_yaml(args.nodes))] if args.nodes else None
+    warnings: list[str] = []
     try:
         manifests = render_documents(
             _items(_load_yaml(args.file)),
@@ -137,10 +145,13 @@ def _render(args: argparse.Namespace, out: TextIO) -> int:
             args.model,
             args.autoscaler == "keda",
             args.adapters,
+            warnings,
         )
     except SpecError as err:
         print(f"error: {err.reason}: {err.message}", file=sys.stderr)
         return 1
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     yaml.dump_all(manifests, out, Dumper=_BlockDumper, sort_keys=False)
     return 0
 

@@ -126,3 +126,58 @@ def deployment_readiness(
         return Verdict(READY, "False", "PodsNotReady", message), ready, updated
     message = f"All {replicas} replicas serve the model at {endpoint}."
     return Verdict(READY, "True", "ModelServing", message), ready, updated
+
+
+# Reasons that mean the user (or the cluster's owner) has to act: posted as Warning Events.
+WARNING_REASONS = {
+    "InvalidSpec",
+    "InvalidName",
+    "InvalidEngineArgs",
+    "InvalidTritonConfig",
+    "RejectedByAPIServer",
+    "NameConflict",
+    "NoNodeFits",
+    "NoGPUNodes",
+    "Unschedulable",
+    "FailedCreate",
+    "RolloutFailed",
+    "APIError",
+    # The model's facts: a lookup that failed, or a spec they show cannot run.
+    "HubTokenRequired",
+    "HubAccessDenied",
+    "ModelNotFound",
+    "ModelConfigMissing",
+    "ModelConfigInvalid",
+    "ModelConfigUnsupported",
+    "HubUnreachable",
+    "ModelCacheUnusable",
+    "WeightsUnreadable",
+    "TokenSecretNotFound",
+    "TokenSecretForbidden",
+    "TokenSecretKeyMissing",
+    "TokenSecretInvalid",
+    "TokenSecretUnreadable",
+    "ModelSizeUnknown",
+    "TensorParallelSizeInvalid",
+    "NotEnoughGPUs",
+    "InsufficientGPUMemory",
+    "MaxModelLenTooLong",
+    "MaxModelLenAboveModel",
+    "MaxModelLenUnknown",
+    "ModelTooLarge",
+    # The prefetch Job's failures (Cached=False).
+    "DownloadFailed",
+    "DiskFull",
+    "PrefetchNeedsClaim",
+    "PrefetchNeedsRepo",
+    # LoRA adapters refused (LoraAdapters=False).
+    "AdapterRefused",
+    # The autoscaler cannot work as the spec asks (Autoscaling=False).
+    "KEDANotInstalled",
+    "PrometheusAddressUnknown",
+    "ScaledObjectNotReady",
+    "QueryNeedsKEDA",
+    "ScaleToZeroNeedsKEDA",
+    "FailedGetPodsMetric",
+    "ScalingInactive",
+}

@@ -73,13 +73,19 @@ def test_bad_specs_exit_1_with_a_clear_message(
     assert captured.out == ""
 
 
-def test_tp_that_fits_no_node_is_an_error_naming_the_node(
+def test_tp_that_fits_no_node_renders_pending_pods_and_warns_naming_the_node(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """As the operator does: the pods exist for a node autoscaler, and the reason is said."""
     model = write(tmp_path, "m.yaml", [model_dict(tensorParallelSize=16)])
     nodes = write(tmp_path, "n.yaml", [gpu_node("h", 8, H100)])
-    assert main(["render", model, "--nodes", nodes]) == 1
-    assert "largest GPU node is h (8 x NVIDIA-H100-80GB-HBM3" in capsys.readouterr().err
+    assert main(["render", model, "--nodes", nodes]) == 0
+    out, err = capsys.readouterr()
+    assert "warning: NoNodeFits" in err
+    assert "largest GPU node is h (8 x NVIDIA-H100-80GB-HBM3" in err
+    deployment = next(d for d in yaml.safe_load_all(out) if d["kind"] == "Deployment")
+    limits = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == 16
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
@@ -97,6 +103,11 @@ def test_examples_render(example: Path, tmp_path: Path) -> None:
     spec = yaml.safe_load(example.read_text())["spec"]
     if "lora" in spec:
         expected.insert(1, "ConfigMap")  # the adapter list
+        hub = [a for a in spec["lora"]["adapters"] if "repo" in a]
+        if hub and (spec.get("storage") or {}).get("existingClaim"):
+            expected[:0] = ["Job"] * len({(a["repo"], a.get("revision")) for a in hub})
+    if (spec.get("storage") or {}).get("prefetch"):
+        expected.insert(0, "Job")  # the weights' download, before the adapters'
     autoscaling = spec.get("autoscaling")
     if (autoscaling["maxReplicas"] if autoscaling else spec.get("replicas", 1)) > 1:
         expected.append("PodDisruptionBudget")

@@ -83,8 +83,8 @@ def test_tensor_parallel_size_the_heads_do_not_divide_by_is_refused_offline(
 ) -> None:
     code, _, err = render(tmp_path, capsys, "Qwen2.5-0.5B-Instruct", None, tensorParallelSize=3)
     assert code == 1
-    assert "error: TensorParallelSizeInvalid: llama: Qwen2.5-0.5B-Instruct cannot be split" in err
-    assert "use 1, 2" in err
+    assert "error: TensorParallelSizeInvalid: llama: Qwen2.5-0.5B-Instruct has 14 attention" in err
+    assert "cannot split it over 3 GPUs" in err and "Use tensorParallelSize 1 or 2" in err
 
 
 def test_missing_snapshot_is_an_error_not_a_crash(

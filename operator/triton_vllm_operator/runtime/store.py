@@ -13,8 +13,8 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from ..observed import Key, Observed, OwnPod
 from ..placement import COUNT_LABEL, MEMORY_LABEL, PRODUCT_LABEL
-from ..reconcile import Key, Observed, OwnPod
 from ..render.manifests import CONFIG_HASH_ANNOTATION, MANAGED_BY, MODEL_LABEL
 
 ModelKey = tuple[str, str]  # (namespace, name)

@@ -1,0 +1,169 @@
+"""Every child a model should have, from its spec, its facts and the nodes: the render step of
+a reconcile pass, and all of the `render` command (one function, so both produce the same)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .api import TritonVLLMModel, fixed_replicas
+from .children import strategy_kept, with_applied_hash
+from .conditions import AUTOSCALING, CACHED, LORA_ADAPTERS, MODEL_FACTS, Verdict
+from .downloads import downloading, pods_of_job, progress_job
+from .lora import LoraPass, plan_lora
+from .model_facts import ModelFacts, status_of
+from .observed import Observed
+from .placement import Placement, free_replica_slots, inventory
+from .placing import Placed, facts_verdict, place_model
+from .prefetch_status import cached_verdict
+from .render.autoscaling import AutoscalerPlan, held_replicas, plan_autoscaler
+from .render.manifests import render_all, rollout_strategy, with_replicas
+from .render.prefetch import PROGRESS_SECONDS, render_prefetch_job
+from .settings import Settings
+from .sized_placement import facts_query
+from .validation import SpecError
+
+
+@dataclass
+class Desired:
+    """What the model should have; `placement` None when no pods can be rendered yet."""
+
+    placed: Placed | None = None  # None: the spec was refused before placement
+    placement: Placement | None = None
+    refusal: SpecError | None = None  # why the spec cannot run anywhere
+    # In the order to apply: download Jobs, ConfigMaps, Deployment, Service, PDB, autoscaler.
+    children: list[dict[str, Any]] = field(default_factory=list)
+    # ModelFacts, Cached, LoraAdapters and Autoscaling, as far as they apply to this spec.
+    verdicts: list[Verdict] = field(default_factory=list)
+    stale: set[str] = field(default_factory=set)  # condition types that no longer apply
+    status: dict[str, Any] = field(default_factory=dict)  # status.model, status.lora
+    cached: Verdict | None = None
+    scaler: AutoscalerPlan | None = None
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+    recheck_after: float | None = None
+
+    @property
+    def deployment(self) -> dict[str, Any] | None:
+        return next((m for m in self.children if m["kind"] == "Deployment"), None)
+
+    @property
+    def waits_for_weights(self) -> bool:
+        return self.cached is not None and self.cached.status != "True"
+
+
+def _facts(model: TritonVLLMModel, observed: Observed) -> Desired:
+    """What the facts lookup found, as ModelFacts and status.model."""
+    out = Desired()
+    if observed.facts is not None:
+        out.verdicts.append(facts_verdict(model, observed.facts))
+    if isinstance(observed.facts, ModelFacts):
+        out.status["model"] = status_of(observed.facts).model_dump(by_alias=True, exclude_none=True)
+    return out
+
+
+def _surge(model: TritonVLLMModel, observed: Observed, tp: int) -> bool:
+    """Surge when a node has the GPUs for one more pod free now (else replace one at a time)."""
+    in_use = inventory(model.spec, observed.nodes, [*observed.pods, *observed.own_gpu_pods])
+    return free_replica_slots(model.spec, in_use, tp) >= 1
+
+
+def desire(
+    model: TritonVLLMModel,
+    observed: Observed,
+    settings: Settings,
+    status: dict[str, Any] | None = None,
+) -> Desired:
+    """Facts -> placement -> every child rendered (download Jobs, LoRA list, autoscaler, PDB and
+    rollout strategy included). `status`: the model's current status (kept facts, handed-over
+    replicas). A spec that cannot run anywhere comes back with `refusal` set."""
+    status = status or {}
+    name = model.metadata.name
+    out = _facts(model, observed)
+    if not facts_query(model.spec, settings):
+        out.stale.add(MODEL_FACTS)
+    if not model.spec.storage.prefetch:
+        out.stale.add(CACHED)
+    gpus = inventory(model.spec, observed.nodes, observed.pods)
+    live = observed.children.get(("Deployment", name))
+    try:
+        out.placed = place_model(model, observed.facts, live, gpus, settings)
+        job = render_prefetch_job(model, settings) if model.spec.storage.prefetch else None
+    except SpecError as err:
+        out.refusal = err
+        return out
+    jobs: list[dict[str, Any]] = []
+    if job is not None:
+        # One download per repo and revision, started as soon as the spec is accepted (also while
+        # no node fits yet): created once, never changed.
+        job_name = job["metadata"]["name"]
+        reading = progress_job(model, observed, settings) == job_name
+        log = observed.prefetch_log if reading else None
+        live_job = observed.children.get(("Job", job_name))
+        out.cached = cached_verdict(model, live_job, pods_of_job(observed, job_name), log)
+        out.verdicts.append(out.cached)
+        if downloading(observed, job_name, settings):
+            out.recheck_after = PROGRESS_SECONDS
+        jobs.append(job)
+    old_model = status.get("model")
+    if out.placed.sticky and observed.facts is None and old_model and MODEL_FACTS not in out.stale:
+        out.status["model"] = old_model  # the facts that placed the live Deployment
+    placement = out.placed.placement
+    if placement is None:
+        out.children = [with_applied_hash(j) for j in jobs]
+        return out
+    out.placement = placement
+    lora = _lora(model, observed, settings, out)
+    children = render_all(
+        model,
+        placement,
+        settings,
+        lora=lora.limits if lora else None,
+        adapters=lora.listed if lora else None,
+    )
+    deployment = next(m for m in children if m["kind"] == "Deployment")
+    held = held_replicas(live, status)
+    if fixed_replicas(model.spec) is None and held is not None:
+        # Handing the replicas to an autoscaler: kept until it (or kubectl scale) changes them.
+        with_replicas(deployment, held)
+    if not strategy_kept(deployment, live):
+        surge = _surge(model, observed, placement.tensor_parallel_size)
+        deployment["spec"]["strategy"] = rollout_strategy(surge)
+    out.scaler = plan_autoscaler(
+        model, observed.keda_served, settings.prometheus_address, observed.children
+    )
+    if out.scaler is None:
+        out.stale.add(AUTOSCALING)
+    else:
+        out.verdicts.append(out.scaler.verdict)
+        if out.scaler.manifest is not None:
+            children.append(out.scaler.manifest)
+    jobs += lora.jobs if lora else []
+    out.children = [with_applied_hash(m) for m in [*jobs, *children]]
+    return out
+
+
+def _lora(
+    model: TritonVLLMModel, observed: Observed, settings: Settings, out: Desired
+) -> LoraPass | None:
+    """spec.lora's adapters: their states, the Jobs that download them, the limits."""
+    facts = observed.facts
+    architecture = (
+        facts.architecture
+        if isinstance(facts, ModelFacts)
+        else (out.status.get("model") or {}).get("architecture")
+    )
+    downloading_job = progress_job(model, observed, settings)
+    progress = (downloading_job, observed.prefetch_log) if downloading_job else None
+    lora = plan_lora(
+        model, observed.children, observed.prefetch_pods, architecture, settings, progress
+    )
+    if lora is None:
+        out.stale.add(LORA_ADAPTERS)
+        return None
+    out.verdicts.append(lora.verdict)
+    if any(state.state == "Downloading" for state in lora.states) and downloading_job:
+        out.recheck_after = PROGRESS_SECONDS
+    if lora.raised:
+        out.events.append(("Normal", "LoraLimits", lora.raised))
+    out.status["lora"] = [state.status() for state in lora.states]
+    return lora

@@ -1,0 +1,106 @@
+"""The readiness checks of a pass: small pure functions, each returning one condition."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .conditions import READY, SCHEDULED, Verdict
+from .observed import Observed
+from .placement import Placement, Unplaceable
+from .placing import Placed
+
+
+def refused_pods(deployment: Mapping[str, Any] | None) -> Verdict | None:
+    """Pods the API server refused at admission (quota, LimitRange, Pod Security, a webhook):
+    the Deployment's ReplicaFailure condition, copied from its ReplicaSet's FailedCreate."""
+    conditions = ((deployment or {}).get("status") or {}).get("conditions") or []
+    for condition in conditions:
+        if condition.get("type") == "ReplicaFailure" and condition.get("status") == "True":
+            return Verdict(
+                SCHEDULED,
+                "False",
+                condition.get("reason") or "FailedCreate",
+                f"The API server refused the pods: {condition.get('message', '')}. Change the "
+                "namespace's policy (quota, LimitRange, Pod Security, webhook) or the spec.",
+            )
+    return None
+
+
+def scheduled(
+    placed: Placed,
+    observed: Observed,
+    config_hash: str,
+    tp: int,
+    deployment: Mapping[str, Any] | None,
+) -> Verdict:
+    """From the pods' own PodScheduled conditions; before there are pods, from the nodes; pods
+    refused at admission first (they never exist to say so)."""
+    refused = refused_pods(deployment)
+    if refused is not None:
+        return refused
+    current = [p for p in observed.own_pods if not p.terminating and p.config_hash == config_hash]
+    verdicts = [p.scheduled for p in current if p.scheduled]
+    stuck = [v for v in verdicts if v[0] == "False"]
+    fresh = placed.fresh
+    hint = f" {fresh.message}" if isinstance(fresh, Unplaceable) else ""
+    if stuck:
+        _, reason, message = stuck[0]
+        text = f"{len(stuck)} of {len(current)} pods cannot be scheduled: {message}.{hint}"
+        return Verdict(SCHEDULED, "False", reason or "Unschedulable", text)
+    if current and len(verdicts) == len(current):
+        return Verdict(
+            SCHEDULED, "True", "Placed", f"tensorParallelSize={tp}; all {len(current)} pods bound."
+        )
+    if isinstance(fresh, Placement):
+        kept = placed.sticky and fresh.tensor_parallel_size != tp
+        message = placed.placement.message if kept and placed.placement else fresh.message
+        return Verdict(SCHEDULED, "True", "Placed", message)
+    return Verdict(
+        SCHEDULED,
+        "False",
+        fresh.reason,
+        f"{fresh.message} The pods are rendered and wait for such a node (a node "
+        "autoscaler can add one).",
+    )
+
+
+def unplaced(fresh: Unplaceable, unsized: bool) -> tuple[Verdict, Verdict]:
+    """Scheduled and Ready when no placement can be rendered at all."""
+    hint = (
+        ""
+        if unsized
+        else " Set an integer spec.tensorParallelSize, or spec.gpu.minMemoryGiB (with "
+        "spec.modelSizeGiB where the model's facts are unknown), to have pods rendered for "
+        "a node autoscaler."
+    )
+    return (
+        Verdict(SCHEDULED, "False", fresh.reason, fresh.message + hint),
+        Verdict(READY, "False", "Unschedulable", "No GPU placement; see Scheduled."),
+    )
+
+
+def serving_before(body: Mapping[str, Any], config_hash: str) -> Verdict | None:
+    """The model's Ready=True, if it says so for this generation and this config."""
+    status = body.get("status") or {}
+    generation = (body.get("metadata") or {}).get("generation")
+    if status.get("configHash") != config_hash:
+        return None
+    for condition in status.get("conditions") or []:
+        if (
+            condition.get("type") == READY
+            and condition.get("status") == "True"
+            and condition.get("observedGeneration") == generation
+        ):
+            return Verdict(READY, "True", condition["reason"], condition.get("message", ""))
+    return None
+
+
+def caching(cached: Verdict) -> Verdict:
+    """Ready while the serving pods wait for the prefetch Job."""
+    return Verdict(
+        READY,
+        "False",
+        "Caching",
+        f"The serving pods start once the weights are in the volume: {cached.message}",
+    )
