@@ -44,6 +44,14 @@ from tritonvllm_backend.lora import (
     LoraFileError,
     read_multi_lora,
 )
+from tritonvllm_backend.multinode import (
+    GroupLeader,
+    GroupSettings,
+    MultiNodeError,
+    join_timeout,
+    kill_engine_processes,
+    multinode_args,
+)
 from tritonvllm_backend.openai_config import OpenAIConfigError, listen_address
 from tritonvllm_backend.pacing import response_budget
 from tritonvllm_backend.sending import gil_switch_interval
@@ -108,7 +116,10 @@ class TritonPythonModel:
             switch_interval = gil_switch_interval(
                 parameters.get("GIL_SWITCH_INTERVAL_MS", {}).get("string_value")
             )
-        except ValueError as err:
+            group_timeout = join_timeout(
+                parameters.get("MULTINODE_JOIN_TIMEOUT_S", {}).get("string_value")
+            )
+        except (ValueError, MultiNodeError) as err:
             raise pb_utils.TritonModelException(f"{self._name}: {err}") from None
         sys.setswitchinterval(switch_interval)  # this stub runs this one model (sending.py)
         version_dir = os.path.join(args["model_repository"], args["model_version"])
@@ -135,6 +146,9 @@ class TritonPythonModel:
         self._loop: EngineLoop[Any] = EngineLoop()
         self._finalizing = threading.Event()
         self._unload_requested = False
+        self._group: GroupLeader | None = None
+        if self._group_settings is not None:
+            self._form_group(self._group_settings, parameters, group_timeout)
         engine = self._start_engine(engine_args)
         try:
             self._health = EngineHealth(
@@ -185,16 +199,20 @@ class TritonPythonModel:
             frontend = frontend_arg_names()
         try:
             config = load_model_json(version_dir, accepted, frontend)
+            engine, self._group_settings = multinode_args(config.engine, os.environ)
+            if self._group_settings is not None and self._group_settings.node_rank != 0:
+                raise MultiNodeError(
+                    f"node rank {self._group_settings.node_rank}: tritonserver runs the "
+                    "engine's rank 0; ranks 1 and up run `python3 -m tritonvllm_backend.worker`"
+                )
             if config.openai and not openai:
                 self._log.log_info(
                     f"{_LOG_PREFIX} {self._name}: OpenAI port off: model.json's "
                     f"{OPENAI_SECTION!r} settings are not used"
                 )
-            self._log.log_info(
-                f"{_LOG_PREFIX} {self._name}: vLLM engine args {redacted(config.engine)}"
-            )
-            return AsyncEngineArgs(**config.engine), config.openai
-        except (EngineConfigError, TypeError, ValueError) as err:
+            self._log.log_info(f"{_LOG_PREFIX} {self._name}: vLLM engine args {redacted(engine)}")
+            return AsyncEngineArgs(**engine), config.openai
+        except (EngineConfigError, MultiNodeError, TypeError, ValueError) as err:
             raise pb_utils.TritonModelException(f"{self._name}: {err}") from None
 
     def _place_instance(self, args: dict[str, str], engine_args: Any) -> None:
@@ -207,6 +225,27 @@ class TritonPythonModel:
         if kind == "GPU" and device >= 0:
             os.environ["CUDA_VISIBLE_DEVICES"] = str(device)
 
+    def _form_group(
+        self, settings: GroupSettings, parameters: dict[str, Any], timeout: float
+    ) -> None:
+        """Wait until every worker rank joined (multinode.py); else fail the load naming them."""
+        host = parameters.get("MULTINODE_JOIN_HOST", {}).get("string_value") or "0.0.0.0"
+        self._log.log_info(
+            f"{_LOG_PREFIX} {self._name}: rank 0 of a {settings.nnodes}-node engine: waiting up "
+            f"to {timeout:g} s for ranks 1..{settings.nnodes - 1} at {host}:{settings.join_port}"
+        )
+        try:
+            self._group = GroupLeader(settings, host, self._member_lost)
+            self._group.wait_for_members(timeout)
+        except MultiNodeError as err:
+            self._stop_started(err)
+        self._log.log_info(f"{_LOG_PREFIX} {self._name}: all {settings.nnodes} nodes joined")
+
+    def _member_lost(self, message: str) -> None:
+        """A worker left: the engine cannot step without it; stop it, as if it died."""
+        self._log.log_error(f"{_LOG_PREFIX} {self._name}: {message}; stopping the engine")
+        kill_engine_processes()
+
     def _start_engine(self, engine_args: Any) -> Any:
         """Build AsyncLLM on the loop thread; on failure stop everything started so far."""
         try:
@@ -217,6 +256,11 @@ class TritonPythonModel:
     def _stop_started(self, err: Exception) -> typing.NoReturn:
         """Stop the engine and what was started beside it; fail the load with ``err``."""
         self._loop.stop(_shutdown_engine)
+        group: GroupLeader | None = getattr(self, "_group", None)
+        if group is not None:
+            group.close()
+            if group.lost is not None:  # the engine's failure was the kill of _member_lost
+                err = MultiNodeError(group.lost)
         if self._stat_loggers is not None:
             self._stat_loggers.close()
         if self._openai is not None:
@@ -375,6 +419,9 @@ class TritonPythonModel:
             loop.call(self._drain(DRAIN_TIMEOUT_S), timeout=DRAIN_TIMEOUT_S + 5)
         finally:
             loop.stop(_shutdown_engine, timeout=ENGINE_STOP_TIMEOUT_S)
+            group: GroupLeader | None = getattr(self, "_group", None)
+            if group is not None:
+                group.close()  # after the engine: its workers exit on this
             self._runner.close()
             if self._stat_loggers is not None:
                 self._stat_loggers.close()
