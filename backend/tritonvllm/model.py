@@ -181,7 +181,10 @@ class TritonPythonModel:
 
         if not engine_args.disable_log_stats:
             self._loop.submit(log_stats_every(engine, envs.VLLM_LOG_STATS_INTERVAL))
-        freeze_loaded_heap()
+        frozen = freeze_loaded_heap()
+        self._log.log_info(
+            f"{_LOG_PREFIX} {self._name}: {frozen} objects of the loaded heap frozen"
+        )
 
     def _engine_args(self, version_dir: str, openai: bool) -> tuple[Any, dict[str, Any]]:
         """AsyncEngineArgs and the OpenAI server's arguments from ``<version_dir>/model.json``.

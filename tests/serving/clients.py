@@ -28,6 +28,14 @@ class GenerateError(Exception):
     """The server answered the request with an error."""
 
 
+def _error_message(response: requests.Response) -> str:
+    """The ``error`` of a JSON error answer, else its status and body."""
+    try:
+        return str(response.json()["error"])
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status_code}: {response.text}"
+
+
 def http_generate(http: str, body: dict[str, Any], model: str = MODEL) -> dict[str, Any]:
     """POST /v2/models/<model>/generate; raise GenerateError with the server's message."""
     response = requests.post(
@@ -69,6 +77,8 @@ def http_generate_events(
         stream=True,
         timeout=TIMEOUT_S,
     ) as response:
+        if response.status_code != 200:  # an error answer is JSON, not server-sent events
+            raise GenerateError(_error_message(response))
         for line in response.iter_lines(decode_unicode=True):
             if line and line.startswith("data:"):
                 event = json.loads(line[len("data:") :])

@@ -12,7 +12,13 @@ import pytest
 import requests
 import tritonclient.grpc as grpcclient
 
-from .clients import GenerateError, GrpcSession, http_generate, request_inputs
+from .clients import (
+    GenerateError,
+    GrpcSession,
+    http_generate,
+    http_generate_stream,
+    request_inputs,
+)
 from .conftest import START_TIMEOUT_S, Server, start_tritonserver, stop_tritonserver
 
 PROMPT = "The quick brown fox"
@@ -78,6 +84,16 @@ def test_values_vllm_rejects_are_invalid_arg_answered_at_once(
     assert answer.error and not answer.error.startswith("generation failed"), answer
     assert server.log.read_text().count("[tritonvllm] request ") == failures
     assert server.ready() and server.model_ready()
+
+
+def test_a_stream_refused_before_its_first_event_raises_the_servers_message(
+    server: Server,
+) -> None:
+    """Triton refuses a stream to an unknown model with a JSON error (no events): the test client
+    raises it rather than returning no events, which a caller would read as an empty answer."""
+    body = {"text_input": PROMPT, "stream": True}
+    with pytest.raises(GenerateError, match="no-such-model"):
+        http_generate_stream(server.http, body, model="no-such-model")
 
 
 def test_prompt_longer_than_the_model_gets_an_error(server: Server) -> None:

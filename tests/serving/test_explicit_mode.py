@@ -161,6 +161,16 @@ def test_the_engine_stats_are_logged_with_the_openai_port_off(
     )
 
 
+def test_the_loaded_heap_is_frozen_with_the_openai_port_off(
+    two_models: tuple[Server, subprocess.Popen[bytes]],
+) -> None:
+    """As vLLM's app does after start-up: full GC passes while serving skip the loaded heap."""
+    server, _ = two_models
+    log = server.log.read_text(errors="replace")
+    frozen = re.search(rf"{BYSTANDER}: (\d+) objects of the loaded heap frozen", log)
+    assert frozen is not None and int(frozen[1]) > 0
+
+
 def test_openai_settings_are_left_aside_with_the_port_off(
     two_models: tuple[Server, subprocess.Popen[bytes]],
 ) -> None:

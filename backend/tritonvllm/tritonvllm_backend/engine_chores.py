@@ -17,10 +17,12 @@ async def log_stats_every(engine: Any, seconds: float) -> None:
         await engine.do_log_stats()
 
 
-def freeze_loaded_heap() -> None:
+def freeze_loaded_heap() -> int:
     """Move everything allocated so far to the oldest generation and freeze it (vLLM's
-    ``freeze_gc_heap``); ``gc.unfreeze()`` at unload lets the engine be collected."""
+    ``freeze_gc_heap``); ``gc.unfreeze()`` at unload lets the engine be collected. Returns how
+    many objects are frozen."""
     gc.collect(0)
     gc.collect(1)
     gc.collect(2)
     gc.freeze()
+    return gc.get_freeze_count()
