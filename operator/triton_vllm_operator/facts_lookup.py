@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from .hub import FactsCache
 from .model_facts import ModelFacts, ModelFactsError
+from .placement import FactsQuery
 from .settings import Settings
-from .sized_placement import FactsQuery
 from .token_secret import ReadSecret, SecretUnreadable, TokenRef, token_of
 
 ModelKey = tuple[str, str]

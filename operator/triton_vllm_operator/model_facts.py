@@ -91,6 +91,13 @@ class ModelFacts:
     # Multi-head latent attention (DeepSeek): each layer caches one latent vector of this size
     # per token (kv_lora_rank + qk_rope_head_dim) instead of K and V per KV head.
     kv_latent_dim: int | None = None
+    # Layers that do not cache every token: sliding-window attention layers keep the last
+    # `sliding_window` tokens; state layers (Mamba, linear attention) keep a fixed state of
+    # `state_elements` per sequence, split over the tensor-parallel GPUs.
+    sliding_window: int | None = None
+    sliding_layers: int = 0
+    state_layers: int = 0
+    state_elements: int = 0
 
     @property
     def name(self) -> str:
@@ -109,13 +116,19 @@ class ModelFacts:
     def weights_gib(self) -> float | None:
         return self.weights_bytes / GIB if self.weights_bytes is not None else None
 
+    @property
+    def full_attention_layers(self) -> int:
+        """The layers whose KV cache grows with every token of a sequence."""
+        return self.layers - self.sliding_layers - self.state_layers
+
     def kv_bytes_per_token(self, dtype_bytes: int | None = None) -> int:
-        """KV cache bytes per token, whole model: 2 x layers x kv_heads x head_dim x bytes
-        (layers x latent size x bytes with latent attention)."""
+        """KV cache bytes per token of a long sequence, whole model, full-attention layers:
+        2 x layers x kv_heads x head_dim x bytes (layers x latent size x bytes with latent
+        attention)."""
         size = dtype_bytes if dtype_bytes is not None else DTYPE_BYTES.get(self.dtype or "", 2)
         if self.kv_latent_dim:
-            return self.layers * self.kv_latent_dim * size
-        return 2 * self.layers * self.kv_heads * self.head_dim * size
+            return self.full_attention_layers * self.kv_latent_dim * size
+        return 2 * self.full_attention_layers * self.kv_heads * self.head_dim * size
 
 
 def status_of(facts: ModelFacts) -> ModelStatus:
@@ -185,6 +198,71 @@ def _dtype(config: Mapping[str, Any], text: Mapping[str, Any]) -> str | None:
     return None
 
 
+# Per layer, what a config's layer type caches: every token, a window, or a fixed state.
+FULL, SLIDING, STATE = "full", "sliding", "state"
+LAYER_TYPES = {
+    "full_attention": FULL,
+    "attention": FULL,
+    "sliding_attention": SLIDING,
+    "linear_attention": STATE,
+    "mamba": STATE,
+    "mamba2": STATE,
+    "hybrid": STATE,
+}
+# Models whose configs leave their sliding-window pattern to the library's default: every n-th
+# layer is full attention, the others slide.
+SLIDING_PATTERNS = {"gemma2": 2, "gemma3_text": 6, "gemma3": 6}
+
+
+def _layer_kinds(text: Mapping[str, Any], layers: int) -> tuple[str, ...]:
+    """FULL, SLIDING or STATE for each layer, from the config's own words for them."""
+    listed = text.get("layer_types") or text.get("layers_block_type")
+    if isinstance(listed, list) and len(listed) == layers:
+        return tuple(LAYER_TYPES.get(str(kind), FULL) for kind in listed)
+    period = _first_int(text, "attn_layer_period")  # Jamba: one attention layer per period
+    if period:
+        offset = text.get("attn_layer_offset") or 0
+        return tuple(FULL if i % period == offset else STATE for i in range(layers))
+    interval = _first_int(text, "full_attention_interval")  # Qwen3-Next: linear attention between
+    if interval:
+        return tuple(FULL if (i + 1) % interval == 0 else STATE for i in range(layers))
+    window = _first_int(text, "sliding_window")
+    if window is None or text.get("use_sliding_window") is False:
+        return (FULL,) * layers
+    pattern = _first_int(text, "sliding_window_pattern") or SLIDING_PATTERNS.get(
+        str(text.get("model_type"))
+    )
+    if pattern:
+        return tuple(FULL if (i + 1) % pattern == 0 else SLIDING for i in range(layers))
+    return (SLIDING,) * layers  # Mistral 7B v0.1: every layer slides
+
+
+def _state_elements(text: Mapping[str, Any]) -> int:
+    """Elements of one state layer's fixed state per sequence (convolution + recurrent state),
+    as vLLM shapes it, before the split over tensor-parallel GPUs; 0 when the config lacks them."""
+    linear_k = _first_int(text, "linear_num_key_heads")
+    linear_v = _first_int(text, "linear_num_value_heads")
+    if linear_k and linear_v:  # gated delta net (Qwen3-Next)
+        key_dim = _first_int(text, "linear_key_head_dim") or 0
+        value_dim = _first_int(text, "linear_value_head_dim") or 0
+        kernel = _first_int(text, "linear_conv_kernel_dim") or 4
+        conv = (2 * linear_k * key_dim + linear_v * value_dim) * (kernel - 1)
+        return conv + linear_v * value_dim * key_dim
+    state = _first_int(text, "mamba_d_state", "ssm_state_size", "state_size") or 0
+    kernel = _first_int(text, "mamba_d_conv", "conv_kernel", "mamba_conv_kernel") or 4
+    heads = _first_int(text, "mamba_n_heads")
+    if heads:  # Mamba2: heads x head_dim x state, groups of B and C in the convolution
+        head_dim = _first_int(text, "mamba_head_dim") or 0
+        groups = _first_int(text, "mamba_n_groups", "n_groups") or 1
+        inner = heads * head_dim
+        return (inner + 2 * groups * state) * (kernel - 1) + heads * head_dim * state
+    hidden = _first_int(text, "hidden_size") or 0
+    inner = _first_int(text, "mamba_intermediate_size") or (
+        (_first_int(text, "mamba_expand", "expand") or 2) * hidden
+    )
+    return inner * (kernel - 1) + inner * state  # Mamba1 (Jamba)
+
+
 def parse_config(config: Mapping[str, Any], source: str) -> ModelFacts:
     """The architecture facts of a config.json; weights are added from the index or headers."""
     text = _text_config(config)
@@ -210,6 +288,7 @@ def parse_config(config: Mapping[str, Any], source: str) -> ModelFacts:
             f"{source}: config.json has neither head_dim nor hidden_size.",
         )
     architectures = config.get("architectures")
+    kinds = _layer_kinds(text, layers)
     latent = _first_int(text, "kv_lora_rank")
     quantization = config.get("quantization_config") or text.get("quantization_config")
     return ModelFacts(
@@ -233,6 +312,10 @@ def parse_config(config: Mapping[str, Any], source: str) -> ModelFacts:
         quantization=str(quantization.get("quant_method"))
         if isinstance(quantization, Mapping) and quantization.get("quant_method")
         else None,
+        sliding_window=_first_int(text, "sliding_window") if SLIDING in kinds else None,
+        sliding_layers=kinds.count(SLIDING),
+        state_layers=kinds.count(STATE),
+        state_elements=_state_elements(text) if STATE in kinds else 0,
     )
 
 

@@ -7,8 +7,7 @@ from typing import Any
 
 from .conditions import READY, SCHEDULED, Verdict
 from .observed import Observed
-from .placement import Placement, Unplaceable
-from .placing import Placed
+from .placement import Placed, Placement, Unplaceable
 
 
 def refused_pods(deployment: Mapping[str, Any] | None) -> Verdict | None:

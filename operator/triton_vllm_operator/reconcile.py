@@ -32,12 +32,10 @@ from .downloads import downloading, progress_job
 from .lora import adapter_events
 from .model_facts import ModelFactsError
 from .observed import Key, Observed, OwnPod
-from .placement import Unplaceable
-from .placing import sticky
+from .placement import FactsQuery, Unplaceable, facts_query, sticky
 from .readiness import caching, scheduled, serving_before, unplaced
 from .render.manifests import CONFIG_HASH_ANNOTATION, endpoint, endpoints, selector_labels
 from .settings import Settings
-from .sized_placement import FactsQuery, facts_query
 from .validation import SpecError, check_model, parse_model
 
 __all__ = [

@@ -81,8 +81,8 @@ def test_tp_that_fits_no_node_renders_pending_pods_and_warns_naming_the_node(
     nodes = write(tmp_path, "n.yaml", [gpu_node("h", 8, H100)])
     assert main(["render", model, "--nodes", nodes]) == 0
     out, err = capsys.readouterr()
-    assert "warning: NoNodeFits" in err
-    assert "largest GPU node is h (8 x NVIDIA-H100-80GB-HBM3" in err
+    assert "warning: NotEnoughGPUs" in err
+    assert "On h (8 x NVIDIA-H100-80GB-HBM3, 79 GiB each, 8 free): 8 GPUs < the 16 GPUs" in err
     deployment = next(d for d in yaml.safe_load_all(out) if d["kind"] == "Deployment")
     limits = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert limits["nvidia.com/gpu"] == 16

@@ -15,9 +15,9 @@ from pydantic import ValidationError
 from tests.unit.builders import model
 from tests.unit.test_lora_prefetch import make_adapter_repo
 from triton_vllm_operator.__main__ import main
-from triton_vllm_operator.placement import Placement
+from triton_vllm_operator.placement import Placement, placement_digest
 from triton_vllm_operator.render import model_repository_files
-from triton_vllm_operator.render.manifests import placement_digest, render_all
+from triton_vllm_operator.render.manifests import render_all
 from triton_vllm_operator.settings import Settings
 
 ADAPTERS = [{"name": "sql", "path": "/cache/adapters/sql"}, {"name": "chat", "repo": "acme/chat"}]

@@ -7,7 +7,13 @@ from typing import Any
 import pytest
 
 from tests.unit.builders import A10G, H100, L4, gpu_node, gpu_pod, model
-from triton_vllm_operator.placement import Placement, Unplaceable, inventory, place
+from triton_vllm_operator.placement import (
+    BELOW_ESTIMATE,
+    Placement,
+    Unplaceable,
+    inventory,
+    place_by_size,
+)
 
 MIXED_POOL = [
     gpu_node("gpu-h100-0", 8, H100),
@@ -20,7 +26,7 @@ MIXED_POOL = [
 
 def resolve(nodes: list[dict[str, Any]], pods: list[dict[str, Any]] | None = None, **spec: Any):
     m = model(**spec)
-    return place(m.spec, inventory(m.spec, nodes, pods or []))
+    return place_by_size(m.spec, inventory(m.spec, nodes, pods or []))
 
 
 @pytest.mark.parametrize(
@@ -77,10 +83,12 @@ def test_placement_table(spec: dict[str, Any], tp: int | None, nodes: tuple[str,
 def test_tp16_is_unplaceable_and_names_the_largest_node() -> None:
     result = resolve(MIXED_POOL, tensorParallelSize=16)
     assert isinstance(result, Unplaceable)
-    assert result.reason == "NoNodeFits"
-    assert "tensorParallelSize=16" in result.message
-    assert "gpu-h100-0 (8 x NVIDIA-H100-80GB-HBM3, 79 GiB each, 8 free)" in result.message
+    assert result.reason == "NotEnoughGPUs"
+    assert result.message.startswith(
+        "On gpu-h100-0 (8 x NVIDIA-H100-80GB-HBM3, 79 GiB each, 8 free): 8 GPUs < the 16 GPUs"
+    )
     assert "lower spec.tensorParallelSize" in result.message
+    assert "gpu-l4-0: 1 GPUs < the 16 GPUs a pod needs" in result.message
 
 
 def test_tp16_fits_once_a_16_gpu_node_joins() -> None:
@@ -110,14 +118,23 @@ def test_a_product_only_a_cordoned_node_has_is_not_said_missing() -> None:
 def test_weights_too_big_for_any_node() -> None:
     result = resolve(MIXED_POOL, modelSizeGiB=800)
     assert isinstance(result, Unplaceable)
-    assert "for 800 GiB of weights" in result.message
-    assert "gpu-h100-0: needs 16 GPUs of 79 GiB, has 8" in result.message
+    assert result.reason == "InsufficientGPUMemory"
+    assert result.message.startswith(
+        "On gpu-h100-0 (8 x NVIDIA-H100-80GB-HBM3, 79 GiB each, 8 free): 800 GiB of weights need "
+        "16 GPUs of 79 GiB, the node has 8 (637 GiB)."
+    )
+    assert "gpu-l4-0: 800 GiB of weights need 64 GPUs of 22 GiB" in result.message
 
 
-def test_explicit_tp_too_small_for_the_weights() -> None:
+def test_explicit_tp_too_small_for_the_weights_is_placed_with_a_warning() -> None:
     result = resolve(MIXED_POOL, tensorParallelSize=1, modelSizeGiB=140)
-    assert isinstance(result, Unplaceable)
-    assert "too little for 140 GiB of weights" in result.message
+    assert isinstance(result, Placement)
+    assert result.min_memory_mib is None  # no floor the user did not ask for
+    assert result.warning is not None and result.warning.reason == BELOW_ESTIMATE
+    assert "1 x 79 GiB is too little for 140 GiB of weights" in result.warning.message
+    assert result.warning.message in result.message
+    # Every node could be asked: the largest GPUs first.
+    assert result.preferred_products == ("NVIDIA-H100-80GB-HBM3", "NVIDIA-A10G", "NVIDIA-L4")
 
 
 @pytest.mark.parametrize(

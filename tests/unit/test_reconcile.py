@@ -163,7 +163,7 @@ def test_explicit_tp_with_no_node_that_fits_still_renders_pods_for_an_autoscaler
     assert [m["kind"] for m in plan.apply] == ["ConfigMap", "Deployment", "Service"]
     gpus = plan.apply[1]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert gpus["nvidia.com/gpu"] == 16
-    assert conditions(plan.status)["Scheduled"] == ("False", "NoNodeFits")
+    assert conditions(plan.status)["Scheduled"] == ("False", "NotEnoughGPUs")
     assert "wait for such a node" in message(plan.status, "Scheduled")
     # Once the pod exists, the scheduler's own verdict is reported.
     pending = OwnPod(

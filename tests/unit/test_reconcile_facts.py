@@ -14,6 +14,7 @@ from tests.unit.test_reconcile import NOW, conditions, empty, message, stored, w
 from triton_vllm_operator.facts_lookup import FactsLookup
 from triton_vllm_operator.hub import ModelNotFound, NeedsToken
 from triton_vllm_operator.model_facts import ModelFacts, ModelFactsError, facts_from_dir
+from triton_vllm_operator.placement import FactsQuery
 from triton_vllm_operator.reconcile import (
     Observed,
     OwnPod,
@@ -24,7 +25,6 @@ from triton_vllm_operator.reconcile import (
 )
 from triton_vllm_operator.render.prefetch import PROGRESS_SECONDS
 from triton_vllm_operator.settings import Settings
-from triton_vllm_operator.sized_placement import FactsQuery
 
 SETTINGS = Settings()
 QWEN = "Qwen/Qwen2.5-0.5B-Instruct"
@@ -106,7 +106,7 @@ def test_a_max_model_len_above_the_models_own_context_is_not_accepted(
     assert "at most 32768" in message(result.status, "Accepted")
 
 
-def test_an_explicit_size_no_node_fits_renders_pods_pinned_to_gpus_large_enough(
+def test_an_explicit_size_the_estimate_rejects_is_rendered_as_asked_with_a_warning(
     facts: dict[str, ModelFacts],
 ) -> None:
     l4_only = [gpu_node("gpu-l4-0", 1, L4)]
@@ -114,10 +114,13 @@ def test_an_explicit_size_no_node_fits_renders_pods_pinned_to_gpus_large_enough(
         model_dict(model=LLAMA, tensorParallelSize=1), empty(nodes=l4_only, facts=facts[LLAMA])
     )
     assert gpu_limit(result) == 1
-    assert conditions(result.status)["Scheduled"][0] == "False"
+    assert conditions(result.status)["Scheduled"] == ("True", "Placed")
+    text = message(result.status, "Scheduled")
+    assert "tensorParallelSize=1 is used as set, though the memory estimate" in text
+    assert "largest max_model_len that fits is 26624" in text
     deployment = next(m for m in result.apply if m["kind"] == "Deployment")
-    affinity = str(deployment["spec"]["template"]["spec"]["affinity"])
-    assert "nvidia.com/gpu.memory" in affinity
+    affinity = str(deployment["spec"]["template"]["spec"].get("affinity"))
+    assert "nvidia.com/gpu.memory" not in affinity  # no floor the user did not ask for
 
 
 @pytest.mark.parametrize(

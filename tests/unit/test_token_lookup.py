@@ -20,9 +20,9 @@ from tests.unit.test_reconcile import NOW, conditions, empty, message
 from triton_vllm_operator.facts_lookup import FactsLookup
 from triton_vllm_operator.hub import FactsCache
 from triton_vllm_operator.model_facts import ModelFacts, ModelFactsError
+from triton_vllm_operator.placement import FactsQuery
 from triton_vllm_operator.reconcile import needs_facts, plan_reconcile
 from triton_vllm_operator.settings import Settings
-from triton_vllm_operator.sized_placement import FactsQuery
 from triton_vllm_operator.token_secret import SecretUnreadable, TokenRef, token_of
 
 GATED = "acme/tiny-gated"

@@ -8,7 +8,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..api import API_VERSION, KIND, TritonVLLMModel, fixed_replicas, most_replicas
-from ..placement import MEMORY_LABEL, PRODUCT_LABEL, Placement, gpus_per_pod, pod_tolerations
+from ..placement import (
+    MEMORY_LABEL,
+    PLACEMENT_ANNOTATION,
+    PRODUCT_LABEL,
+    Placement,
+    gpus_per_pod,
+    placement_digest,
+    pod_tolerations,
+    preferred_terms,
+)
 from ..settings import Settings
 from .model_files import (
     CONFIG_FILE,
@@ -24,9 +33,8 @@ from .model_files import (
 MANAGED_BY = "triton-vllm-operator"
 MODEL_LABEL = "tritonvllm.io/model"
 CONFIG_HASH_ANNOTATION = "tritonvllm.io/config-hash"
-# On the Deployment: the placement it was rendered for (kept until the spec changes), and a
-# digest of its pod template (the rollout strategy is chosen only when the template changes).
-PLACEMENT_ANNOTATION = "tritonvllm.io/placement"
+# On the Deployment (beside the placement it was rendered for, PLACEMENT_ANNOTATION): a digest of
+# its pod template (the rollout strategy is chosen only when the template changes).
 TEMPLATE_HASH_ANNOTATION = "tritonvllm.io/template-hash"
 # On a Deployment: the spec.replicas the operator last applied (absent when it leaves them out).
 REPLICAS_ANNOTATION = "tritonvllm.io/applied-replicas"
@@ -99,16 +107,6 @@ def digest(value: Any) -> str:
     """A short, stable digest of a JSON-able value."""
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def placement_digest(model: TritonVLLMModel) -> str:
-    """What a placement depends on: the whole spec but the replica count, its autoscaler and the
-    LoRA adapters (their list changes no pod)."""
-    spec = model.spec.model_dump(by_alias=True, exclude={"replicas", "autoscaling"}, mode="json")
-    lora = spec.pop("lora")
-    if lora is not None:
-        spec["lora"] = {k: v for k, v in lora.items() if k != "adapters"}
-    return digest(spec)
 
 
 def endpoint(model: TritonVLLMModel) -> str:
@@ -225,6 +223,12 @@ def _affinity(model: TritonVLLMModel, placement: Placement) -> dict[str, Any]:
         node_affinity["requiredDuringSchedulingIgnoredDuringExecution"] = {
             "nodeSelectorTerms": terms
         }
+    # Bin-packing: the smallest GPU class that fits first, after the user's own preferences.
+    preferred = preferred_terms(placement.preferred_products)
+    if preferred:
+        node_affinity = affinity.setdefault("nodeAffinity", {})
+        key = "preferredDuringSchedulingIgnoredDuringExecution"
+        node_affinity[key] = [*node_affinity.get(key, []), *preferred]
     return affinity
 
 

@@ -10,9 +10,8 @@ import pytest
 from tests.unit.builders import A10G, H100, L4, gpu_node, model
 from tests.unit.model_dirs import snapshot
 from triton_vllm_operator.model_facts import ModelFacts, facts_from_dir
-from triton_vllm_operator.placement import Placement, Unplaceable, inventory
-from triton_vllm_operator.sized_placement import place_by_facts
-from triton_vllm_operator.sizing import EngineLimits
+from triton_vllm_operator.placement import Placement, Unplaceable, inventory, memory_plan
+from triton_vllm_operator.placement import place as place_on
 
 POOL = [
     gpu_node("gpu-h100-0", 8, H100),
@@ -33,8 +32,7 @@ def facts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModelFacts]:
 
 def place(facts: ModelFacts, nodes: list[dict[str, Any]] = POOL, **spec: Any) -> Any:
     m = model(**spec)
-    limits = EngineLimits.from_engine_args(m.spec.engine_args)
-    return place_by_facts(m.spec, facts, limits, inventory(m.spec, nodes, []))
+    return place_on(m.spec, memory_plan(m.spec, facts), inventory(m.spec, nodes, [])).fresh
 
 
 @pytest.mark.parametrize(
@@ -45,18 +43,18 @@ def place(facts: ModelFacts, nodes: list[dict[str, Any]] = POOL, **spec: Any) ->
             {},
             1,
             ("gpu-a10g-0", "gpu-h100-0", "gpu-h100-1", "gpu-l4-0"),
-            23028,
+            3750,
         ),
-        ("Llama-3.1-8B", {}, 1, ("gpu-h100-0", "gpu-h100-1"), 81559),
+        ("Llama-3.1-8B", {}, 1, ("gpu-h100-0", "gpu-h100-1"), 37499),
         (
             "Llama-3.1-8B",
             {"engineArgs": {"max_model_len": 16384}},
             1,
             ("gpu-a10g-0", "gpu-h100-0", "gpu-h100-1", "gpu-l4-0"),
-            23028,
+            21570,
         ),
-        ("Llama-3.1-8B", {"gpu": {"product": "NVIDIA-A10G"}}, 2, ("gpu-a10g-0",), 23028),
-        ("Llama-3.1-70B-Instruct", {}, 4, ("gpu-h100-0", "gpu-h100-1"), 81559),
+        ("Llama-3.1-8B", {"gpu": {"product": "NVIDIA-A10G"}}, 2, ("gpu-a10g-0",), 19887),
+        ("Llama-3.1-70B-Instruct", {}, 4, ("gpu-h100-0", "gpu-h100-1"), 51035),
     ],
     ids=["0.5b-anywhere", "8b-128k-on-h100", "8b-16k-anywhere", "8b-on-a10g-pair", "70b"],
 )

@@ -1,4 +1,5 @@
-"""Tensor parallelism and max_model_len sized from real model configs: table tests."""
+"""The memory plan by a model's facts: tensor parallelism and max_model_len sized from real
+model configs, table tests."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.unit.builders import model
 from tests.unit.model_dirs import snapshot
 from triton_vllm_operator.model_facts import (
     GIB,
@@ -15,26 +17,37 @@ from triton_vllm_operator.model_facts import (
     parse_config,
     with_size_hint,
 )
-from triton_vllm_operator.sizing import (
+from triton_vllm_operator.placement import (
     EngineArgError,
     EngineLimits,
     GPUs,
     Refusal,
     Sized,
-    check_max_model_len,
-    check_tensor_parallel_size,
-    choose_tensor_parallel_size,
-    kv_heads_per_gpu,
-    largest_max_model_len,
-    plan_memory,
-    valid_tensor_parallel_sizes,
+    memory_plan,
 )
+from triton_vllm_operator.placement.budget import GPUBudget
+from triton_vllm_operator.placement.by_facts import FactsPlan
+from triton_vllm_operator.placement.by_size import UnsizedPlan
+from triton_vllm_operator.placement.kv_cache import kv_heads_per_gpu
+from triton_vllm_operator.placement.split import valid_tensor_parallel_sizes
 
 # nvidia.com/gpu.memory labels (MiB) that GPU Feature Discovery reports.
 L4 = GPUs.from_mib(1, 23034, "NVIDIA-L4")
 H100_X8 = GPUs.from_mib(8, 81559, "NVIDIA-H100-80GB-HBM3")
 H200_X8 = GPUs.from_mib(8, 143771, "NVIDIA-H200")
 A10G_X4 = GPUs.from_mib(4, 23028, "NVIDIA-A10G")
+
+
+def choose(facts: ModelFacts, limits: EngineLimits, gpus: GPUs) -> Sized | Refusal:
+    return FactsPlan(facts, limits).choose(gpus)
+
+
+def fit(facts: ModelFacts, limits: EngineLimits, gpus: GPUs, tp: int) -> Sized | Refusal:
+    return FactsPlan(facts, limits).fit(gpus, tp)
+
+
+def budget(facts: ModelFacts, limits: EngineLimits, gpus: GPUs, tp: int, length: int) -> GPUBudget:
+    return FactsPlan(facts, limits).budget(gpus, tp, length)
 
 
 @pytest.fixture(scope="module")
@@ -73,29 +86,28 @@ AUTO_TABLE = [
 def test_auto_picks_the_smallest_tensor_parallel_size_that_fits(
     facts: dict[str, ModelFacts], name: str, gpus: GPUs, engine_args: dict[str, Any], tp: int
 ) -> None:
-    result = choose_tensor_parallel_size(
-        facts[name], EngineLimits.from_engine_args(engine_args), gpus
-    )
+    result = choose(facts[name], EngineLimits.from_engine_args(engine_args), gpus)
     assert isinstance(result, Sized), result
     assert result.tensor_parallel_size == tp
-    assert result.plan.fits
+    assert result.budget is not None and result.budget.fits
     assert f"{name} at tensorParallelSize={tp} fits" in result.message
 
 
 def test_a_half_billion_model_takes_one_gpu_of_an_eight_gpu_node(
     facts: dict[str, ModelFacts],
 ) -> None:
-    result = choose_tensor_parallel_size(facts["Qwen2.5-0.5B-Instruct"], EngineLimits(), H200_X8)
+    result = choose(facts["Qwen2.5-0.5B-Instruct"], EngineLimits(), H200_X8)
     assert isinstance(result, Sized)
     assert result.tensor_parallel_size == 1
-    assert result.max_model_len == 32768  # the model's own context
+    assert result.budget is not None
+    assert result.budget.max_model_len == 32768  # the model's own context
 
 
 def test_8b_fits_one_l4_with_a_shorter_context_but_not_at_128k(
     facts: dict[str, ModelFacts],
 ) -> None:
     llama = facts["Llama-3.1-8B"]
-    refused = choose_tensor_parallel_size(llama, EngineLimits(), L4)
+    refused = choose(llama, EngineLimits(), L4)
     assert isinstance(refused, Refusal)
     assert refused.reason == "MaxModelLenTooLong"
     # 22.5 GiB x 0.9 = 20.2 GiB; weights 15.0 + overhead 2.0 leave 3.2 GiB of KV at 128 KiB/token.
@@ -106,18 +118,19 @@ def test_8b_fits_one_l4_with_a_shorter_context_but_not_at_128k(
     )
     assert "set spec.engineArgs.max_model_len to at most 26624" in refused.message
 
-    fits = check_max_model_len(llama, EngineLimits(max_model_len=26624), L4, 1)
+    fits = fit(llama, EngineLimits(max_model_len=26624), L4, 1)
     assert isinstance(fits, Sized)
-    longer = check_max_model_len(llama, EngineLimits(max_model_len=26624 + 1024), L4, 1)
+    longer = fit(llama, EngineLimits(max_model_len=26624 + 1024), L4, 1)
     assert isinstance(longer, Refusal)
     assert longer.largest_max_model_len == 26624
 
 
 def test_70b_bf16_on_80gb_gpus_takes_four(facts: dict[str, ModelFacts]) -> None:
-    result = choose_tensor_parallel_size(facts["Llama-3.1-70B-Instruct"], EngineLimits(), H100_X8)
+    result = choose(facts["Llama-3.1-70B-Instruct"], EngineLimits(), H100_X8)
     assert isinstance(result, Sized)
     assert result.tensor_parallel_size == 4
-    plan = result.plan
+    plan = result.budget
+    assert plan is not None
     assert plan.weights_bytes == 141_107_412_992 // 4
     assert plan.kv_bytes_per_token == 2 * 80 * (8 // 4) * 128 * 2  # KV heads split 4 ways
     assert "per GPU 32.9 GiB of weights + 10.0 GiB of KV cache" in result.message
@@ -126,7 +139,7 @@ def test_70b_bf16_on_80gb_gpus_takes_four(facts: dict[str, ModelFacts]) -> None:
 def test_tensor_parallel_size_that_does_not_divide_the_heads_is_refused_with_the_sizes_that_do(
     facts: dict[str, ModelFacts],
 ) -> None:
-    result = check_tensor_parallel_size(facts["Qwen2.5-0.5B-Instruct"], EngineLimits(), H200_X8, 3)
+    result = fit(facts["Qwen2.5-0.5B-Instruct"], EngineLimits(), H200_X8, 3)
     assert isinstance(result, Refusal)
     assert result.reason == "TensorParallelSizeInvalid"
     assert result.message == (
@@ -147,7 +160,7 @@ def test_tensor_parallel_size_that_does_not_divide_the_heads_is_refused_with_the
 def test_divisors_of_the_heads_that_vllm_still_cannot_use_are_refused(
     facts: dict[str, ModelFacts], tp: int, why: str
 ) -> None:
-    result = check_tensor_parallel_size(facts["Qwen2.5-0.5B-Instruct"], EngineLimits(), H200_X8, tp)
+    result = fit(facts["Qwen2.5-0.5B-Instruct"], EngineLimits(), H200_X8, tp)
     assert isinstance(result, Refusal)
     assert why in result.message
 
@@ -168,7 +181,7 @@ def test_valid_sizes(facts: dict[str, ModelFacts], name: str, sizes: tuple[int, 
 def test_kv_heads_are_replicated_once_tp_exceeds_them(facts: dict[str, ModelFacts]) -> None:
     llama = facts["Llama-3.1-8B"]  # 8 KV heads
     assert [kv_heads_per_gpu(llama, tp) for tp in (1, 2, 4, 8, 16, 32)] == [8, 4, 2, 1, 1, 1]
-    at16 = plan_memory(llama, EngineLimits(), H100_X8, 16, 1)
+    at16 = budget(llama, EngineLimits(), H100_X8, 16, 1)
     assert at16.kv_bytes_per_token == 2 * 32 * 1 * 128 * 2
 
 
@@ -192,14 +205,14 @@ def test_latent_attention_caches_one_latent_per_layer_on_every_gpu() -> None:
     )
     assert deepseek.kv_bytes_per_token() == 61 * (512 + 64) * 2
     for tp in (1, 8):
-        plan = plan_memory(with_size_hint(deepseek, 600), EngineLimits(), H200_X8, tp, 1)
+        plan = budget(with_size_hint(deepseek, 600), EngineLimits(), H200_X8, tp, 1)
         assert plan.kv_bytes_per_token == 61 * 576 * 2  # not divided by TP
 
 
 def test_explicit_size_too_small_for_the_weights_names_the_sizes_that_fit(
     facts: dict[str, ModelFacts],
 ) -> None:
-    result = check_tensor_parallel_size(facts["Llama-3.1-70B-Instruct"], EngineLimits(), H100_X8, 1)
+    result = fit(facts["Llama-3.1-70B-Instruct"], EngineLimits(), H100_X8, 1)
     assert isinstance(result, Refusal)
     assert result.reason == "InsufficientGPUMemory"
     assert "per GPU 131.4 GiB of weights" in result.message
@@ -212,7 +225,7 @@ def test_explicit_size_too_small_for_the_weights_names_the_sizes_that_fit(
 def test_explicit_size_whose_kv_cache_does_not_fit_gives_both_ways_out(
     facts: dict[str, ModelFacts],
 ) -> None:
-    result = check_tensor_parallel_size(facts["Llama-3.1-70B-Instruct"], EngineLimits(), H100_X8, 2)
+    result = fit(facts["Llama-3.1-70B-Instruct"], EngineLimits(), H100_X8, 2)
     assert isinstance(result, Refusal)
     assert result.reason == "MaxModelLenTooLong"
     assert result.largest_max_model_len == 25600
@@ -221,14 +234,14 @@ def test_explicit_size_whose_kv_cache_does_not_fit_gives_both_ways_out(
 
 
 def test_explicit_size_above_the_nodes_gpus(facts: dict[str, ModelFacts]) -> None:
-    result = check_tensor_parallel_size(facts["Llama-3.1-8B"], EngineLimits(), L4, 2)
+    result = fit(facts["Llama-3.1-8B"], EngineLimits(), L4, 2)
     assert isinstance(result, Refusal)
     assert result.reason == "NotEnoughGPUs"
     assert "the node has 1 x NVIDIA-L4 (22.5 GiB each)" in result.message
 
 
 def test_model_too_large_for_any_size_on_the_node(facts: dict[str, ModelFacts]) -> None:
-    result = choose_tensor_parallel_size(facts["Llama-3.1-70B-Instruct"], EngineLimits(), A10G_X4)
+    result = choose(facts["Llama-3.1-70B-Instruct"], EngineLimits(), A10G_X4)
     assert isinstance(result, Refusal)
     assert result.reason == "ModelTooLarge"
     assert "131.4 GiB of weights" in result.message
@@ -238,9 +251,7 @@ def test_model_too_large_for_any_size_on_the_node(facts: dict[str, ModelFacts]) 
 def test_max_model_len_above_the_models_own_context_is_refused(
     facts: dict[str, ModelFacts],
 ) -> None:
-    result = check_max_model_len(
-        facts["Mistral-7B-v0.3"], EngineLimits(max_model_len=65536), H100_X8, 1
-    )
+    result = fit(facts["Mistral-7B-v0.3"], EngineLimits(max_model_len=65536), H100_X8, 1)
     assert isinstance(result, Refusal)
     assert result.reason == "MaxModelLenAboveModel"
     assert "above the 32768 tokens Mistral-7B-v0.3 takes" in result.message
@@ -258,33 +269,32 @@ def test_engine_args_move_the_longest_context_one_l4_holds(
     facts: dict[str, ModelFacts], engine_args: dict[str, Any], largest: int
 ) -> None:
     limits = EngineLimits.from_engine_args(engine_args)
-    assert largest_max_model_len(facts["Llama-3.1-8B"], limits, L4, 1) == largest
+    assert FactsPlan(facts["Llama-3.1-8B"], limits).largest_max_model_len(L4, 1) == largest
 
 
 def test_float32_dtype_doubles_the_weights(facts: dict[str, ModelFacts]) -> None:
     limits = EngineLimits.from_engine_args({"dtype": "float32", "max_model_len": 4096})
-    plan = plan_memory(facts["Llama-3.1-8B"], limits, H100_X8, 1, 4096)
+    plan = budget(facts["Llama-3.1-8B"], limits, H100_X8, 1, 4096)
     assert plan.weights_bytes == 8_030_261_248 * 4
 
 
 def test_model_without_context_or_size_asks_for_them(facts: dict[str, ModelFacts]) -> None:
     gemma = facts["gemma-3-27b-it"]
-    first = choose_tensor_parallel_size(gemma, EngineLimits(), H100_X8)
+    unsized = memory_plan(model(model="google/gemma-3-27b-it").spec, gemma)
+    assert isinstance(unsized, UnsizedPlan) and unsized.reason == "ModelSizeUnknown"
+    assert "set spec.modelSizeGiB" in unsized.message
+    sized_gemma = with_size_hint(gemma, 55)  # spec.modelSizeGiB stands in for the weights
+    first = choose(sized_gemma, EngineLimits(), H100_X8)
     assert isinstance(first, Refusal)
     assert first.reason == "MaxModelLenUnknown"
     assert "set spec.engineArgs.max_model_len" in first.message
-    limits = EngineLimits(max_model_len=32768)
-    second = choose_tensor_parallel_size(gemma, limits, H100_X8)
-    assert isinstance(second, Refusal)
-    assert second.reason == "ModelSizeUnknown"
-    assert "set spec.modelSizeGiB" in second.message
-    # spec.modelSizeGiB stands in for the weights; 62 layers x 16 KV heads of 128 make a 32k
-    # sequence 15.5 GiB of KV cache (sliding-window layers counted in full), so 55 + 15.5 + 2
-    # is just over one H100's 71.7 usable GiB.
-    sized = choose_tensor_parallel_size(with_size_hint(gemma, 55), limits, H100_X8)
+    # 10 full-attention layers x 16 KV heads of 128 make a 32k sequence 2.5 GiB of KV cache, the
+    # 52 sliding-window layers 6.9 GiB (their 1024-token window plus a 16384-token batch):
+    # 55 + 9.4 + 2 fits one H100's 71.7 usable GiB (counted in full, 15.5 GiB, it would not).
+    sized = choose(sized_gemma, EngineLimits(max_model_len=32768), H100_X8)
     assert isinstance(sized, Sized)
-    assert sized.tensor_parallel_size == 2
-    assert sized.plan.weights_bytes == 55 * GIB // 2
+    assert sized.tensor_parallel_size == 1
+    assert sized.budget is not None and sized.budget.weights_bytes == 55 * GIB
 
 
 @pytest.mark.parametrize(

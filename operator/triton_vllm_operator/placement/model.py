@@ -1,0 +1,174 @@
+"""A model placed this pass: its facts (or spec.modelSizeGiB) as a memory plan, the nodes, and
+the placement its live Deployment records; the Hub lookup a spec asks for; the ModelFacts
+condition; and the offline `render --model DIR` placement."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..api import TritonVLLMModel, TritonVLLMModelSpec
+from ..model_facts import ModelFacts, ModelFactsError, facts_from_dir, with_size_hint
+from ..settings import Settings
+from ..validation import SpecError
+from .by_facts import FactsPlan
+from .engine import EngineArgError, EngineLimits, pipeline_parallel_size
+from .inventory import NodeGPUs, inventory
+from .memory import memory_plan
+from .place import Placed, Placement, Unplaceable, place
+from .split import check_split, split_problem, valid_tensor_parallel_sizes
+from .sticky import sticky
+
+if TYPE_CHECKING:
+    from ..conditions import Verdict
+
+
+@dataclass(frozen=True)
+class FactsQuery:
+    """Where the control loop looks a model's facts up."""
+
+    repo: str
+    revision: str | None
+    endpoint: str | None
+    token_secret: tuple[str, str] | None = None  # (name, key) of spec.storage.hfTokenSecret
+
+
+def facts_query(spec: TritonVLLMModelSpec, settings: Settings) -> FactsQuery | None:
+    """The Hub lookup a spec asks for; None for a path in the cache volume or with lookups off."""
+    if not settings.model_facts or spec.model.startswith("/"):
+        return None
+    secret = spec.storage.hf_token_secret
+    return FactsQuery(
+        spec.model,
+        spec.storage.revision,
+        spec.storage.endpoint or settings.hf_endpoint,
+        (secret.name, secret.key) if secret else None,
+    )
+
+
+def check_facts(spec: TritonVLLMModelSpec, facts: ModelFacts, name: str) -> None:
+    """SpecError for what no node could change: a tensorParallelSize vLLM cannot split the model
+    over, a max_model_len above the model's own context."""
+    try:
+        limits = EngineLimits.from_engine_args(spec.engine_args)
+    except EngineArgError as err:
+        raise SpecError("InvalidEngineArgs", f"{name}: {err}") from err
+    tp = spec.tensor_parallel_size
+    refusal = check_split(facts, tp) if tp != "auto" else None
+    if refusal is None:
+        length = FactsPlan(facts, limits).max_model_len()
+        if not isinstance(length, int) and length.largest_max_model_len:
+            refusal = length
+    if refusal:
+        raise SpecError(refusal.reason, refusal.message)
+
+
+def _no_facts_why(
+    model: TritonVLLMModel, found: ModelFacts | ModelFactsError | None, settings: Settings
+) -> str:
+    """Why the model has no facts to size it by, for the message that asks for a size."""
+    if isinstance(found, ModelFactsError):
+        return found.message
+    if model.spec.model.startswith("/"):
+        return (
+            f"spec.model {model.spec.model} is a path in the cache volume: the operator does not "
+            "read its config."
+        )
+    if not settings.model_facts:
+        return "The operator does not read model facts (TRITON_VLLM_MODEL_FACTS is false)."
+    return "The size of the model is unknown."
+
+
+def place_model(
+    model: TritonVLLMModel,
+    found: ModelFacts | ModelFactsError | None,
+    live: Mapping[str, Any] | None,
+    gpus: list[NodeGPUs],
+    settings: Settings,
+) -> Placed:
+    """Placed from the model's facts when there are some, else from spec.modelSizeGiB; SpecError
+    for a spec the facts show vLLM cannot run on any node."""
+    spec = model.spec
+    try:
+        pipeline_parallel_size(spec.engine_args)  # a pod's GPUs are TP x PP
+    except EngineArgError as err:
+        raise SpecError("InvalidEngineArgs", f"{model.metadata.name}: {err}") from err
+    facts = found if isinstance(found, ModelFacts) else None
+    if facts is not None:
+        check_facts(spec, facts, model.metadata.name)
+    reason = found.reason if isinstance(found, ModelFactsError) else "ModelSizeUnknown"
+    plan = memory_plan(spec, facts, _no_facts_why(model, found, settings), reason)
+    return place(spec, plan, gpus, sticky(model, live))
+
+
+def place_by_size(spec: TritonVLLMModelSpec, gpus: list[NodeGPUs]) -> Placement | Unplaceable:
+    """Placement without the model's facts, by spec.modelSizeGiB (or GPU counts alone for an
+    explicit size): what the nodes say, for `render` without a snapshot."""
+    return place(spec, memory_plan(spec, None), gpus).fresh
+
+
+def place_from_snapshot(
+    model: TritonVLLMModel, snapshot_dir: str, nodes: Sequence[Mapping[str, Any]] | None
+) -> Placement:
+    """`render --model DIR`: the placement from a local snapshot's facts; SpecError if none."""
+    name = model.metadata.name
+    spec = model.spec
+    try:
+        facts = with_size_hint(facts_from_dir(snapshot_dir), spec.model_size_gi_b)
+        EngineLimits.from_engine_args(spec.engine_args)
+    except EngineArgError as err:
+        raise SpecError("InvalidEngineArgs", f"{name}: {err}") from err
+    tp = spec.tensor_parallel_size
+    if nodes is None:
+        if tp == "auto":
+            raise SpecError(
+                "NeedsNodes",
+                f"{name}: tensorParallelSize is auto; pass --nodes FILE to size it on them",
+            )
+        problem = split_problem(facts, tp)
+        if problem:
+            sizes = ", ".join(map(str, valid_tensor_parallel_sizes(facts)))
+            raise SpecError(
+                "TensorParallelSizeInvalid",
+                f"{name}: {facts.name} cannot be split over {tp} GPUs ({problem}); use {sizes}",
+            )
+        return Placement(tp, (), 0, None, "rendered offline without nodes")
+    placed = place(spec, memory_plan(spec, facts), inventory(spec, nodes, []))
+    if isinstance(placed.fresh, Unplaceable):
+        raise SpecError(placed.fresh.reason, f"{name}: {placed.fresh.message}")
+    return placed.fresh
+
+
+def facts_verdict(model: TritonVLLMModel, found: ModelFacts | ModelFactsError) -> Verdict:
+    """ModelFacts: what was read, or why nothing was and what the placement used instead."""
+    # Imported here: conditions reads the rendered manifests, which read this package.
+    from ..conditions import MODEL_FACTS, Verdict
+
+    if isinstance(found, ModelFacts):
+        at = f" at commit {found.commit[:12]}" if found.commit else ""
+        gib = found.weights_gib
+        weights = f"{gib:.2f} GiB of weights" if gib else "weights of unknown size"
+        return Verdict(
+            MODEL_FACTS,
+            "True",
+            "Read",
+            f"Read {found.source}{at}: {found.attention_heads} attention heads, "
+            f"{found.kv_heads} KV heads, {found.dtype or 'unknown dtype'}, {weights}, "
+            f"context {found.max_context or 'unknown'}.",
+        )
+    spec = model.spec
+    if spec.model_size_gi_b is not None:
+        then = f"Placed by spec.modelSizeGiB ({spec.model_size_gi_b:g} GiB) instead."
+    elif spec.tensor_parallel_size != "auto":
+        then = (
+            f"Placed as tensorParallelSize={spec.tensor_parallel_size} without checking it "
+            "against the model's shape."
+        )
+    else:
+        then = "Not placed: set spec.modelSizeGiB or an integer spec.tensorParallelSize."
+    # Until the model is placed, the lookup is retried with backoff; once its Deployment runs,
+    # the placement is kept, and the model is looked up again when its spec changes.
+    placed = spec.model_size_gi_b is not None or spec.tensor_parallel_size != "auto"
+    retry = " Looked up again when the spec changes." if placed else " Retried with backoff."
+    return Verdict(MODEL_FACTS, "False", found.reason, f"{found.message} {then}{retry}")
