@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import multiprocessing
 import os
 import signal
 import sys
@@ -127,11 +128,9 @@ def _serve(engine_args: Any, member: GroupMember) -> int:
         reason, code = "one of vLLM's worker processes died", 1
     print(f"{_PREFIX} {reason}; shutting down", file=sys.stderr, flush=True)
     member.close()
-    if executor is not None and ready.is_set():
-        executor.shutdown()
+    if code == 0 and executor is not None and ready.is_set():
+        executor.shutdown()  # graceful; without a leader vLLM's workers wait on it: killed below
     # Workers still starting (no executor yet) are children of this process: end them too.
-    import multiprocessing
-
     for child in multiprocessing.active_children():
         child.kill()
     return code
