@@ -220,3 +220,14 @@ def test_a_busy_membership_port_fails_with_its_address(lost: Lost) -> None:
         ),
     ):
         GroupLeader(settings, "127.0.0.1", lost)
+
+
+def test_the_worker_takes_only_engine_arguments_from_model_json(tmp_path: Path) -> None:
+    from tritonvllm_backend.worker import engine_arguments
+
+    model_json = tmp_path / "model.json"
+    model_json.write_text(
+        '{"model": "m", "nnodes": 2, "chat_template": "t", "openai": {"api_key": "k"}}'
+    )
+    accepted = {"model", "nnodes", "openai"}  # "openai" is never an engine argument
+    assert engine_arguments(model_json, accepted) == {"model": "m", "nnodes": 2}
