@@ -10,9 +10,10 @@ from typing import Any
 from ..model_facts import DTYPE_BYTES, ModelFacts
 
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
-# vLLM's largest default batch (H100-class GPUs and up): sliding-window layers keep this many
-# tokens beside their window while a batch is in flight.
-DEFAULT_MAX_NUM_BATCHED_TOKENS = 16384
+# vLLM's default batch on H100-class GPUs; with async scheduling two batches are in flight, and
+# sliding-window layers keep their tokens beside the window (vLLM's max_in_flight_tokens).
+DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192
+IN_FLIGHT_BATCHES = 2
 FP8_KV_DTYPES = ("fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc", "fp8_ds_mla")
 # The engine arguments that change the memory a replica needs or the GPUs a pod gets: a change to
 # one of them places the model again.
@@ -90,6 +91,12 @@ class EngineLimits:
             pipeline_parallel_size=pipeline_parallel_size(engine_args),
             max_num_batched_tokens=batched or DEFAULT_MAX_NUM_BATCHED_TOKENS,
         )
+
+    @property
+    def in_flight_tokens(self) -> int:
+        """Tokens scheduled but not yet settled: what a sliding-window layer keeps beyond its
+        window."""
+        return IN_FLIGHT_BATCHES * self.max_num_batched_tokens
 
     def compute_dtype_bytes(self, facts: ModelFacts) -> int:
         """Bytes per element of the dtype vLLM runs the model in."""

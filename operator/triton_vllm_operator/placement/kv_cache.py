@@ -38,7 +38,7 @@ def fixed_bytes(facts: ModelFacts, limits: EngineLimits, tp: int, length: int) -
     sliding-window layers' window and the state layers' state."""
     window = 0
     if facts.sliding_layers and facts.sliding_window:
-        tokens = min(facts.sliding_window + limits.max_num_batched_tokens, length)
+        tokens = min(facts.sliding_window + limits.in_flight_tokens, length)
         window = facts.sliding_layers * layer_bytes_per_token(facts, limits, tp) * tokens
     state = facts.state_layers * -(-facts.state_elements // tp) * limits.compute_dtype_bytes(facts)
     return _per_stage(window + state, limits)

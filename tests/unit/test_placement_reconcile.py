@@ -1,0 +1,232 @@
+"""Placement as a user sees it through the reconcile pass: what is kept across edits, which GPUs
+the pods prefer, and an explicit size the estimate disagrees with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.unit.builders import A10G, H100, L4, gpu_node, model, model_dict
+from tests.unit.model_dirs import snapshot
+from tests.unit.test_reconcile import NOW, conditions, empty, message, world
+from triton_vllm_operator.model_facts import ModelFacts, facts_from_dir, parse_config
+from triton_vllm_operator.placement import (
+    BELOW_ESTIMATE,
+    Placement,
+    inventory,
+    memory_plan,
+    place,
+)
+from triton_vllm_operator.reconcile import Observed, Plan, plan_reconcile
+from triton_vllm_operator.settings import Settings
+
+A100 = ("NVIDIA-A100-SXM4-40GB", 40960)
+H200 = ("NVIDIA-H200", 143771)
+QWEN = "Qwen/Qwen2.5-0.5B-Instruct"
+PRODUCT = "nvidia.com/gpu.product"
+
+
+@pytest.fixture(scope="module")
+def qwen(tmp_path_factory: pytest.TempPathFactory) -> ModelFacts:
+    return facts_from_dir(snapshot("Qwen2.5-0.5B-Instruct", tmp_path_factory.mktemp("models")))
+
+
+def converge(body: dict[str, Any], observed: Observed) -> Plan:
+    plan = plan_reconcile(body, observed, Settings(), NOW)
+    body["status"] = plan.status
+    return plan
+
+
+def deployment(plan: Plan) -> dict[str, Any]:
+    return next(m for m in plan.apply if m["kind"] == "Deployment")
+
+
+def gpus(plan: Plan) -> Any:
+    container = deployment(plan)["spec"]["template"]["spec"]["containers"][0]
+    return container["resources"]["limits"]["nvidia.com/gpu"]
+
+
+def preferred(plan: Plan) -> list[tuple[int, str]]:
+    """(weight, product) of the pods' preferred node affinity on the GPU product label."""
+    affinity = deployment(plan)["spec"]["template"]["spec"].get("affinity") or {}
+    terms = affinity.get("nodeAffinity", {}).get("preferredDuringSchedulingIgnoredDuringExecution")
+    return [
+        (t["weight"], e["values"][0])
+        for t in terms or []
+        for e in t["preference"]["matchExpressions"]
+        if e["key"] == PRODUCT
+    ]
+
+
+def edited(body: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    body["spec"].update(spec)
+    body["metadata"]["generation"] += 1
+    return body
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"env": [{"name": "VLLM_LOGGING_LEVEL", "value": "DEBUG"}]},
+        {"podAnnotations": {"team": "search"}},
+        {"resources": {"requests": {"memory": "64Gi"}}},
+        {"replicas": 2},
+    ],
+    ids=["env", "annotations", "resources", "replicas"],
+)
+def test_an_edit_placement_does_not_read_keeps_tp_even_when_the_nodes_changed(
+    edit: dict[str, Any],
+) -> None:
+    body = model_dict(modelSizeGiB=16)
+    first = converge(body, empty(nodes=[gpu_node("gpu-a10g-0", 4, A10G)]))
+    assert first.status["tensorParallelSize"] == 2  # 16 GiB do not fit one 22 GiB A10G
+    # The A10G node is gone, an H100 node (one GPU would do) came; the user edits the spec.
+    h100_only = [gpu_node("gpu-h100-0", 8, H100)]
+    again = converge(edited(body, **edit), world(first, nodes=h100_only))
+    assert again.status["tensorParallelSize"] == 2
+    assert gpus(again) == 2
+
+
+def test_a_field_placement_reads_places_the_model_again() -> None:
+    body = model_dict(modelSizeGiB=16)
+    first = converge(body, empty(nodes=[gpu_node("gpu-a10g-0", 4, A10G)]))
+    h100_only = [gpu_node("gpu-h100-0", 8, H100)]
+    again = converge(
+        edited(body, engineArgs={"max_model_len": 8192}), world(first, nodes=h100_only)
+    )
+    assert again.status["tensorParallelSize"] == 1
+    assert gpus(again) == 1
+
+
+def test_an_env_edit_keeps_the_gpu_class_the_pods_prefer(qwen: ModelFacts) -> None:
+    body = model_dict(model=QWEN)
+    nodes = [gpu_node("gpu-l4-0", 1, L4), gpu_node("gpu-h100-0", 8, H100)]
+    first = converge(body, empty(nodes=nodes, facts=qwen))
+    assert [p for _, p in preferred(first)] == ["NVIDIA-L4", "NVIDIA-H100-80GB-HBM3"]
+    # The H100 node is replaced by an H200 node: a fresh placement would prefer L4, then H200.
+    changed = [gpu_node("gpu-l4-0", 1, L4), gpu_node("gpu-h200-0", 8, H200)]
+    env = [{"name": "VLLM_LOGGING_LEVEL", "value": "DEBUG"}]
+    again = converge(edited(body, env=env), world(first, nodes=changed))
+    template = deployment(again)["spec"]["template"]
+    assert template["spec"]["containers"][0]["env"][-1] == env[0]
+    assert preferred(again) == preferred(first)
+    assert (
+        template["spec"]["affinity"]["nodeAffinity"][
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        ]
+        == (
+            deployment(first)["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
+                "requiredDuringSchedulingIgnoredDuringExecution"
+            ]
+        )
+    )
+
+
+def test_a_small_model_prefers_the_smallest_gpu_class_that_fits(qwen: ModelFacts) -> None:
+    nodes = [
+        gpu_node("gpu-a100-0", 4, A100),
+        gpu_node("gpu-l4-0", 1, L4),
+        gpu_node("gpu-h200-0", 8, H200),
+    ]
+    plan = converge(model_dict(model=QWEN), empty(nodes=nodes, facts=qwen))
+    assert plan.status["tensorParallelSize"] == 1
+    assert preferred(plan) == [
+        (100, "NVIDIA-L4"),
+        (50, "NVIDIA-A100-SXM4-40GB"),
+        (33, "NVIDIA-H200"),
+    ]
+    assert "preferring NVIDIA-L4, NVIDIA-A100-SXM4-40GB, NVIDIA-H200" in message(
+        plan.status, "Scheduled"
+    )
+
+
+def test_a_big_model_prefers_only_the_classes_it_fits() -> None:
+    nodes = [
+        gpu_node("gpu-a100-0", 4, A100),
+        gpu_node("gpu-l4-0", 1, L4),
+        gpu_node("gpu-h200-0", 8, H200),
+        gpu_node("gpu-h100-0", 8, H100),
+    ]
+    m = model(modelSizeGiB=50)  # one 80 GB or larger GPU
+    placed = place(m.spec, memory_plan(m.spec, None), inventory(m.spec, nodes, [])).fresh
+    assert isinstance(placed, Placement)
+    assert placed.tensor_parallel_size == 1
+    assert placed.preferred_products == ("NVIDIA-H100-80GB-HBM3", "NVIDIA-H200")
+
+
+# Gemma 3 27B's text config as published (google/gemma-3-27b-it), with its weights' size.
+GEMMA_3_27B = {
+    "architectures": ["Gemma3ForConditionalGeneration"],
+    "model_type": "gemma3",
+    "text_config": {
+        "head_dim": 128,
+        "hidden_size": 5376,
+        "intermediate_size": 21504,
+        "model_type": "gemma3_text",
+        "num_attention_heads": 32,
+        "num_hidden_layers": 62,
+        "num_key_value_heads": 16,
+        "sliding_window": 1024,
+        "max_position_embeddings": 131072,
+    },
+    "torch_dtype": "bfloat16",
+}
+
+
+def test_gemma_3_27b_at_tp1_with_128k_on_h100s_is_rendered_without_a_memory_floor() -> None:
+    # Counted over every layer, the 128k KV cache (62 GiB) set a 128 GiB floor no GPU has; by
+    # layer type (10 full layers, 52 with a 1024-token window) it is 16.9 GiB, and one H100 fits.
+    facts = parse_config(GEMMA_3_27B, "google/gemma-3-27b-it")
+    body = model_dict(
+        model="google/gemma-3-27b-it",
+        tensorParallelSize=1,
+        modelSizeGiB=51.2,
+        engineArgs={"max_model_len": 131072},
+    )
+    h100s = [gpu_node("gpu-h100-0", 8, H100), gpu_node("gpu-h100-1", 8, H100)]
+    plan = converge(body, empty(nodes=h100s, facts=facts))
+    assert gpus(plan) == 1
+    spec = deployment(plan)["spec"]["template"]["spec"]
+    assert "nvidia.com/gpu.memory" not in str(spec.get("affinity"))
+    assert conditions(plan.status)["Scheduled"] == ("True", "Placed")
+    assert "Warning" not in message(plan.status, "Scheduled")
+
+
+def test_an_explicit_size_the_estimate_rejects_is_rendered_as_asked_and_warned() -> None:
+    facts = parse_config(GEMMA_3_27B, "google/gemma-3-27b-it")
+    spec = {
+        "model": "google/gemma-3-27b-it",
+        "tensorParallelSize": 1,
+        "modelSizeGiB": 51.2,
+        "engineArgs": {"max_model_len": 131072, "gpu_memory_utilization": 0.85},
+    }
+    h100s = [gpu_node("gpu-h100-0", 8, H100), gpu_node("gpu-h100-1", 8, H100)]
+    plan = converge(model_dict(**spec), empty(nodes=h100s, facts=facts))
+    assert gpus(plan) == 1
+    pod = deployment(plan)["spec"]["template"]["spec"]
+    assert "nvidia.com/gpu.memory" not in str(pod.get("affinity"))  # no floor
+    assert conditions(plan.status)["Scheduled"] == ("True", "Placed")
+    text = message(plan.status, "Scheduled")
+    assert "tensorParallelSize=1 is used as set, though the memory estimate says" in text
+    assert "set spec.engineArgs.max_model_len to at most" in text
+    # The reason an Event can carry.
+    m = model(**spec)
+    placed = place(m.spec, memory_plan(m.spec, facts), inventory(m.spec, h100s, [])).fresh
+    assert isinstance(placed, Placement) and placed.warning is not None
+    assert placed.warning.reason == BELOW_ESTIMATE
+    assert placed.min_memory_mib is None
+
+
+def test_the_estimate_agreeing_with_an_explicit_size_gives_no_warning() -> None:
+    facts = parse_config(GEMMA_3_27B, "google/gemma-3-27b-it")
+    m = model(
+        model="google/gemma-3-27b-it",
+        tensorParallelSize=1,
+        modelSizeGiB=51.2,
+        engineArgs={"max_model_len": 32768},
+    )
+    h100s = [gpu_node("gpu-h100-0", 8, H100)]
+    placed = place(m.spec, memory_plan(m.spec, facts), inventory(m.spec, h100s, [])).fresh
+    assert isinstance(placed, Placement)
+    assert placed.warning is None and "Warning" not in placed.message
