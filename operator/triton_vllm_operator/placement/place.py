@@ -213,7 +213,7 @@ def _placement(
     detail = (best or fits[0][1]).message
     message += f". {detail}" if detail else "."
     if warning:
-        message += f" Warning: {warning.message}"
+        message += f" Warning ({warning.reason}): {warning.message}"
     return Placement(
         tp,
         names,
