@@ -60,7 +60,7 @@ test-unit: install ## Unit tests only (no cluster, no serving env)
 	$(VENV)/bin/pytest -m "not cluster and not serving" -ra
 
 .PHONY: test
-test: install serving-env cluster-build autoscaling-tools chart-tools lint ## Every test: unit, real control plane (API server restart included), real tritonserver + vLLM, demo
+test: install serving-env cluster-build autoscaling-tools gateway-tools chart-tools lint ## Every test: unit, real control plane (API server restart included), real tritonserver + vLLM, demo
 	RELIABILITY_RESTART_APISERVER=1 $(VENV)/bin/pytest -ra
 
 .PHONY: run
@@ -100,6 +100,10 @@ bench-backend: install serving-env ## Triton + tritonvllm vs the raw vLLM engine
 bench-openai: install serving-env ## The OpenAI port vs `vllm serve`, same engine, with `vllm bench serve` (BENCH_ARGS='--concurrency 1,4,16') -> docs/benchmarks/openai.md
 	$(PY) -m bench.openai_vs_vllm_serve $(BENCH_ARGS)
 
+.PHONY: bench-dashboard
+bench-dashboard: install serving-env cluster-build autoscaling-tools ## The Grafana dashboard's queries on a real tritonserver and operator, plotted -> docs/monitoring/dashboard.png
+	$(PY) -m bench.dashboard $(BENCH_ARGS)
+
 .PHONY: bench-gpu
 bench-gpu: ## On NVIDIA GPUs: Triton + tritonvllm vs raw vLLM, 8B-shape Llama (BENCH_ARGS='--tp 2'; GPU_WHEELHOUSE=DIR offline) -> docs/benchmarks/gpu-tp<N>.md; BENCH_ARGS='--paths openai': our OpenAI port vs vllm serve -> gpu-openai.md
 	env="$$(hack/gpu-env.sh --print)" && PYTHONPATH=operator:. "$$env/venv/bin/python" -m bench.gpu_bench $(BENCH_ARGS)
@@ -133,6 +137,10 @@ cluster-build: ## Build etcd, kube-*, kubectl, kwok and helm from the Go module 
 .PHONY: autoscaling-tools
 autoscaling-tools: ## Build KEDA (operator, metrics apiserver) and Prometheus from the Go module proxy (cached)
 	hack/autoscaling-tools.sh
+
+.PHONY: gateway-tools
+gateway-tools: ## Build the Gateway API Inference Extension's endpoint picker (lwepp) and fetch its InferencePool CRD from the Go module proxy (cached)
+	hack/gateway-tools.sh
 
 .PHONY: cluster-up
 cluster-up: cluster-build ## Start the local control plane with simulated GPU nodes

@@ -39,7 +39,7 @@ class OperatorProcess:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.extra_env = dict(extra_env or {})
-        self.port = free_ports(1)[0]
+        self.port, self.metrics_port = free_ports(2)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -47,6 +47,7 @@ class OperatorProcess:
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
             "TRITON_VLLM_LIVENESS_ENDPOINT": f"http://127.0.0.1:{self.port}/healthz",
+            "TRITON_VLLM_METRICS_BIND_ADDRESS": f"127.0.0.1:{self.metrics_port}",
             # No Hub lookups unless a test serves one (tests/integration/test_sizing_e2e.py).
             "TRITON_VLLM_MODEL_FACTS": "false",
             **self.extra_env,

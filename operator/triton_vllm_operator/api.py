@@ -309,6 +309,33 @@ class OpenAISpec(ApiModel):
     )
 
 
+class EndpointPickerRef(ApiModel):
+    """The endpoint picker a gateway asks which pod serves each request (an Envoy ext_proc
+    server, such as the Gateway API Inference Extension's), by its Service."""
+
+    name: str = Field(
+        min_length=1, description="Service of the endpoint picker, in the model's namespace."
+    )
+    port: int = Field(default=9002, ge=1, le=65535, description="Its ext_proc gRPC port.")
+    failure_mode: Literal["FailOpen", "FailClose"] = Field(
+        default="FailClose",
+        description="When the picker does not answer: FailClose refuses the request, FailOpen "
+        "lets the gateway pick a pod itself.",
+    )
+
+
+class GatewaySpec(ApiModel):
+    """An InferencePool (inference.networking.k8s.io/v1) over the model's serving pods, so an
+    inference gateway routes to them through an endpoint picker."""
+
+    endpoint_picker: EndpointPickerRef = Field(description="The pool's endpoint picker.")
+    port: Literal["openai", "http"] = Field(
+        default="openai",
+        description="The pods' port the gateway sends requests to: the OpenAI API (needs "
+        "spec.openai.enabled) or Triton's HTTP.",
+    )
+
+
 class ScaleToZeroSpec(ApiModel):
     """Waking a model that has no pods: a signal from outside them, such as a gateway's queue."""
 
@@ -507,6 +534,12 @@ class TritonVLLMModelSpec(ApiModel):
                     "message": "set storage.existingClaim or storage.size, not both",
                 },
                 {
+                    "rule": "!has(self.gateway) || !has(self.gateway.port) "
+                    "|| self.gateway.port != 'openai' || !has(self.openai) "
+                    "|| !has(self.openai.enabled) || self.openai.enabled",
+                    "message": "spec.gateway.port 'openai' needs spec.openai.enabled",
+                },
+                {
                     "rule": "!has(self.autoscaling) || !has(self.replicas)",
                     "message": "spec.replicas and spec.autoscaling cannot both drive the "
                     "replicas: remove spec.replicas (autoscaling.minReplicas is the floor)",
@@ -572,6 +605,10 @@ class TritonVLLMModelSpec(ApiModel):
     openai: OpenAISpec = Field(
         default_factory=OpenAISpec, description="The OpenAI-compatible API beside Triton's."
     )
+    gateway: GatewaySpec | None = Field(
+        default=None,
+        description="An InferencePool for an inference gateway (made where its CRD is served).",
+    )
     storage: StorageSpec = Field(default_factory=StorageSpec, description="Model cache.")
     lora: LoraSpec | None = Field(
         default=None,
@@ -595,6 +632,12 @@ class TritonVLLMModelSpec(ApiModel):
     @model_validator(mode="after")
     def _replicas_driver(self) -> TritonVLLMModelSpec:
         return _one_driver(self)
+
+    @model_validator(mode="after")
+    def _gateway_port_served(self) -> TritonVLLMModelSpec:
+        if self.gateway is not None and self.gateway.port == "openai" and not self.openai.enabled:
+            raise ValueError("spec.gateway.port 'openai' needs spec.openai.enabled")
+        return self
 
 
 def _one_driver(spec: TritonVLLMModelSpec) -> TritonVLLMModelSpec:

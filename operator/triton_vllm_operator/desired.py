@@ -13,20 +13,15 @@ from .downloads import downloading, pods_of_job, progress_job
 from .lora import LoraPass, plan_lora
 from .model_facts import ModelFacts, status_of
 from .observed import Observed
-from .placement import (
-    Placed,
-    Placement,
-    facts_query,
-    facts_verdict,
-    free_replica_slots,
-    inventory,
-    place_model,
-)
+from .placement import Placement, free_replica_slots, inventory
+from .placing import Placed, facts_verdict, place_model
 from .prefetch_status import cached_verdict
 from .render.autoscaling import AutoscalerPlan, held_replicas, plan_autoscaler
+from .render.inference_pool import GATEWAY, plan_inference_pool
 from .render.manifests import render_all, rollout_strategy, with_replicas
 from .render.prefetch import PROGRESS_SECONDS, render_prefetch_job
 from .settings import Settings
+from .sized_placement import facts_query
 from .validation import SpecError
 
 
@@ -143,6 +138,15 @@ def desire(
         out.verdicts.append(out.scaler.verdict)
         if out.scaler.manifest is not None:
             children.append(out.scaler.manifest)
+    pool = plan_inference_pool(
+        model, observed.pool_served, observed.children.get(("InferencePool", name))
+    )
+    if pool.verdict is None:
+        out.stale.add(GATEWAY)
+    else:
+        out.verdicts.append(pool.verdict)
+    if pool.manifest is not None:
+        children.append(pool.manifest)
     jobs += lora.jobs if lora else []
     out.children = [with_applied_hash(m) for m in [*jobs, *children]]
     return out

@@ -125,6 +125,12 @@ class Settings(BaseModel):
         description="Hub endpoint for model facts when spec.storage.endpoint is empty, e.g. an "
         "in-cluster mirror; default huggingface_hub's (TRITON_VLLM_HF_ENDPOINT).",
     )
+    hf_token_endpoints: tuple[str, ...] = Field(
+        default=("https://huggingface.co",),
+        description="Hub endpoints a model's spec.storage.hfTokenSecret may be sent to, besides "
+        "hf_endpoint; a model naming another endpoint with a token is refused "
+        "(TRITON_VLLM_HF_TOKEN_ENDPOINTS, comma-separated).",
+    )
     facts_cache_dir: str | None = Field(
         default=None,
         description="Writable directory for the model files the facts are read from; default "
@@ -147,6 +153,13 @@ class Settings(BaseModel):
         pattern=r"^https?://",
         description="Prometheus that scrapes the serving pods, for KEDA ScaledObjects when "
         "spec.autoscaling.prometheusAddress is empty (TRITON_VLLM_PROMETHEUS_ADDRESS).",
+    )
+    metrics_bind_address: str = Field(
+        default="0",
+        pattern=r"^([^:]*:[0-9]+|0)$",
+        description="Where the operator serves its Prometheus metrics (/metrics), as host:port; "
+        "':8081' listens on every address; '0' serves none (TRITON_VLLM_METRICS_BIND_ADDRESS; "
+        "the chart sets it).",
     )
     liveness_endpoint: str = Field(
         default="http://0.0.0.0:8080/healthz",
@@ -192,8 +205,10 @@ class Settings(BaseModel):
             "RESYNC_SECONDS": "resync_seconds",
             "RELIST_SECONDS": "relist_seconds",
             "LIVENESS_ENDPOINT": "liveness_endpoint",
+            "METRICS_BIND_ADDRESS": "metrics_bind_address",
             "MODEL_FACTS": "model_facts",
             "HF_ENDPOINT": "hf_endpoint",
+            "HF_TOKEN_ENDPOINTS": "hf_token_endpoints",
             "FACTS_CACHE_DIR": "facts_cache_dir",
             "FACTS_TIMEOUT_SECONDS": "facts_timeout_seconds",
             "PREFETCH_PROGRESS": "prefetch_progress",
@@ -204,8 +219,8 @@ class Settings(BaseModel):
             raw = environ.get(ENV_PREFIX + suffix)
             if raw is None or raw == "":
                 continue
-            if field == "namespaces":
-                values[field] = tuple(ns.strip() for ns in raw.split(",") if ns.strip())
+            if field in ("namespaces", "hf_token_endpoints"):
+                values[field] = tuple(item.strip() for item in raw.split(",") if item.strip())
             else:
                 values[field] = raw
         return cls.model_validate(values)

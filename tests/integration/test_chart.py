@@ -151,7 +151,10 @@ def test_the_deployment_runs_one_hardened_non_root_operator(rendered: dict[str, 
     assert sc["capabilities"] == {"drop": ["ALL"]} and sc["runAsUser"] >= 10000
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert container["readinessProbe"]["tcpSocket"] == {"port": "health"}
-    assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["ports"] == [
+        {"name": "health", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 8081, "protocol": "TCP"},
+    ]
     env = {
         e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] if "valueFrom" in e else e["value"]
         for e in container["env"]
@@ -173,6 +176,7 @@ def test_the_deployment_runs_one_hardened_non_root_operator(rendered: dict[str, 
         "TRITON_VLLM_API_READ_TIMEOUT_SECONDS": "30",
         "TRITON_VLLM_RESYNC_SECONDS": "600",
         "TRITON_VLLM_RELIST_SECONDS": "1800",
+        "TRITON_VLLM_METRICS_BIND_ADDRESS": ":8081",
         "TRITON_VLLM_LIVENESS_ENDPOINT": "http://0.0.0.0:8080/healthz",
         "TRITON_VLLM_MODEL_FACTS": "true",
         "TRITON_VLLM_FACTS_CACHE_DIR": "/var/cache/model-facts",
@@ -231,6 +235,49 @@ def test_values_reach_the_operators_environment(helm: Any) -> None:
     assert env["TRITON_VLLM_PROMETHEUS_ADDRESS"] == "http://prometheus.monitoring:9090"
 
 
+def test_pod_monitors_render_only_where_the_prometheus_operator_is_served(helm: Any) -> None:
+    assert "PodMonitor" not in [d["kind"] for d in _docs(_template(helm))]
+    served = ["--api-versions", "monitoring.coreos.com/v1"]
+    monitors = {
+        d["metadata"]["name"]: d["spec"]
+        for d in _docs(_template(helm, *served, "--set", "metrics.podMonitors.labels.release=kps"))
+        if d["kind"] == "PodMonitor"
+    }
+    operator = monitors[f"{RELEASE}-triton-vllm-operator"]
+    assert [e["port"] for e in operator["podMetricsEndpoints"]] == ["metrics"]
+    serving = monitors[f"{RELEASE}-triton-vllm-operator-serving"]
+    # Triton's metrics port and vLLM's own /metrics on the OpenAI port, of the serving pods only.
+    assert [e["port"] for e in serving["podMetricsEndpoints"]] == ["metrics", "openai"]
+    assert serving["selector"]["matchLabels"]["llm-d.ai/engine-type"] == "vllm"
+    assert serving["namespaceSelector"] == {"any": True}
+    namespaced = _docs(_template(helm, *served, "--set", "watchNamespaces={team-a}"))
+    (serving_ns,) = [d for d in namespaced if d["metadata"]["name"].endswith("-serving")]
+    assert serving_ns["spec"]["namespaceSelector"] == {"matchNames": ["team-a"]}
+    off = _template(helm, *served, "--set", "metrics.podMonitors.enabled=false")
+    assert "PodMonitor" not in [d["kind"] for d in _docs(off)]
+
+
+def test_the_metrics_port_is_open_to_scrapes_in_the_network_policy(helm: Any) -> None:
+    (policy,) = [d for d in _docs(_template(helm)) if d["kind"] == "NetworkPolicy"]
+    ports = [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]]
+    assert ports == ["health", "metrics"]
+
+
+def test_the_dashboard_ships_for_grafanas_sidecar_only_when_enabled(helm: Any) -> None:
+    def dashboards(*args: str) -> list[dict[str, Any]]:
+        docs = _docs(_template(helm, *args))
+        return [
+            d for d in docs if d["kind"] == "ConfigMap" and "dashboard" in d["metadata"]["name"]
+        ]
+
+    assert dashboards() == []
+    (configmap,) = dashboards("--set", "dashboard.enabled=true")
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    board = json.loads(configmap["data"]["triton-vllm.json"])
+    assert board["uid"] == "triton-vllm"
+    assert json.loads((CHART / "files" / "dashboards" / "triton-vllm.json").read_text()) == board
+
+
 def test_the_rendered_crd_is_crds_dir_plus_the_keep_policy(rendered: dict[str, str]) -> None:
     (crd,) = [d for d in _docs(rendered["defaults"]) if d["kind"] == "CustomResourceDefinition"]
     assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
@@ -264,6 +311,7 @@ def test_rbac_has_no_wildcards_gets_secrets_only_and_deletes_only_what_it_must(
         "leases": {"update"},
         "horizontalpodautoscalers": {"delete"},
         "scaledobjects": {"delete"},
+        "inferencepools": {"delete"},
     }
     # The models' finalizers: update only, for blockOwnerDeletion (docs/security.md).
     only = {"secrets": {"get"}, "pods/log": {"get"}, "tritonvllmmodels/finalizers": {"update"}}
@@ -563,6 +611,7 @@ NAMESPACED_RIGHTS = {
             "jobs.batch",
             "horizontalpodautoscalers.autoscaling",
             "scaledobjects.keda.sh",
+            "inferencepools.inference.networking.k8s.io",
         )
         for v in ("list", "watch", "get", "create", "patch")
     },
@@ -570,6 +619,7 @@ NAMESPACED_RIGHTS = {
     ("poddisruptionbudgets.policy", "delete"),
     ("horizontalpodautoscalers.autoscaling", "delete"),
     ("scaledobjects.keda.sh", "delete"),
+    ("inferencepools.inference.networking.k8s.io", "delete"),
     ("pods", "list"),
     ("pods", "watch"),
     ("events", "create"),
@@ -577,9 +627,14 @@ NAMESPACED_RIGHTS = {
     ("secrets", "get"),
     ("pods/log", "get"),
 }
-# `kubectl auth can-i VERB RESOURCE` resolves the resource by discovery: KEDA's kinds only where
-# its CRDs are installed (the --list comparison covers their rules either way).
-CHECKABLE_RIGHTS = {(r, v) for r, v in NAMESPACED_RIGHTS if not r.endswith(".keda.sh")}
+# `kubectl auth can-i VERB RESOURCE` resolves the resource by discovery: KEDA's and the
+# InferencePool's kinds only where their CRDs are installed (the --list comparison covers their
+# rules either way).
+CHECKABLE_RIGHTS = {
+    (r, v)
+    for r, v in NAMESPACED_RIGHTS
+    if not r.endswith((".keda.sh", ".inference.networking.k8s.io"))
+}
 CLUSTER_RIGHTS = {
     ("nodes", "list"),
     ("nodes", "watch"),

