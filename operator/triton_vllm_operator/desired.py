@@ -13,15 +13,21 @@ from .downloads import downloading, pods_of_job, progress_job
 from .lora import LoraPass, plan_lora
 from .model_facts import ModelFacts, status_of
 from .observed import Observed
-from .placement import Placement, free_replica_slots, inventory
-from .placing import Placed, facts_verdict, place_model
+from .placement import (
+    Placed,
+    Placement,
+    facts_query,
+    facts_verdict,
+    free_replica_slots,
+    inventory,
+    place_model,
+)
 from .prefetch_status import cached_verdict
 from .render.autoscaling import AutoscalerPlan, held_replicas, plan_autoscaler
 from .render.inference_pool import GATEWAY, plan_inference_pool
 from .render.manifests import render_all, rollout_strategy, with_replicas
 from .render.prefetch import PROGRESS_SECONDS, render_prefetch_job
 from .settings import Settings
-from .sized_placement import facts_query
 from .validation import SpecError
 
 
