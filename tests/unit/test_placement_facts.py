@@ -124,3 +124,11 @@ def test_pipeline_parallel_splits_the_weights_over_tp_times_pp_gpus(
     )
     assert isinstance(refused, Unplaceable)
     assert "16 GPUs" in refused.message
+
+
+def test_an_explicit_size_may_use_nodes_that_do_not_say_their_gpu_memory(
+    facts: dict[str, ModelFacts],
+) -> None:
+    result = place(facts["Llama-3.1-8B"], nodes=[POOL[4]], tensorParallelSize=2)
+    assert isinstance(result, Placement)
+    assert result.nodes == ("gpu-unlabelled-0",) and result.warning is None

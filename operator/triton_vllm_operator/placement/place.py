@@ -107,8 +107,10 @@ def _place_fresh(
         return Unplaceable("NoNodeFits", missing)
     excluded: dict[str, str] = {}
     eligible: list[NodeGPUs] = []
+    # An explicit size needs no memory label: the estimate only warns.
+    sized_by_memory = plan.needs_memory_label and spec.tensor_parallel_size == "auto"
     for node in gpus:
-        why = exclusion(spec, node, plan.needs_memory_label)
+        why = exclusion(spec, node, sized_by_memory)
         if why:
             excluded[node.name] = why
         else:
@@ -170,6 +172,8 @@ def _place_explicit(
         result = plan.fit(node.gpus, tp)
         if isinstance(result, Sized):
             fits.append((node, result))
+        elif result.reason in MEMORY_REASONS and not node.memory_mib:
+            fits.append((node, Sized(tp, "")))  # unlabelled GPUs: the estimate cannot tell
         elif result.reason in MEMORY_REASONS:
             disagree.append((node, result))
         elif result.reason in UNKNOWN_REASONS:
