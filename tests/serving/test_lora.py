@@ -47,7 +47,7 @@ LONG_TOKENS = 1500
 # The request whose adapter is taken away meanwhile: long enough that the change (picked up
 # within a poll of a second, later on a busy machine) comes while it runs.
 IN_FLIGHT_TOKENS = 8000  # with ignore_eos: seconds of work, longer than an adapter change takes
-IN_FLIGHT_S = 0.2  # how long it has been sent before its adapter is taken away
+START_WITHIN_S = 120  # for a streamed request's first tokens
 # A second model of the same repository whose multi_lora.json names no adapter vLLM can load.
 BAD_LORA_MODEL = "tiny_bad_lora"
 
@@ -227,6 +227,7 @@ class Streamed:
     def __init__(self, server: Server, lora_name: str, max_tokens: int = LONG_TOKENS) -> None:
         self.text = ""
         self.error: Exception | None = None
+        self.streaming = threading.Event()  # its first tokens came: the engine is running it
         self._thread = threading.Thread(target=self._run, args=(server, lora_name, max_tokens))
         self._thread.start()
 
@@ -245,10 +246,13 @@ class Streamed:
             ),
         }
         try:
-            events = http_generate_events(server.http, body)
-            self.text = "".join(event["text_output"] for event in events)
+            for event in http_generate_events(server.http, body):
+                self.text += event["text_output"]
+                self.streaming.set()
         except Exception as err:
             self.error = err
+        finally:
+            self.streaming.set()  # ended, streamed or not: wake a waiter
 
     def __repr__(self) -> str:
         return f"Streamed(error={self.error!r}, text={len(self.text)} characters)"
@@ -299,11 +303,10 @@ def test_the_lora_requests_info_gauge_shows_the_adapter_running(bed: LoraBed, po
 def test_a_request_in_flight_on_a_removed_adapter_finishes(bed: LoraBed) -> None:
     whole = completion(bed.server, max_tokens=IN_FLIGHT_TOKENS, lora_name="pirate", ignore_eos=True)
     request = Streamed(bed.server, "pirate", IN_FLIGHT_TOKENS)
-    # Not until vLLM's gauge shows it running: its scheduler stats can come too seldom on a
-    # busy machine to show one request. The backend starts a request within milliseconds of
-    # its arrival (its hop log says so); that the request held the adapter is what the log
-    # check below shows.
-    time.sleep(IN_FLIGHT_S)
+    # Once its first tokens came, not after a fixed time: on a busy machine a request could
+    # still be on its way (then refused, its adapter gone) after any sleep; nor when vLLM's
+    # gauge shows it, whose scheduler stats can come too seldom there to show one request.
+    assert request.streaming.wait(timeout=START_WITHIN_S), "no tokens streamed"
     assert request.running(), f"the request ended before the adapter was removed: {request!r}"
     log_before = len(bed.server.log.read_text())
     set_adapters(bed, {})
