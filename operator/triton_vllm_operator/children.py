@@ -36,15 +36,24 @@ def with_applied_hash(manifest: dict[str, Any]) -> dict[str, Any]:
     return manifest
 
 
-def needs_apply(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> bool:
-    """Missing, rendered from another spec, or edited by hand since we applied it."""
+def needs_apply(
+    desired: Mapping[str, Any], live: Mapping[str, Any] | None, server_made: bool = False
+) -> bool:
+    """Missing, rendered from another spec, or edited by hand since we applied it (differences
+    the API server's own admission made, `server_made`, are not edits)."""
     if live is None:
         return True
     if desired["kind"] in CREATE_ONLY_KINDS:
         return False
+    if not same_render(desired, live):
+        return True
+    return not server_made and not covers(live, desired)
+
+
+def same_render(desired: Mapping[str, Any], live: Mapping[str, Any]) -> bool:
+    """The live object was applied from this very render (its applied-hash annotation)."""
     rendered = annotations_of(desired).get(APPLIED_HASH_ANNOTATION)
-    changed = annotations_of(live).get(APPLIED_HASH_ANNOTATION) != rendered
-    return changed or not covers(live, desired)
+    return annotations_of(live).get(APPLIED_HASH_ANNOTATION) == rendered
 
 
 def strategy_kept(desired: dict[str, Any], live: Mapping[str, Any] | None) -> bool:

@@ -135,6 +135,7 @@ WARNING_REASONS = {
     "InvalidEngineArgs",
     "InvalidTritonConfig",
     "RejectedByAPIServer",
+    "AdmissionDenied",
     "NameConflict",
     "NoNodeFits",
     "NoGPUNodes",
@@ -144,6 +145,7 @@ WARNING_REASONS = {
     "APIError",
     # The model's facts: a lookup that failed, or a spec they show cannot run.
     "HubTokenRequired",
+    "HubEndpointNotAllowed",
     "HubAccessDenied",
     "ModelNotFound",
     "ModelConfigMissing",

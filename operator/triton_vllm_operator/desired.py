@@ -3,6 +3,7 @@ a reconcile pass, and all of the `render` command (one function, so both produce
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,10 +26,15 @@ from .placement import (
 from .prefetch_status import cached_verdict
 from .render.autoscaling import AutoscalerPlan, held_replicas, plan_autoscaler
 from .render.inference_pool import GATEWAY, plan_inference_pool
-from .render.manifests import render_all, rollout_strategy, with_replicas
+from .render.manifests import (
+    CONFIG_HASH_ANNOTATION,
+    render_all,
+    rollout_strategy,
+    with_replicas,
+)
 from .render.prefetch import PROGRESS_SECONDS, render_prefetch_job
 from .settings import Settings
-from .validation import SpecError
+from .validation import SpecError, check_token_endpoint
 
 
 @dataclass
@@ -74,6 +80,32 @@ def _surge(model: TritonVLLMModel, observed: Observed, tp: int) -> bool:
     return free_replica_slots(model.spec, in_use, tp) >= 1
 
 
+SURGE_STUCK = (
+    "The rollout's extra pod cannot be scheduled beside the running ones: replacing one pod at "
+    "a time instead (one replica fewer serves while each is replaced)."
+)
+
+
+def _surge_stuck(
+    deployment: dict[str, Any], live: Mapping[str, Any] | None, observed: Observed
+) -> bool:
+    """A surging rollout whose new pod the scheduler cannot place while old pods still run."""
+    rolling = ((live or {}).get("spec") or {}).get("strategy", {}).get("rollingUpdate") or {}
+    if str(rolling.get("maxSurge")) != "1" or str(rolling.get("maxUnavailable")) != "0":
+        return False
+    config_hash = deployment["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION]
+    new = [p for p in observed.own_pods if p.config_hash == config_hash and not p.terminating]
+    old = [
+        p
+        for p in observed.own_pods
+        if p.config_hash != config_hash and not p.terminating and p.job is None
+    ]
+    unschedulable = [
+        p for p in new if p.scheduled and p.scheduled[:2] == ("False", "Unschedulable")
+    ]
+    return bool(unschedulable and old)
+
+
 def desire(
     model: TritonVLLMModel,
     observed: Observed,
@@ -86,6 +118,11 @@ def desire(
     status = status or {}
     name = model.metadata.name
     out = _facts(model, observed)
+    try:
+        check_token_endpoint(model, settings.hf_token_endpoints, settings.hf_endpoint)
+    except SpecError as err:
+        out.refusal = err
+        return out
     if not facts_query(model.spec, settings):
         out.stale.add(MODEL_FACTS)
     if not model.spec.storage.prefetch:
@@ -135,6 +172,11 @@ def desire(
     if not strategy_kept(deployment, live):
         surge = _surge(model, observed, placement.tensor_parallel_size)
         deployment["spec"]["strategy"] = rollout_strategy(surge)
+    elif _surge_stuck(deployment, live, observed):
+        # The GPUs the surge pod was counted on are gone (another workload took them): waiting
+        # would only end at the progress deadline. Replace one pod at a time instead.
+        deployment["spec"]["strategy"] = rollout_strategy(False)
+        out.events.append(("Normal", "SurgeUnschedulable", SURGE_STUCK))
     out.scaler = plan_autoscaler(
         model, observed.keda_served, settings.prometheus_address, observed.children
     )

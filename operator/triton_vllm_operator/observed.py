@@ -47,5 +47,8 @@ class Observed:
     prefetch_log: str | None = None
     # Whether the cluster serves KEDA's ScaledObject kind (its CRD is established).
     keda_served: bool = False
+    # Children that differ from what we render only where the API server's admission changed
+    # them (a mutating webhook's rewrite), as a dry-run apply showed: not drift, not re-applied.
+    server_made: frozenset[Key] = frozenset()
     # Whether the cluster serves the InferencePool kind (spec.gateway's pool).
     pool_served: bool = False

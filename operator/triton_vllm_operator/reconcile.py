@@ -36,7 +36,7 @@ from .placement import FactsQuery, Unplaceable, facts_query, sticky
 from .readiness import caching, scheduled, serving_before, unplaced
 from .render.manifests import CONFIG_HASH_ANNOTATION, endpoint, endpoints, selector_labels
 from .settings import Settings
-from .validation import SpecError, check_model, parse_model
+from .validation import SpecError, check_model, check_token_endpoint, parse_model
 
 __all__ = [
     "APPLIED_HASH_ANNOTATION",
@@ -154,7 +154,8 @@ def _converge(
     for manifest in wanted.children:
         if waiting and manifest["kind"] in withheld:
             continue
-        if needs_apply(manifest, _live(observed, manifest)):
+        made = (manifest["kind"], manifest["metadata"]["name"]) in observed.server_made
+        if needs_apply(manifest, _live(observed, manifest), made):
             plan.apply.append(manifest)
     plan.delete += unwanted(model, observed, wanted.children)
     # 6. Readiness.
@@ -260,8 +261,9 @@ def needs_facts(
         return None
     try:
         check_model(model, settings.backend_name)
+        check_token_endpoint(model, settings.hf_token_endpoints, settings.hf_endpoint)
     except SpecError:
-        return None  # refused before any facts would be used
+        return None  # refused before any facts would be used (or a token sent)
     return query
 
 

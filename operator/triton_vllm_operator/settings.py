@@ -125,6 +125,12 @@ class Settings(BaseModel):
         description="Hub endpoint for model facts when spec.storage.endpoint is empty, e.g. an "
         "in-cluster mirror; default huggingface_hub's (TRITON_VLLM_HF_ENDPOINT).",
     )
+    hf_token_endpoints: tuple[str, ...] = Field(
+        default=("https://huggingface.co",),
+        description="Hub endpoints a model's spec.storage.hfTokenSecret may be sent to, besides "
+        "hf_endpoint; a model naming another endpoint with a token is refused "
+        "(TRITON_VLLM_HF_TOKEN_ENDPOINTS, comma-separated).",
+    )
     facts_cache_dir: str | None = Field(
         default=None,
         description="Writable directory for the model files the facts are read from; default "
@@ -202,6 +208,7 @@ class Settings(BaseModel):
             "METRICS_BIND_ADDRESS": "metrics_bind_address",
             "MODEL_FACTS": "model_facts",
             "HF_ENDPOINT": "hf_endpoint",
+            "HF_TOKEN_ENDPOINTS": "hf_token_endpoints",
             "FACTS_CACHE_DIR": "facts_cache_dir",
             "FACTS_TIMEOUT_SECONDS": "facts_timeout_seconds",
             "PREFETCH_PROGRESS": "prefetch_progress",
@@ -212,8 +219,8 @@ class Settings(BaseModel):
             raw = environ.get(ENV_PREFIX + suffix)
             if raw is None or raw == "":
                 continue
-            if field == "namespaces":
-                values[field] = tuple(ns.strip() for ns in raw.split(",") if ns.strip())
+            if field in ("namespaces", "hf_token_endpoints"):
+                values[field] = tuple(item.strip() for item in raw.split(",") if item.strip())
             else:
                 values[field] = raw
         return cls.model_validate(values)

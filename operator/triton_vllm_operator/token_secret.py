@@ -67,11 +67,12 @@ def token_of(ref: TokenRef, read: ReadSecret) -> str:
         ) from err
     raw = data.get(ref.key)
     if raw is None:
-        keys = ", ".join(sorted(data)) or "no keys"
+        # The Secret's other keys are not named: status and Events are read by whoever may read
+        # the model, who need not be allowed to read the Secret.
         raise ModelFactsError(
             "TokenSecretKeyMissing",
-            f"{secret} has no key {ref.key} (it has: "
-            f"{keys}): set spec.storage.hfTokenSecret.key to the key that holds the token.",
+            f"{secret} has no key {ref.key}: set spec.storage.hfTokenSecret.key to the key that "
+            "holds the token (kubectl describe secret lists its keys).",
         )
     try:
         token = base64.b64decode(raw, validate=True).decode("utf-8").strip()

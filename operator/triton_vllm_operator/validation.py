@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -74,4 +75,31 @@ def check_lora_engine_args(model: TritonVLLMModel) -> None:
             "InvalidEngineArgs",
             "engineArgs.enable_lora needs the adapter list the pods follow: declare LoRA in "
             "spec.lora (adapters, maxLoras, maxLoraRank) instead",
+        )
+
+
+PUBLIC_HUB = "https://huggingface.co"
+
+
+def check_token_endpoint(
+    model: TritonVLLMModel, allowed: Sequence[str], operator_endpoint: str | None
+) -> None:
+    """A model's Hub token goes only to an endpoint the operator's admin allows: `allowed` (the
+    chart's hub.tokenEndpoints) and the operator's own endpoint. SpecError before any lookup,
+    download or pod could send it elsewhere."""
+    storage = model.spec.storage
+    if storage.hf_token_secret is None:
+        return
+    endpoint = (storage.endpoint or operator_endpoint or PUBLIC_HUB).rstrip("/")
+    permitted = {e.rstrip("/") for e in allowed}
+    if operator_endpoint:
+        permitted.add(operator_endpoint.rstrip("/"))
+    if endpoint not in permitted:
+        raise SpecError(
+            "HubEndpointNotAllowed",
+            f"{model.metadata.name}: spec.storage.endpoint {endpoint} is not a Hub endpoint this "
+            f"operator sends tokens to ({', '.join(sorted(permitted))}), and "
+            "spec.storage.hfTokenSecret would send the token there. Use an allowed endpoint, "
+            "remove hfTokenSecret, or have the operator's admin allow it (chart value "
+            "hub.tokenEndpoints).",
         )

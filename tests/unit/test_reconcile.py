@@ -214,6 +214,54 @@ def test_each_config_gets_its_own_immutable_configmap_removed_when_unused() -> N
     assert back.apply[0] == first.apply[0]
 
 
+def test_a_configmap_stays_while_an_old_replicaset_with_replicas_mounts_it() -> None:
+    """A rollout that stalls (or a rollback) scales the old ReplicaSet back up: its pods need
+    their config even when no pod of it runs right now."""
+    body, first, observed = serving(tensorParallelSize=1, engineArgs={"max_model_len": 4096})
+    old_cm = body["status"]["configMap"]
+    old_template = copy.deepcopy(first.apply[1]["spec"]["template"])
+    body["spec"]["engineArgs"] = {"max_model_len": 8192}
+    plan = converge(body, observed)
+    children = dict(world(plan, children=observed.children).children)
+    children[("Deployment", "llama")] = stored(plan.apply[1])
+    old_rs = {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {"name": "llama-6d4f", "namespace": "ml"},
+        "spec": {"replicas": 1, "template": old_template},
+    }
+    children[("ReplicaSet", "llama-6d4f")] = old_rs
+    assert converge(body, empty(children=children)).delete == []
+    old_rs["spec"]["replicas"] = 0  # scaled down for good: its config may go
+    assert converge(body, empty(children=children)).delete == [("ConfigMap", old_cm)]
+
+
+def test_a_surge_pod_that_cannot_schedule_turns_the_rollout_into_replacements() -> None:
+    """The GPUs free when the rollout began were taken: waiting would end only at the progress
+    deadline (40 minutes), so the pods are replaced one at a time instead."""
+    body, _, observed = serving(tensorParallelSize=1, replicas=2)
+    body["spec"]["engineArgs"] = {"max_model_len": 8192}
+    body["metadata"]["generation"] = 2
+    plan = converge(body, observed)
+    deployment = stored(next(m for m in plan.apply if m["kind"] == "Deployment"))
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    new_hash = plan.status["configHash"]
+    pods = [
+        OwnPod("llama-a", "old-config", None, ("True", "", "")),
+        OwnPod("llama-b", "old-config", None, ("True", "", "")),
+        OwnPod("llama-c", new_hash, None, ("False", "Unschedulable", "0/2 nodes: Insufficient")),
+    ]
+    children = {**world(plan, children=observed.children).children}
+    children[("Deployment", "llama")] = deployment
+    stuck = converge(body, empty(children=children, own_pods=pods))
+    replanned = next(m for m in stuck.apply if m["kind"] == "Deployment")
+    assert replanned["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    assert any(e[1] == "SurgeUnschedulable" for e in stuck.events)
+    # Once applied, the replacement strategy is kept for the rest of this rollout.
+    children[("Deployment", "llama")] = stored(replanned)
+    assert converge(body, empty(children=children, own_pods=pods)).apply == []
+
+
 def test_hand_edits_are_reverted_and_fields_of_others_left_alone() -> None:
     body, _, observed = serving(tensorParallelSize=1)
     edited = copy.deepcopy(dict(observed.children))

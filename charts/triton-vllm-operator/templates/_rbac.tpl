@@ -13,6 +13,7 @@ what the operator and kopf really call:
   adopting an object of that name that is not ours).
 - configmaps, poddisruptionbudgets: delete (a config no pod mounts any more; the budget of a
   model scaled to one replica).
+- replicasets: list+watch (a config stays while a ReplicaSet with replicas mounts it).
 - horizontalpodautoscalers, scaledobjects (keda.sh): list+watch, get, create+patch as for the
   children above, and delete (the autoscaler of a model whose spec.autoscaling is removed, or an
   HPA replaced by a ScaledObject once KEDA is installed).
@@ -52,6 +53,9 @@ secretKeyRef), no wildcards.
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["list", "watch", "get", "create", "patch"]
+- apiGroups: ["apps"]
+  resources: ["replicasets"]
+  verbs: ["list", "watch"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["list", "watch", "get", "create", "patch", "delete"]

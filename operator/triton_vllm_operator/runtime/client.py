@@ -35,6 +35,11 @@ class ApplyRejected(Exception):
     """The API server refused a child as invalid: retrying will not help, the spec must change."""
 
 
+class AdmissionDenied(Exception):
+    """An admission webhook or policy denied a write: the cluster's rule, which its owner may
+    change at any time, so the write is retried with backoff (not cached as the spec's fault)."""
+
+
 class NotLeading(Exception):
     """A write was asked of a replica that does not hold a fresh lease: it must not write."""
 
@@ -154,8 +159,11 @@ class Client:
 
     # --- children -------------------------------------------------------------------------
 
-    def apply(self, manifest: dict[str, Any], field_manager: str) -> dict[str, Any]:
-        """Server-side apply one child; returns the object as stored. Re-applying changes
+    def apply(
+        self, manifest: dict[str, Any], field_manager: str, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """Server-side apply one child; returns the object as stored (with `dry_run`: as it would
+        be, admission webhooks' changes included, storing nothing). Re-applying changes
         nothing."""
         metadata = manifest["metadata"]
         # Apply bodies are parsed as YAML, which refuses JSON's surrogate-pair escapes: send the
@@ -167,11 +175,17 @@ class Client:
             {"namespace": metadata["namespace"], "name": metadata["name"]},
             body=body,
             content_type=APPLY_CONTENT_TYPE,
-            query=[("fieldManager", field_manager), ("force", "true")],
+            query=[
+                ("fieldManager", field_manager),
+                ("force", "true"),
+                *([("dryRun", "All")] if dry_run else []),
+            ],
         )
         if 200 <= status <= 299:
             stored: dict[str, Any] = json.loads(text)
             return stored
+        if "denied the request" in text or "denied request" in text:
+            raise AdmissionDenied(f"{manifest['kind']} {metadata['name']}: {_message(text)}")
         # An object the API server cannot decode (e.g. a bad quantity) comes back as a 500.
         undecodable = status == 500 and "unable to convert" in text
         if status in (400, 422) or undecodable:

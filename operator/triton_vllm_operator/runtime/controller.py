@@ -23,7 +23,9 @@ from typing import Any
 
 from kubernetes import client
 
+from ..children import same_render
 from ..facts_lookup import FactsLookup, Lookup
+from ..observed import Key
 from ..reconcile import (
     APPLIED_HASH_ANNOTATION,
     Observed,
@@ -38,7 +40,7 @@ from ..reconcile import (
 from ..render.prefetch import PREFETCH_CONTAINER
 from ..settings import Settings
 from . import kinds, metrics
-from .client import UNREACHABLE, ApplyRejected, Client, Conflict, NotLeading
+from .client import UNREACHABLE, AdmissionDenied, ApplyRejected, Client, Conflict, NotLeading
 from .informer import Reflector
 from .store import ModelKey, World
 from .workqueue import WorkQueue
@@ -50,6 +52,23 @@ WORKERS = 16
 COALESCE_SECONDS = 0.2
 
 log = logging.getLogger("triton_vllm_operator")
+
+
+def applied_hash_of(obj: Mapping[str, Any]) -> str:
+    return str(((obj.get("metadata") or {}).get("annotations") or {}).get(APPLIED_HASH_ANNOTATION))
+
+
+def _version(obj: Mapping[str, Any]) -> str:
+    """Changes when anyone changes the object's spec, labels or annotations (not its status)."""
+    metadata = obj.get("metadata") or {}
+    return f"{metadata.get('generation')}:{_kept_form(obj)!r}"
+
+
+def _kept_form(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """What of an object its writers decide: labels, annotations and everything but status."""
+    metadata = obj.get("metadata") or {}
+    kept = {k: v for k, v in obj.items() if k not in ("metadata", "status", "kind", "apiVersion")}
+    return {"labels": metadata.get("labels"), "annotations": metadata.get("annotations"), **kept}
 
 
 def _now() -> str:
@@ -76,6 +95,10 @@ class Controller:
         # Children the API server refused, by (model, kind, name): the manifest's hash and why.
         # The same manifest is not sent again until the spec changes what it renders.
         self._refused: dict[tuple[ModelKey, str, str], tuple[str, str]] = {}
+        # Children whose live form differs from the render only by what the API server's
+        # admission (a mutating webhook) made of it, as a dry-run apply showed, by (model, kind,
+        # name): the render's hash and the live object's version it was shown for.
+        self._server_made: dict[tuple[ModelKey, str, str], tuple[str, str]] = {}
         self.leading = asyncio.Event()
         # Per model, from its last pass: when to look again while a download runs (else None).
         self._recheck: dict[ModelKey, float | None] = {}
@@ -326,11 +349,21 @@ class Controller:
     def _converge(self, key: ModelKey, body: dict[str, Any], observed: Observed) -> bool:
         """Plan the pass and carry it out; False: retry later."""
         now = _now()
+        observed = dataclasses.replace(observed, server_made=self._known_server_made(key, observed))
         plan = plan_reconcile(body, observed, self.settings, now)
-        self._recheck[key] = plan.recheck_after
         ok = True
         try:
+            if self._find_server_made(key, plan, observed):
+                observed = dataclasses.replace(
+                    observed, server_made=self._known_server_made(key, observed)
+                )
+                plan = plan_reconcile(body, observed, self.settings, now)
+            self._recheck[key] = plan.recheck_after
             self._carry_out(key, body, plan, observed.children)
+        except AdmissionDenied as err:
+            # The cluster's policy, not the spec: said in status, and tried again with backoff.
+            plan = refused(body, plan, "AdmissionDenied", str(err), now)
+            ok = False
         except ApplyRejected as err:
             plan = refused(body, plan, "RejectedByAPIServer", str(err), now)
         except Conflict as err:
@@ -349,6 +382,36 @@ class Controller:
         except UNREACHABLE:
             return False
         return ok
+
+    def _known_server_made(self, key: ModelKey, observed: Observed) -> frozenset[Key]:
+        """The children still as the dry-run showed them (same render, same live version)."""
+        known = set()
+        for (model, kind, name), (rendered, version) in list(self._server_made.items()):
+            live = observed.children.get((kind, name))
+            if model != key:
+                continue
+            if live is not None and (applied_hash_of(live), _version(live)) == (rendered, version):
+                known.add((kind, name))
+            else:
+                del self._server_made[(model, kind, name)]
+        return frozenset(known)
+
+    def _find_server_made(self, key: ModelKey, plan: Plan, observed: Observed) -> bool:
+        """For each child the plan would re-apply only because the live object differs from the
+        render that made it: would the API server store just what is live (its admission
+        rewrites what we send)? A dry-run apply says; True when one was found."""
+        found = False
+        for manifest in plan.apply:
+            kind, name = manifest["kind"], manifest["metadata"]["name"]
+            live = observed.children.get((kind, name))
+            if live is None or not same_render(manifest, live):
+                continue
+            dry = self.api.apply(manifest, self.settings.field_manager, dry_run=True)
+            if _kept_form(dry) == _kept_form(live):
+                log.debug("%s %s/%s: the API server's admission rewrites it", kind, key[0], name)
+                self._server_made[(key, kind, name)] = (applied_hash_of(live), _version(live))
+                found = True
+        return found
 
     def _carry_out(
         self,

@@ -58,6 +58,8 @@ CHILDREN = (
     Collection("Service", "", "v1", "services", label_selector=OURS_SELECTOR, verbs=_CHILD_VERBS),
     Collection("Deployment", "apps", "v1", "deployments", label_selector=OURS_SELECTOR,
                verbs=_CHILD_VERBS),
+    # Read only: a ConfigMap stays while a ReplicaSet that may scale up again mounts it.
+    Collection("ReplicaSet", "apps", "v1", "replicasets", label_selector=OURS_SELECTOR),
     Collection("PodDisruptionBudget", "policy", "v1", "poddisruptionbudgets",
                label_selector=OURS_SELECTOR, verbs=(*_CHILD_VERBS, "delete")),
     Collection("Job", "batch", "v1", "jobs", label_selector=OURS_SELECTOR, verbs=_CHILD_VERBS),
