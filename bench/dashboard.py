@@ -5,7 +5,7 @@ bundled backend on the tiny model, the operator on the local control plane, Prom
 Triton's metrics port, the OpenAI port and the operator): a model is created, then load steps
 through 1, 3 and 6 streaming clients. Every panel's PromQL is read from the chart's dashboard
 JSON, evaluated over the run with query_range, and drawn one panel per subplot, as Grafana
-would: docs/monitoring/dashboard.png.
+would (rates over 30 s windows): docs/monitoring/dashboard.png.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(10)
                 end = time.time()
                 series: dict[str, list[tuple[Query, list[tuple[float, float]]]]] = defaultdict(list)
-                for query in dashboard_queries(namespace, MODEL):
+                for query in dashboard_queries(namespace, MODEL, rate_interval="30s"):
                     data = stack.api(
                         "query_range",
                         {"query": query.expr, "start": str(t0), "end": str(end), "step": "2"},

@@ -49,14 +49,16 @@ class Query:
     expr: str
 
 
-def dashboard_queries(namespace: str, model: str) -> list[Query]:
+def dashboard_queries(
+    namespace: str, model: str, rate_interval: str = RATE_INTERVAL
+) -> list[Query]:
     """Every panel's PromQL, as Grafana sends it with these variables chosen."""
     board = json.loads(DASHBOARD.read_text())
     # As Grafana fills in one chosen value (names need no escaping: no regex characters but '.').
     values = {
         "namespace": namespace,
         "model": model,
-        "__rate_interval": RATE_INTERVAL,
+        "__rate_interval": rate_interval,
     }
     queries = []
     for panel in board["panels"]:
@@ -127,8 +129,8 @@ def prometheus(work_dir: Path, targets: list[ScrapeTarget]) -> Prometheus:
 
 
 class Traffic:
-    """`clients` OpenAI clients streaming completions back to back, and one malformed Triton
-    request a second (an error for the error panel), until stop()."""
+    """`clients` OpenAI clients streaming completions back to back, and one malformed request
+    to Triton's generate endpoint a second, until the block ends."""
 
     def __init__(self, served: Served, clients: int = 3) -> None:
         self.served = served
@@ -156,7 +158,7 @@ class Traffic:
     def _errors(self) -> None:
         url = f"http://{self.served.server.http}/v2/models/{self.served.name}/generate"
         while not self._stop.wait(1.0):
-            # No text_input: the backend answers with an error, Triton counts a failure.
+            # No text_input: refused.
             requests.post(url, json={"parameters": {"max_tokens": 4}}, timeout=30)
 
     def __enter__(self) -> Traffic:
