@@ -3,6 +3,8 @@ the pods prefer, and an explicit size the estimate disagrees with."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from tests.unit.test_reconcile import NOW, conditions, empty, message, world
 from triton_vllm_operator.model_facts import ModelFacts, facts_from_dir, parse_config
 from triton_vllm_operator.placement import (
     BELOW_ESTIMATE,
+    PLACEMENT_ANNOTATION,
     Placement,
     inventory,
     memory_plan,
@@ -88,15 +91,43 @@ def test_an_edit_placement_does_not_read_keeps_tp_even_when_the_nodes_changed(
     assert gpus(again) == 2
 
 
-def test_a_field_placement_reads_places_the_model_again() -> None:
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"engineArgs": {"max_model_len": 8192}},
+        {"gpu": {"product": "NVIDIA-H100-80GB-HBM3"}},
+        {"tolerations": [{"key": "team", "operator": "Exists"}]},
+        {"nodeSelector": {"pool": "llm"}},
+        {"modelSizeGiB": 20},
+        {"storage": {"revision": "v2"}},
+    ],
+    ids=["max_model_len", "gpu", "tolerations", "nodeSelector", "modelSizeGiB", "revision"],
+)
+def test_a_field_placement_reads_places_the_model_again(edit: dict[str, Any]) -> None:
     body = model_dict(modelSizeGiB=16)
     first = converge(body, empty(nodes=[gpu_node("gpu-a10g-0", 4, A10G)]))
-    h100_only = [gpu_node("gpu-h100-0", 8, H100)]
-    again = converge(
-        edited(body, engineArgs={"max_model_len": 8192}), world(first, nodes=h100_only)
-    )
+    h100_only = [gpu_node("gpu-h100-0", 8, H100, labels={"pool": "llm"})]
+    again = converge(edited(body, **edit), world(first, nodes=h100_only))
     assert again.status["tensorParallelSize"] == 1
     assert gpus(again) == 1
+
+
+def test_a_deployment_of_an_earlier_operator_keeps_its_placement() -> None:
+    """Its placement annotation digests the whole spec but replicas, autoscaling and adapters."""
+    body = model_dict(modelSizeGiB=16)
+    first = converge(body, empty(nodes=[gpu_node("gpu-a10g-0", 4, A10G)]))
+    observed = world(first, nodes=[gpu_node("gpu-h100-0", 8, H100)])
+    live = observed.children[("Deployment", "llama")]
+    spec = model(**body["spec"]).spec.model_dump(
+        by_alias=True, exclude={"replicas", "autoscaling"}, mode="json"
+    )
+    spec.pop("lora")
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    recorded = json.loads(live["metadata"]["annotations"][PLACEMENT_ANNOTATION])
+    recorded["spec"] = hashlib.sha256(text.encode()).hexdigest()[:16]
+    live["metadata"]["annotations"][PLACEMENT_ANNOTATION] = json.dumps(recorded)
+    again = converge(edited(body), observed)
+    assert again.status["tensorParallelSize"] == 2
 
 
 def test_an_env_edit_keeps_the_gpu_class_the_pods_prefer(qwen: ModelFacts) -> None:
