@@ -217,6 +217,9 @@ class Settings(BaseModel):
         values: dict[str, object] = {}
         for suffix, field in names.items():
             raw = environ.get(ENV_PREFIX + suffix)
+            if raw == "" and field == "hf_token_endpoints":
+                values[field] = ()  # set and empty: only hf_endpoint may get a token
+                continue
             if raw is None or raw == "":
                 continue
             if field in ("namespaces", "hf_token_endpoints"):

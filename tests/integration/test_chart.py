@@ -180,6 +180,7 @@ def test_the_deployment_runs_one_hardened_non_root_operator(rendered: dict[str, 
         "TRITON_VLLM_LIVENESS_ENDPOINT": "http://0.0.0.0:8080/healthz",
         "TRITON_VLLM_MODEL_FACTS": "true",
         "TRITON_VLLM_FACTS_CACHE_DIR": "/var/cache/model-facts",
+        "TRITON_VLLM_HF_TOKEN_ENDPOINTS": "https://huggingface.co",
         "TRITON_VLLM_PREFETCH_PROGRESS": "true",
     }
     assert container["resources"]["limits"] == container["resources"]["requests"]
@@ -222,6 +223,8 @@ def test_values_reach_the_operators_environment(helm: Any) -> None:
         "operator.healthPort=9090",
         "--set",
         "operator.autoscaling.prometheusAddress=http://prometheus.monitoring:9090",
+        "--set",
+        "operator.hubTokenEndpoints={https://huggingface.co,https://hf.corp.example}",
     )
     (deploy,) = [d for d in _docs(text) if d["kind"] == "Deployment"]
     env = {
@@ -233,6 +236,8 @@ def test_values_reach_the_operators_environment(helm: Any) -> None:
     assert env["TRITON_VLLM_NAMESPACES"] == "team-a,team-b"
     assert env["TRITON_VLLM_LIVENESS_ENDPOINT"] == "http://0.0.0.0:9090/healthz"
     assert env["TRITON_VLLM_PROMETHEUS_ADDRESS"] == "http://prometheus.monitoring:9090"
+    endpoints = "https://huggingface.co,https://hf.corp.example"
+    assert env["TRITON_VLLM_HF_TOKEN_ENDPOINTS"] == endpoints
 
 
 def test_pod_monitors_render_only_where_the_prometheus_operator_is_served(helm: Any) -> None:
@@ -290,12 +295,38 @@ def test_the_rendered_crd_is_crds_dir_plus_the_keep_policy(rendered: dict[str, s
     assert not [d for d in _docs(rendered["no-crds"]) if d["kind"] == "CustomResourceDefinition"]
 
 
+def _aggregated(doc: dict[str, Any]) -> bool:
+    """A role for users, folded into Kubernetes' view/edit/admin: not the operator's."""
+    labels = doc["metadata"].get("labels") or {}
+    return any(k.startswith("rbac.authorization.k8s.io/aggregate-to-") for k in labels)
+
+
 def _rules(docs: list[dict[str, Any]], kind: str) -> dict[str, list[dict[str, Any]]]:
+    """The operator's own roles' rules, by namespace/name."""
     return {
         f"{d['metadata'].get('namespace', '')}/{d['metadata']['name']}": d["rules"]
         for d in docs
-        if d["kind"] == kind
+        if d["kind"] == kind and not _aggregated(d)
     }
+
+
+def test_users_get_models_through_the_aggregated_view_and_edit_roles(
+    rendered: dict[str, str],
+) -> None:
+    roles = {
+        d["metadata"]["name"].rsplit("-", 1)[-1]: d
+        for d in _docs(rendered["defaults"])
+        if d["kind"] == "ClusterRole" and _aggregated(d)
+    }
+    assert set(roles) == {"view", "edit"}
+    view, edit = roles["view"], roles["edit"]
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert set(view["rules"][0]["verbs"]) == {"get", "list", "watch"}
+    assert "tritonvllmmodels/status" in view["rules"][0]["resources"]
+    for role in ("edit", "admin"):
+        assert edit["metadata"]["labels"][f"rbac.authorization.k8s.io/aggregate-to-{role}"]
+    assert edit["rules"][0]["resources"] == ["tritonvllmmodels"]
+    assert "create" in edit["rules"][0]["verbs"] and "escalate" not in edit["rules"][0]["verbs"]
 
 
 def test_rbac_has_no_wildcards_gets_secrets_only_and_deletes_only_what_it_must(
@@ -615,6 +646,9 @@ NAMESPACED_RIGHTS = {
         )
         for v in ("list", "watch", "get", "create", "patch")
     },
+    # Read only: a ConfigMap stays while a ReplicaSet with replicas mounts it.
+    ("replicasets.apps", "list"),
+    ("replicasets.apps", "watch"),
     ("configmaps", "delete"),
     ("poddisruptionbudgets.policy", "delete"),
     ("horizontalpodautoscalers.autoscaling", "delete"),
@@ -775,6 +809,22 @@ def test_helm_install_cluster_wide_grants_exactly_what_the_operator_uses(
         for verb, resource in FORBIDDEN_CLUSTER:
             assert not _can_i(cluster, user, verb, resource), (verb, resource)
         assert not _can_i(cluster, user, "list", "namespaces")
+        # Users: whoever is bound to Kubernetes' edit role in a namespace may edit models there,
+        # view may read them (the chart's roles are aggregated into both).
+        cluster.kubectl("create", "serviceaccount", "editor", "-n", namespace)
+        cluster.kubectl("create", "rolebinding", "editor", "--clusterrole=edit",
+                        f"--serviceaccount={namespace}:editor", "-n", namespace)  # fmt: skip
+        editor = f"system:serviceaccount:{namespace}:editor"
+        wait_until(
+            lambda: _can_i(
+                cluster, editor, "create", "tritonvllmmodels.tritonvllm.io", "-n", namespace
+            ),
+            timeout=30,
+            what="the edit role to include TritonVLLMModels",
+        )
+        assert _can_i(cluster, editor, "list", "tritonvllmmodels.tritonvllm.io", "-n", namespace)
+        status = ("tritonvllmmodels.tritonvllm.io", "--subresource=status", "-n", namespace)
+        assert not _can_i(cluster, editor, "patch", *status)  # the operator's alone
 
         # What the operator really does with those rights: a server-side apply that creates a
         # child, a second apply that changes it; and it cannot delete a Service.

@@ -68,3 +68,5 @@ def test_the_allowed_list_comes_from_the_environment() -> None:
         "https://hf.corp.example",
     )
     assert Settings().hf_token_endpoints == ("https://huggingface.co",)
+    # The chart's empty list: only the operator's own endpoint may get a token.
+    assert Settings.from_env({"TRITON_VLLM_HF_TOKEN_ENDPOINTS": ""}).hf_token_endpoints == ()
