@@ -408,7 +408,7 @@ def report(
     lines = [
         f"# GPU: Triton + tritonvllm against the raw vLLM engine, tensor parallel {tp}",
         "",
-        f"`make bench-gpu BENCH_ARGS='--tp {tp}'`, "
+        f"`make bench-gpu BENCH_ARGS='{settings.get('bench_args', f'--tp {tp}')}'`, "
         f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, on {gpu}.",
         f"Versions: {versions_line}.{vllm_version_note()}",
         "",
@@ -518,6 +518,19 @@ def report(
     (out_dir / f"{file_name}.md").write_text(text)
     plot(summaries, tp, gpu, out_dir / f"{file_name}.png")
     return text
+
+
+def _shown_args(argv: list[str]) -> str:
+    """The command line as the report shows it: without where it wrote (a machine's paths)."""
+    shown, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--out", "--work-dir"):
+            skip = True
+        elif not arg.startswith(("--out=", "--work-dir=")):
+            shown.append(arg)
+    return " ".join(shown)
 
 
 def _sampling_text(sampling: dict[str, Any]) -> str:
@@ -968,6 +981,7 @@ def main(argv: list[str] | None = None) -> int:
                 "engine_args": engine_args_rendered,
                 "sampling": sampling,
                 "prompt_tokens": args.prompt_tokens,
+                "bench_args": _shown_args(argv if argv is not None else sys.argv[1:]),
             },
             gpu,
             stack_versions(python),
