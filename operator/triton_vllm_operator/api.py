@@ -582,6 +582,16 @@ class TritonVLLMModelSpec(ApiModel):
         description="GPUs per replica: 'auto' sizes it to the nodes (see the README), or an "
         "integer checked against the nodes.",
     )
+    nodes_per_replica: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Nodes one replica spans, for a model bigger than a node: each node runs "
+        "tensorParallelSize GPUs and the nodes are the stages of vLLM's pipeline parallelism "
+        "(pipeline_parallel_size = nodesPerReplica). Above 1: an integer tensorParallelSize, no "
+        "engineArgs.pipeline_parallel_size, no autoscaling; each replica is a group of pods "
+        "(rank 0 serves, the others run vLLM's workers).",
+    )
     replicas: int | None = Field(
         default=None,
         ge=0,
@@ -733,6 +743,16 @@ class LoraAdapterStatus(ApiModel):
     rank: int | None = Field(default=None, description="The rank of adapter_config.json (r).")
 
 
+class RankStatus(ApiModel):
+    """One pod of a multi-node replica."""
+
+    group: str = Field(description="The replica's group (its StatefulSet).")
+    rank: int = Field(description="Its rank: 0 serves and runs the engine's first stage.")
+    pod: str = Field(description="The pod.")
+    node: str | None = Field(default=None, description="The node it runs on, once bound.")
+    ready: bool = Field(default=False, description="Whether the pod is Ready.")
+
+
 class TritonVLLMModelStatus(ApiModel):
     """The observed state, rebuilt from the world on every reconcile."""
 
@@ -743,6 +763,12 @@ class TritonVLLMModelStatus(ApiModel):
     )
     conditions: list[Condition] = Field(default_factory=list, description="Conditions.")
     tensor_parallel_size: int | None = Field(default=None, description="Resolved GPUs/replica.")
+    nodes_per_replica: int | None = Field(
+        default=None, description="Nodes one replica spans (its pipeline stages)."
+    )
+    ranks: list[RankStatus] | None = Field(
+        default=None, description="With nodesPerReplica above 1: every pod's group, rank, node."
+    )
     replicas: int | None = Field(
         default=None, description="Desired replicas: the spec's, or the autoscaler's choice."
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .api import TritonVLLMModel, most_replicas
+from .api import TritonVLLMModel
 from .drift import covers
 from .observed import Key, Observed
 from .render.manifests import MODEL_LABEL, TEMPLATE_HASH_ANNOTATION, digest
@@ -107,15 +107,18 @@ def stale_configmaps(model: TritonVLLMModel, observed: Observed, keep: Sequence[
 def unwanted(
     model: TritonVLLMModel, observed: Observed, desired: Sequence[Mapping[str, Any]]
 ) -> list[Key]:
-    """Live children this spec no longer asks for: stale ConfigMaps, a PDB of a single replica,
-    an autoscaler of the other kind (or of none), an InferencePool without spec.gateway."""
+    """Live children this spec no longer asks for: stale ConfigMaps, a PDB of a single replica
+    (or of groups), an autoscaler of the other kind (or of none), an InferencePool without
+    spec.gateway, the groups of replicas scaled away."""
     name = model.metadata.name
     kinds = {m["kind"] for m in desired}
     configmaps = [m["metadata"]["name"] for m in desired if m["kind"] == "ConfigMap"]
     delete = stale_configmaps(model, observed, configmaps)
-    if most_replicas(model.spec) <= 1 and ("PodDisruptionBudget", name) in observed.children:
-        delete.append(("PodDisruptionBudget", name))
-    for kind in (*AUTOSCALER_KINDS, "InferencePool"):
+    for kind in ("PodDisruptionBudget", *AUTOSCALER_KINDS, "InferencePool"):
         if kind not in kinds and (kind, name) in observed.children:
             delete.append((kind, name))
+    # The groups of a multi-node model's replicas scaled away.
+    names = {(m["kind"], m["metadata"]["name"]) for m in desired}
+    if "StatefulSet" in kinds:
+        delete += [k for k in observed.children if k[0] == "StatefulSet" and k not in names]
     return delete

@@ -25,6 +25,7 @@ from .placement import (
 )
 from .prefetch_status import cached_verdict
 from .render.autoscaling import AutoscalerPlan, held_replicas, plan_autoscaler
+from .render.groups import as_groups
 from .render.inference_pool import GATEWAY, plan_inference_pool
 from .render.manifests import (
     CONFIG_HASH_ANNOTATION,
@@ -57,7 +58,9 @@ class Desired:
 
     @property
     def deployment(self) -> dict[str, Any] | None:
-        return next((m for m in self.children if m["kind"] == "Deployment"), None)
+        """The Deployment, or a multi-node model's first group (the pod template they share)."""
+        kinds = ("Deployment", "StatefulSet")
+        return next((m for m in self.children if m["kind"] in kinds), None)
 
     @property
     def waits_for_weights(self) -> bool:
@@ -157,6 +160,7 @@ def desire(
         return out
     out.placement = placement
     lora = _lora(model, observed, settings, out)
+    jobs += lora.jobs if lora else []
     children = render_all(
         model,
         placement,
@@ -164,6 +168,9 @@ def desire(
         lora=lora.limits if lora else None,
         adapters=lora.listed if lora else None,
     )
+    if model.spec.nodes_per_replica > 1:
+        out.children = [with_applied_hash(m) for m in [*jobs, *as_groups(model, children)]]
+        return out
     deployment = next(m for m in children if m["kind"] == "Deployment")
     held = held_replicas(live, status)
     if fixed_replicas(model.spec) is None and held is not None:
@@ -195,7 +202,6 @@ def desire(
         out.verdicts.append(pool.verdict)
     if pool.manifest is not None:
         children.append(pool.manifest)
-    jobs += lora.jobs if lora else []
     out.children = [with_applied_hash(m) for m in [*jobs, *children]]
     return out
 

@@ -25,6 +25,10 @@ class OwnPod:
     terminating: bool = False
     job: str | None = None  # the prefetch Job of a download pod
     phase: str | None = None
+    node: str | None = None
+    ready: bool = False
+    group: str | None = None  # the multi-node group (StatefulSet) of the pod, and its rank
+    rank: int | None = None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from typing import Any
 from .conditions import READY, SCHEDULED, Verdict
 from .observed import Observed
 from .placement import Placed, Placement, Unplaceable
+from .render.manifests import CONFIG_HASH_ANNOTATION
 
 
 def refused_pods(deployment: Mapping[str, Any] | None) -> Verdict | None:
@@ -103,3 +104,51 @@ def caching(cached: Verdict) -> Verdict:
         "Caching",
         f"The serving pods start once the weights are in the volume: {cached.message}",
     )
+
+
+def group_readiness(
+    groups: Mapping[str, Mapping[str, Any] | None],
+    nodes: int,
+    config_hash: str,
+    endpoint: str,
+    applying: bool,
+) -> tuple[Verdict, int, int]:
+    """Ready of a multi-node model: whole groups (every rank ready) running this config; also the
+    ready and updated group counts. `groups`: each group's live StatefulSet, by name."""
+    replicas = len(groups)
+    whole = updated = 0
+    for sts in groups.values():
+        if sts is None:
+            continue
+        status = sts.get("status") or {}
+        template = (sts.get("spec") or {}).get("template") or {}
+        annotations = (template.get("metadata") or {}).get("annotations") or {}
+        generation = (sts.get("metadata") or {}).get("generation")
+        seen = generation is None or status.get("observedGeneration") == generation
+        if annotations.get(CONFIG_HASH_ANNOTATION) != config_hash or not seen:
+            continue
+        if int(status.get("updatedReplicas") or 0) >= nodes:
+            updated += 1
+            whole += int(status.get("readyReplicas") or 0) >= nodes
+    counts = f"{updated} of {replicas} groups of {nodes} nodes updated, {whole} whole and ready"
+    if replicas == 0:
+        return Verdict(READY, "False", "ScaledToZero", "spec.replicas is 0."), 0, 0
+    if applying or updated < replicas:
+        return Verdict(READY, "False", "RollingOut", f"Rolling out: {counts}."), whole, updated
+    if whole < replicas:
+        message = (
+            f"{counts}: a group serves once all its ranks run (kubectl get pods -l "
+            "tritonvllm.io/group=<group> -o wide)."
+        )
+        return Verdict(READY, "False", "PodsNotReady", message), whole, updated
+    message = f"All {replicas} replicas ({nodes} nodes each) serve the model at {endpoint}."
+    return Verdict(READY, "True", "ModelServing", message), whole, updated
+
+
+def ranks(observed: Observed) -> list[dict[str, Any]]:
+    """Every pod of the model's groups: its group, rank, node and readiness, for status."""
+    pods = [p for p in observed.own_pods if p.group and p.rank is not None and not p.terminating]
+    return [
+        {"group": p.group, "rank": p.rank, "pod": p.name, "node": p.node, "ready": p.ready}
+        for p in sorted(pods, key=lambda p: (p.group or "", p.rank or 0))
+    ]

@@ -33,7 +33,14 @@ from .lora import adapter_events
 from .model_facts import ModelFactsError
 from .observed import Key, Observed, OwnPod
 from .placement import FactsQuery, Unplaceable, facts_query, sticky
-from .readiness import caching, scheduled, serving_before, unplaced
+from .readiness import (
+    caching,
+    group_readiness,
+    ranks,
+    scheduled,
+    serving_before,
+    unplaced,
+)
 from .render.manifests import CONFIG_HASH_ANNOTATION, endpoint, endpoints, selector_labels
 from .settings import Settings
 from .validation import SpecError, check_model, check_token_endpoint, parse_model
@@ -54,6 +61,8 @@ __all__ = [
 
 STATUS_FIELDS = (
     "tensorParallelSize",
+    "nodesPerReplica",
+    "ranks",
     "replicas",
     "currentReplicas",
     "selector",
@@ -132,6 +141,9 @@ def _converge(
         verdicts = _not_accepted(wanted.refusal or SpecError("InvalidSpec", "not placed"))
         return Outcome([*verdicts, *wanted.verdicts], wanted.status, wanted.stale)
     accepted = Verdict(ACCEPTED, "True", "Valid", "The spec is valid.")
+    shape = _shape_change(model, observed)
+    if shape is not None:
+        return Outcome(_not_accepted(shape), wanted.status, wanted.stale)
     placement = wanted.placement
     live = observed.children.get(("Deployment", name))
     if placement is None:
@@ -164,7 +176,9 @@ def _converge(
     tp = placement.tensor_parallel_size
     config_hash = deployment["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION]
     url = endpoint(model)
-    applying = any(m["kind"] == "Deployment" for m in plan.apply)
+    applying = any(m["kind"] in ("Deployment", "StatefulSet") for m in plan.apply)
+    if model.spec.nodes_per_replica > 1:
+        return _converge_groups(model, observed, wanted, accepted, config_hash, applying)
     desired = fixed_replicas(model.spec)
     zero = "spec.replicas is 0."
     if desired is None:
@@ -201,6 +215,59 @@ def _converge(
         *wanted.verdicts,
     ]
     return Outcome(verdicts, fields, wanted.stale)
+
+
+def _converge_groups(
+    model: TritonVLLMModel,
+    observed: Observed,
+    wanted: Desired,
+    accepted: Verdict,
+    config_hash: str,
+    applying: bool,
+) -> Outcome:
+    """Readiness and status of a model whose replicas are groups of nodes."""
+    assert wanted.placed is not None and wanted.placement is not None
+    nodes = model.spec.nodes_per_replica
+    names = [m["metadata"]["name"] for m in wanted.children if m["kind"] == "StatefulSet"]
+    live = {name: observed.children.get(("StatefulSet", name)) for name in names}
+    url = endpoint(model)
+    ready, whole, updated = group_readiness(live, nodes, config_hash, url, applying)
+    tp = wanted.placement.tensor_parallel_size
+    configmap = next(m for m in wanted.children if m["kind"] == "ConfigMap")
+    fields = {
+        "tensorParallelSize": tp,
+        "nodesPerReplica": nodes,
+        "ranks": ranks(observed),
+        "replicas": len(names),
+        "currentReplicas": sum(1 for sts in live.values() if sts is not None),
+        "selector": ",".join(f"{k}={v}" for k, v in sorted(selector_labels(model).items())),
+        "readyReplicas": whole,
+        "updatedReplicas": updated,
+        "endpoint": url,
+        "endpoints": endpoints(model),
+        "configHash": config_hash,
+        "configMap": configmap["metadata"]["name"],
+        **wanted.status,
+    }
+    scheduled_verdict = scheduled(wanted.placed, observed, config_hash, tp, None)
+    return Outcome([accepted, scheduled_verdict, ready, *wanted.verdicts], fields, wanted.stale)
+
+
+def _shape_change(model: TritonVLLMModel, observed: Observed) -> SpecError | None:
+    """spec.nodesPerReplica moved across 1 on a running model: one node a replica is a
+    Deployment, several are groups; the operator does not delete a Deployment (its RBAC has no
+    such right), so the move is refused with what to do."""
+    groups = any(kind == "StatefulSet" for kind, _ in observed.children)
+    single = ("Deployment", model.metadata.name) in observed.children
+    multi = model.spec.nodes_per_replica > 1
+    if (multi and single) or (not multi and groups):
+        return SpecError(
+            "InvalidSpec",
+            f"{model.metadata.name}: spec.nodesPerReplica cannot move between 1 and more on a "
+            "running model (its pods are a Deployment at 1, groups of nodes above). Set it back, "
+            "or delete the model and create it again with the new value.",
+        )
+    return None
 
 
 def _live(observed: Observed, manifest: Mapping[str, Any]) -> Mapping[str, Any] | None:

@@ -50,6 +50,7 @@ def check_model(model: TritonVLLMModel, backend_name: str) -> None:
     except EngineArgsError as err:
         raise SpecError("InvalidEngineArgs", str(err)) from err
     check_lora_engine_args(model)
+    check_nodes_per_replica(model)
     try:
         render_config_pbtxt(model, backend_name)
     except TritonConfigError as err:
@@ -102,4 +103,31 @@ def check_token_endpoint(
             "spec.storage.hfTokenSecret would send the token there. Use an allowed endpoint, "
             "remove hfTokenSecret, or have the operator's admin allow it (chart value "
             "hub.tokenEndpoints).",
+        )
+
+
+def check_nodes_per_replica(model: TritonVLLMModel) -> None:
+    """A replica over several nodes: TP is each node's GPUs, PP the node count, one place."""
+    spec = model.spec
+    nodes = spec.nodes_per_replica
+    if nodes == 1:
+        return
+    name = model.metadata.name
+    if spec.tensor_parallel_size == "auto":
+        raise SpecError(
+            "InvalidSpec",
+            f"{name}: spec.nodesPerReplica={nodes} needs an integer spec.tensorParallelSize (the "
+            "GPUs each node of a replica runs, e.g. 8).",
+        )
+    if "pipeline_parallel_size" in spec.engine_args:
+        raise SpecError(
+            "InvalidSpec",
+            f"{name}: with spec.nodesPerReplica={nodes} the pipeline stages are the nodes "
+            "(pipeline_parallel_size = nodesPerReplica): remove "
+            "engineArgs.pipeline_parallel_size.",
+        )
+    if spec.autoscaling is not None:
+        raise SpecError(
+            "InvalidSpec",
+            f"{name}: spec.autoscaling does not scale multi-node replicas yet; set spec.replicas.",
         )

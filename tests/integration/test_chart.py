@@ -343,6 +343,7 @@ def test_rbac_has_no_wildcards_gets_secrets_only_and_deletes_only_what_it_must(
         "horizontalpodautoscalers": {"delete"},
         "scaledobjects": {"delete"},
         "inferencepools": {"delete"},
+        "statefulsets": {"delete"},
     }
     # The models' finalizers: update only, for blockOwnerDeletion (docs/security.md).
     only = {"secrets": {"get"}, "pods/log": {"get"}, "tritonvllmmodels/finalizers": {"update"}}
@@ -638,6 +639,7 @@ NAMESPACED_RIGHTS = {
             "configmaps",
             "services",
             "deployments.apps",
+            "statefulsets.apps",
             "poddisruptionbudgets.policy",
             "jobs.batch",
             "horizontalpodautoscalers.autoscaling",
@@ -650,6 +652,8 @@ NAMESPACED_RIGHTS = {
     ("replicasets.apps", "list"),
     ("replicasets.apps", "watch"),
     ("configmaps", "delete"),
+    # The groups of a multi-node model's replicas scaled away.
+    ("statefulsets.apps", "delete"),
     ("poddisruptionbudgets.policy", "delete"),
     ("horizontalpodautoscalers.autoscaling", "delete"),
     ("scaledobjects.keda.sh", "delete"),

@@ -93,6 +93,8 @@ def test_status_declares_every_field_the_operator_writes() -> None:
         "observedGeneration",
         "conditions",
         "tensorParallelSize",
+        "nodesPerReplica",
+        "ranks",
         "replicas",
         "currentReplicas",
         "selector",

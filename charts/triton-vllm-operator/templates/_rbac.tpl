@@ -14,6 +14,8 @@ what the operator and kopf really call:
 - configmaps, poddisruptionbudgets: delete (a config no pod mounts any more; the budget of a
   model scaled to one replica).
 - replicasets: list+watch (a config stays while a ReplicaSet with replicas mounts it).
+- statefulsets (a multi-node model's groups, one per replica): as the children above, and
+  delete (the groups of replicas scaled away).
 - horizontalpodautoscalers, scaledobjects (keda.sh): list+watch, get, create+patch as for the
   children above, and delete (the autoscaler of a model whose spec.autoscaling is removed, or an
   HPA replaced by a ScaledObject once KEDA is installed).
@@ -53,6 +55,9 @@ secretKeyRef), no wildcards.
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["list", "watch", "get", "create", "patch"]
+- apiGroups: ["apps"]
+  resources: ["statefulsets"]
+  verbs: ["list", "watch", "get", "create", "patch", "delete"]
 - apiGroups: ["apps"]
   resources: ["replicasets"]
   verbs: ["list", "watch"]

@@ -105,6 +105,10 @@ def render_config_pbtxt(model: TritonVLLMModel, backend_name: str) -> str:
     return text_format.MessageToString(render_model_config(model, backend_name))
 
 
+# vLLM's rendezvous port on a group's rank 0; the backend's join port is the next one.
+MULTINODE_MASTER_PORT = 29500
+
+
 def render_model_json(
     model: TritonVLLMModel, tensor_parallel_size: int, lora: LoraLimits | None = None
 ) -> str:
@@ -115,6 +119,14 @@ def render_model_json(
         "model": model.spec.model,
         "tensor_parallel_size": tensor_parallel_size,
     }
+    if model.spec.nodes_per_replica > 1:
+        # vLLM's native multi-node: the nodes are the pipeline's stages; the backend reads each
+        # pod's rank and the leader's address from the environment (one file for the group).
+        engine_args |= {
+            "nnodes": model.spec.nodes_per_replica,
+            "pipeline_parallel_size": model.spec.nodes_per_replica,
+            "master_port": MULTINODE_MASTER_PORT,
+        }
     if model.spec.lora is not None:
         limits = lora or lora_limits(model.spec.lora)
         engine_args |= {

@@ -58,6 +58,9 @@ CHILDREN = (
     Collection("Service", "", "v1", "services", label_selector=OURS_SELECTOR, verbs=_CHILD_VERBS),
     Collection("Deployment", "apps", "v1", "deployments", label_selector=OURS_SELECTOR,
                verbs=_CHILD_VERBS),
+    # A multi-node model's groups, one per replica; delete: the groups of replicas scaled away.
+    Collection("StatefulSet", "apps", "v1", "statefulsets", label_selector=OURS_SELECTOR,
+               verbs=(*_CHILD_VERBS, "delete")),
     # Read only: a ConfigMap stays while a ReplicaSet that may scale up again mounts it.
     Collection("ReplicaSet", "apps", "v1", "replicasets", label_selector=OURS_SELECTOR),
     Collection("PodDisruptionBudget", "policy", "v1", "poddisruptionbudgets",

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..observed import Key, Observed, OwnPod
 from ..placement import COUNT_LABEL, MEMORY_LABEL, PRODUCT_LABEL
+from ..render.groups import GROUP_LABEL, POD_INDEX_LABEL
 from ..render.manifests import CONFIG_HASH_ANNOTATION, MANAGED_BY, MODEL_LABEL
 
 ModelKey = tuple[str, str]  # (namespace, name)
@@ -156,7 +157,17 @@ def own_pod(obj: Mapping[str, Any]) -> OwnPod:
         ),
         None,
     )
+    labels = metadata.get("labels") or {}
+    index = labels.get(POD_INDEX_LABEL)
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (obj.get("status") or {}).get("conditions") or []
+    )
     return OwnPod(
+        node=spec.get("nodeName"),
+        ready=ready,
+        group=labels.get(GROUP_LABEL),
+        rank=int(index) if index and index.isdigit() else None,
         name=metadata.get("name", ""),
         config_hash=(metadata.get("annotations") or {}).get(CONFIG_HASH_ANNOTATION),
         config_map=config_map,

@@ -1,0 +1,137 @@
+"""Models bigger than a node: each replica a group of pods, one per node, on vLLM's multi-node
+runtime; rendered, checked and reported without a cluster."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from tests.unit.builders import H100, gpu_node, model_dict
+from tests.unit.test_reconcile import NOW, conditions, message, stored
+from triton_vllm_operator.__main__ import render_documents
+from triton_vllm_operator.observed import Observed, OwnPod
+from triton_vllm_operator.reconcile import plan_reconcile
+from triton_vllm_operator.settings import Settings
+
+NODES = [gpu_node(f"h{i}", 8, H100) for i in range(4)]
+SETTINGS = Settings()
+# A 405B-class model in bf16 (~810 GB) on 8 x 80 GB nodes: two nodes of TP 8 a replica.
+BIG = {"model": "meta-llama/Llama-3.1-405B-Instruct", "tensorParallelSize": 8, "nodesPerReplica": 2}
+
+
+def _render(**spec: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    docs = render_documents([model_dict(**{**BIG, **spec})], NODES, SETTINGS)
+    return {(d["kind"], d["metadata"]["name"]): d for d in docs}
+
+
+def test_render_shows_one_group_of_two_nodes_per_replica() -> None:
+    out = _render(replicas=2)
+    assert ("Deployment", "llama") not in out and ("PodDisruptionBudget", "llama") not in out
+    assert {k for k in out if k[0] == "StatefulSet"} == {
+        ("StatefulSet", "llama-g0"),
+        ("StatefulSet", "llama-g1"),
+    }
+    group = out[("StatefulSet", "llama-g0")]["spec"]
+    assert group["replicas"] == 2 and group["podManagementPolicy"] == "Parallel"
+    assert group["serviceName"] == "llama-ranks"
+    pod = group["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 8  # TP GPUs on each node
+    env = {e["name"]: e for e in container["env"]}
+    rank = env["TRITONVLLM_NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert rank == "metadata.labels['apps.kubernetes.io/pod-index']"
+    assert env["TRITONVLLM_MASTER_ADDR"]["value"] == "llama-g0-0.llama-ranks.ml.svc"
+    script = container["command"][2]
+    assert "exec tritonserver" in script and "tritonvllm_backend.worker" in script
+    assert container["args"][0].startswith("--model-repository=")
+    (anti,) = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert anti == {
+        "labelSelector": {"matchLabels": {"tritonvllm.io/group": "llama-g0"}},
+        "topologyKey": "kubernetes.io/hostname",
+    }
+    # The workers serve no HTTP: rank 0's probes pass on them.
+    assert "TRITONVLLM_NODE_RANK" in container["readinessProbe"]["exec"]["command"][2]
+    ranks = out[("Service", "llama-ranks")]["spec"]
+    assert ranks["clusterIP"] == "None" and ranks["publishNotReadyAddresses"] is True
+    # Only rank 0 serves.
+    assert out[("Service", "llama")]["spec"]["selector"]["apps.kubernetes.io/pod-index"] == "0"
+    (configmap,) = [v for k, v in out.items() if k[0] == "ConfigMap"]
+    engine = json.loads(configmap["data"]["model.json"])
+    assert engine["nnodes"] == 2 and engine["pipeline_parallel_size"] == 2
+    assert engine["tensor_parallel_size"] == 8 and engine["master_port"] == 29500
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ({"tensorParallelSize": "auto"}, "needs an integer spec.tensorParallelSize"),
+        ({"engineArgs": {"pipeline_parallel_size": 2}}, "remove engineArgs.pipeline_parallel"),
+        ({"autoscaling": {"minReplicas": 1, "maxReplicas": 2}}, "set spec.replicas"),
+    ],
+)
+def test_what_multi_node_cannot_take_is_refused_with_what_to_change(
+    spec: dict[str, Any], words: str
+) -> None:
+    body = model_dict(**{**BIG, **spec})
+    plan = plan_reconcile(body, Observed(nodes=NODES, pods=[]), SETTINGS, NOW)
+    assert conditions(plan.status)["Accepted"] == ("False", "InvalidSpec")
+    assert words in message(plan.status, "Accepted") and plan.apply == []
+
+
+def _group_status(sts: dict[str, Any], ready: int) -> dict[str, Any]:
+    sts = stored(sts)
+    sts["status"] = {
+        "observedGeneration": 1,
+        "replicas": 2,
+        "updatedReplicas": 2,
+        "readyReplicas": ready,
+    }
+    return sts
+
+
+def test_ready_counts_whole_groups_and_status_names_every_rank_and_node() -> None:
+    body = model_dict(**BIG, replicas=1)
+    first = plan_reconcile(body, Observed(nodes=NODES, pods=[]), SETTINGS, NOW)
+    body["status"] = first.status
+    children = {(m["kind"], m["metadata"]["name"]): stored(m) for m in first.apply}
+    children[("Service", "llama-ranks")]["spec"]["clusterIP"] = "None"  # headless stays so
+    group = next(m for m in first.apply if m["kind"] == "StatefulSet")
+    config = first.status["configHash"]
+    pods = [
+        OwnPod("llama-g0-0", config, None, ("True", "", ""), node="h0", ready=True,
+               group="llama-g0", rank=0),
+        OwnPod("llama-g0-1", config, None, ("True", "", ""), node="h1", ready=False,
+               group="llama-g0", rank=1),
+    ]  # fmt: skip
+    children[("StatefulSet", "llama-g0")] = _group_status(group, ready=1)
+    half = plan_reconcile(body, Observed(NODES, [], pods, children=children), SETTINGS, NOW)
+    assert conditions(half.status)["Ready"] == ("False", "PodsNotReady")
+    assert half.status["nodesPerReplica"] == 2 and half.status["tensorParallelSize"] == 8
+    assert [(r["rank"], r["node"], r["ready"]) for r in half.status["ranks"]] == [
+        (0, "h0", True),
+        (1, "h1", False),
+    ]
+    body["status"] = half.status
+    children[("StatefulSet", "llama-g0")] = _group_status(group, ready=2)
+    whole = plan_reconcile(body, Observed(NODES, [], pods, children=children), SETTINGS, NOW)
+    assert conditions(whole.status)["Ready"] == ("True", "ModelServing")
+    assert "2 nodes each" in message(whole.status, "Ready")
+    assert whole.apply == [] and whole.delete == []
+
+
+def test_fewer_replicas_remove_their_groups_and_a_shape_change_is_refused() -> None:
+    body = model_dict(**BIG, replicas=2)
+    first = plan_reconcile(body, Observed(nodes=NODES, pods=[]), SETTINGS, NOW)
+    children = {(m["kind"], m["metadata"]["name"]): stored(m) for m in first.apply}
+    body["spec"]["replicas"] = 1
+    fewer = plan_reconcile(body, Observed(NODES, [], children=children), SETTINGS, NOW)
+    assert fewer.delete == [("StatefulSet", "llama-g1")]
+    single = copy.deepcopy(body)
+    single["spec"]["nodesPerReplica"] = 1
+    refused = plan_reconcile(single, Observed(NODES, [], children=children), SETTINGS, NOW)
+    assert conditions(refused.status)["Accepted"] == ("False", "InvalidSpec")
+    assert "delete the model and create it again" in message(refused.status, "Accepted")
+    assert refused.apply == [] and refused.delete == []
