@@ -132,3 +132,11 @@ def test_an_explicit_size_may_use_nodes_that_do_not_say_their_gpu_memory(
     result = place(facts["Llama-3.1-8B"], nodes=[POOL[4]], tensorParallelSize=2)
     assert isinstance(result, Placement)
     assert result.nodes == ("gpu-unlabelled-0",) and result.warning is None
+
+
+def test_an_explicit_size_prefers_the_gpus_the_estimate_fits(facts: dict[str, ModelFacts]) -> None:
+    # Llama 3.1 8B at its full 128k context: one H100 holds it, one L4 or A10G does not.
+    result = place(facts["Llama-3.1-8B"], nodes=POOL[:4], tensorParallelSize=1)
+    assert isinstance(result, Placement) and result.warning is None
+    assert result.nodes == ("gpu-a10g-0", "gpu-h100-0", "gpu-h100-1", "gpu-l4-0")
+    assert result.preferred_products == ("NVIDIA-H100-80GB-HBM3", "NVIDIA-A10G", "NVIDIA-L4")

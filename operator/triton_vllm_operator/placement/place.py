@@ -3,7 +3,7 @@ tensor-parallel size, the nodes a replica fits and the GPU classes to prefer, or
 
 - Nodes the pods may not use are excluded, each with its reason (exclusion.py).
 - `auto`: the memory plan chooses the smallest size that fits each node; the smallest of those
-  wins, and the pods are pinned to GPUs at least as large as the smallest that fits it.
+  wins, and the pods are pinned to GPUs with the memory a replica needs at that size.
 - An explicit size is the user's word: every node with enough GPUs for a pod qualifies; a memory
   estimate that disagrees is a warning, never a floor.
 - Among the GPU classes that fit, the smallest is preferred (preference.py).
@@ -151,7 +151,7 @@ def _place_auto(
             excluded.setdefault(node.name, result.message)
     # Pinned to GPUs with the memory a replica needs at this size (where the plan can tell).
     floor = plan.min_memory_mib(tp)
-    return _placement(spec, tp, fits, floor, None)
+    return _placement(spec, tp, fits, smallest_first(node for node, _ in fits), floor, None)
 
 
 def _place_explicit(
@@ -192,23 +192,24 @@ def _place_explicit(
             f"tensorParallelSize={tp} is used as set, though the memory estimate says it does "
             f"not fit: on {node.describe()}, {refusal.message}",
         )
+    # The classes the estimate fits, smallest first; then the others, largest first.
+    rejected = smallest_first(node for node, _ in disagree)[::-1]
+    products = smallest_first(node for node, _ in fits)
+    products += tuple(p for p in rejected if p not in products)
     chosen = fits + [(node, Sized(tp, "")) for node, _ in disagree]
-    return _placement(spec, tp, chosen, None, warning, largest_first=not fits)
+    return _placement(spec, tp, chosen, products, None, warning)
 
 
 def _placement(
     spec: TritonVLLMModelSpec,
     tp: int,
     fits: list[tuple[NodeGPUs, Sized]],
+    products: tuple[str, ...],
     floor: int | None,
     warning: PlacementWarning | None,
-    largest_first: bool = False,
 ) -> Placement:
     per_pod = gpus_per_pod(spec, tp)
     nodes = [node for node, _ in fits]
-    products = smallest_first(nodes)
-    if largest_first:
-        products = products[::-1]
     names = tuple(sorted(node.name for node in nodes))
     message = f"tensorParallelSize={tp} fits on {len(names)} node(s): {', '.join(names)}"
     if len(products) > 1:
