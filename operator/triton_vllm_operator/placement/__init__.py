@@ -2,8 +2,9 @@
 
 Pure: reads the model's spec and facts and plain Node and Pod dicts, talks to nothing.
 - inventory.py: the nodes' GPUs (class, count, memory, free capacity);
+- engine.py: the engine arguments placement reads;
 - memory.py: the one memory plan interface, by the model's facts (by_facts.py, kv_cache.py,
-  split.py) or by spec.modelSizeGiB (by_size.py);
+  split.py) or by spec.modelSizeGiB (by_size.py), answering in budget.py's terms;
 - exclusion.py: why a node cannot take the model's pods;
 - place.py: the one algorithm, with bin-packing preferences (preference.py);
 - sticky.py: a placement kept while the fields it reads are unchanged;
