@@ -152,3 +152,39 @@ def ranks(observed: Observed) -> list[dict[str, Any]]:
         {"group": p.group, "rank": p.rank, "pod": p.name, "node": p.node, "ready": p.ready}
         for p in sorted(pods, key=lambda p: (p.group or "", p.rank or 0))
     ]
+
+
+def _config_of(sts: Mapping[str, Any]) -> str | None:
+    template = (sts.get("spec") or {}).get("template") or {}
+    return ((template.get("metadata") or {}).get("annotations") or {}).get(CONFIG_HASH_ANNOTATION)
+
+
+def _whole(sts: Mapping[str, Any], nodes: int) -> bool:
+    status = sts.get("status") or {}
+    generation = (sts.get("metadata") or {}).get("generation")
+    seen = generation is None or status.get("observedGeneration") == generation
+    updated = int(status.get("updatedReplicas") or 0) >= nodes
+    return seen and updated and int(status.get("readyReplicas") or 0) >= nodes
+
+
+def one_group_at_a_time(
+    apply: list[dict[str, Any]], observed: Observed, nodes: int
+) -> list[dict[str, Any]]:
+    """A new config reaches the groups one at a time: a group being replaced serves nothing, so
+    the next one starts only when every group already on the new config is whole and ready."""
+    new_config = {_config_of(m) for m in apply if m["kind"] == "StatefulSet"}
+    live = {name: sts for (kind, name), sts in observed.children.items() if kind == "StatefulSet"}
+    busy = any(_config_of(sts) in new_config and not _whole(sts, nodes) for sts in live.values())
+    out: list[dict[str, Any]] = []
+    for manifest in apply:
+        current = live.get(manifest["metadata"]["name"])
+        rolling = (
+            manifest["kind"] == "StatefulSet"
+            and current is not None
+            and _config_of(current) != _config_of(manifest)
+        )
+        if rolling and busy:
+            continue  # waits for the group ahead of it
+        busy = busy or rolling
+        out.append(manifest)
+    return out

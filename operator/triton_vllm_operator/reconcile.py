@@ -36,6 +36,7 @@ from .placement import FactsQuery, Unplaceable, facts_query, sticky
 from .readiness import (
     caching,
     group_readiness,
+    one_group_at_a_time,
     ranks,
     scheduled,
     serving_before,
@@ -169,6 +170,8 @@ def _converge(
         made = (manifest["kind"], manifest["metadata"]["name"]) in observed.server_made
         if needs_apply(manifest, _live(observed, manifest), made):
             plan.apply.append(manifest)
+    if model.spec.nodes_per_replica > 1:
+        plan.apply = one_group_at_a_time(plan.apply, observed, model.spec.nodes_per_replica)
     plan.delete += unwanted(model, observed, wanted.children)
     # 6. Readiness.
     deployment = wanted.deployment

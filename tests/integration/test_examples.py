@@ -85,7 +85,16 @@ def test_the_operator_renders_the_example_for_the_simulated_gpu_pool(example: Pa
     budget = ["PodDisruptionBudget"] if most > 1 else []
     scaler = ["ScaledObject"] if autoscaling else []
     adapters = ["ConfigMap"] if "lora" in spec else []  # the LoRA adapter list
-    assert kinds == sorted(["ConfigMap", "Deployment", "Service", *budget, *scaler, *adapters])
+    storage = spec.get("storage") or {}
+    # Download Jobs: the weights' (prefetch), one per Hub adapter's repo and revision.
+    hub = {(a["repo"], a.get("revision")) for a in (spec.get("lora") or {}).get("adapters", [])
+           if "repo" in a} if storage.get("existingClaim") else set()  # fmt: skip
+    jobs = ["Job"] * (len(hub) + bool(storage.get("prefetch")))
+    # A replica over several nodes: its group's StatefulSet and the ranks' headless Service.
+    nodes = spec.get("nodesPerReplica", 1)
+    pods = ["StatefulSet"] * spec.get("replicas", 1) + ["Service"] if nodes > 1 else ["Deployment"]
+    expected = ["ConfigMap", "Service", *pods, *budget, *scaler, *adapters, *jobs]
+    assert kinds == sorted(expected)
 
 
 def test_the_api_server_rejects_a_broken_example(

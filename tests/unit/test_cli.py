@@ -113,6 +113,11 @@ def test_examples_render(example: Path, tmp_path: Path) -> None:
         expected.append("PodDisruptionBudget")
     if autoscaling:
         expected.append("ScaledObject")
+    if spec.get("nodesPerReplica", 1) > 1:
+        # Each replica a group: the ranks' headless Service, then one StatefulSet per replica.
+        groups = ["StatefulSet"] * spec.get("replicas", 1)
+        at = expected.index("Deployment")
+        expected[at : at + 1] = ["Service", *groups]
     assert [d["kind"] for d in docs] == expected
 
 

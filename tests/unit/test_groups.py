@@ -29,7 +29,9 @@ def _render(**spec: Any) -> dict[tuple[str, str], dict[str, Any]]:
 
 def test_render_shows_one_group_of_two_nodes_per_replica() -> None:
     out = _render(replicas=2)
-    assert ("Deployment", "llama") not in out and ("PodDisruptionBudget", "llama") not in out
+    assert ("Deployment", "llama") not in out
+    # One pod of the model at a time may be disrupted: a drain breaks one group, never two.
+    assert out[("PodDisruptionBudget", "llama")]["spec"]["maxUnavailable"] == 1
     assert {k for k in out if k[0] == "StatefulSet"} == {
         ("StatefulSet", "llama-g0"),
         ("StatefulSet", "llama-g1"),
@@ -128,10 +130,40 @@ def test_fewer_replicas_remove_their_groups_and_a_shape_change_is_refused() -> N
     children = {(m["kind"], m["metadata"]["name"]): stored(m) for m in first.apply}
     body["spec"]["replicas"] = 1
     fewer = plan_reconcile(body, Observed(NODES, [], children=children), SETTINGS, NOW)
-    assert fewer.delete == [("StatefulSet", "llama-g1")]
+    assert fewer.delete == [("PodDisruptionBudget", "llama"), ("StatefulSet", "llama-g1")]
     single = copy.deepcopy(body)
     single["spec"]["nodesPerReplica"] = 1
     refused = plan_reconcile(single, Observed(NODES, [], children=children), SETTINGS, NOW)
     assert conditions(refused.status)["Accepted"] == ("False", "InvalidSpec")
     assert "delete the model and create it again" in message(refused.status, "Accepted")
     assert refused.apply == [] and refused.delete == []
+
+
+def test_a_new_config_reaches_one_group_at_a_time() -> None:
+    """A group being replaced serves nothing: the second waits until the first is whole."""
+    body = model_dict(**BIG, replicas=2)
+    first = plan_reconcile(body, Observed(nodes=NODES, pods=[]), SETTINGS, NOW)
+    children = {(m["kind"], m["metadata"]["name"]): stored(m) for m in first.apply}
+    children[("Service", "llama-ranks")]["spec"]["clusterIP"] = "None"
+    for name in ("llama-g0", "llama-g1"):
+        children[("StatefulSet", name)] = _group_status(children[("StatefulSet", name)], 2)
+    body["spec"]["engineArgs"] = {"max_model_len": 8192}
+    body["metadata"]["generation"] = 2
+    roll = plan_reconcile(body, Observed(NODES, [], children=children), SETTINGS, NOW)
+    groups = [m["metadata"]["name"] for m in roll.apply if m["kind"] == "StatefulSet"]
+    assert groups == ["llama-g0"]
+    assert conditions(roll.status)["Ready"] == ("False", "RollingOut")
+    # g0 has the new template, its ranks not all back yet: g1 waits.
+    g0 = next(m for m in roll.apply if m["kind"] == "StatefulSet")
+    children[("StatefulSet", "llama-g0")] = _group_status(g0, ready=1)
+    for m in roll.apply:
+        if m["kind"] == "ConfigMap":
+            children[("ConfigMap", m["metadata"]["name"])] = stored(m)
+    waiting = plan_reconcile(body, Observed(NODES, [], children=children), SETTINGS, NOW)
+    assert [m for m in waiting.apply if m["kind"] == "StatefulSet"] == []
+    # g0 whole again: now g1.
+    children[("StatefulSet", "llama-g0")] = _group_status(g0, ready=2)
+    second = plan_reconcile(body, Observed(NODES, [], children=children), SETTINGS, NOW)
+    assert [m["metadata"]["name"] for m in second.apply if m["kind"] == "StatefulSet"] == [
+        "llama-g1"
+    ]

@@ -114,14 +114,13 @@ def _group_template(
 
 def as_groups(model: TritonVLLMModel, children: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The children of a multi-node model: the Deployment becomes the groups (and their headless
-    Service), the Service selects rank 0 only, and no PodDisruptionBudget counts single pods."""
+    Service), and the Service selects rank 0 only. The PodDisruptionBudget (one pod of the model
+    at a time) stays: it lets a drain break one group at a time, never two."""
     deployment = next(m for m in children if m["kind"] == "Deployment")
     out = []
     for child in children:
         if child["kind"] == "Deployment":
             out.extend(render_groups(model, deployment))
-        elif child["kind"] == "PodDisruptionBudget":
-            continue
         elif child["kind"] == "Service":
             child["spec"]["selector"] = {**child["spec"]["selector"], POD_INDEX_LABEL: "0"}
             out.append(child)
