@@ -17,6 +17,7 @@ from triton_vllm_operator.placement import (
     BELOW_ESTIMATE,
     PLACEMENT_ANNOTATION,
     Placement,
+    Unplaceable,
     inventory,
     memory_plan,
     place,
@@ -261,3 +262,39 @@ def test_the_estimate_agreeing_with_an_explicit_size_gives_no_warning() -> None:
     placed = place(m.spec, memory_plan(m.spec, facts), inventory(m.spec, h100s, [])).fresh
     assert isinstance(placed, Placement)
     assert placed.warning is None and "Warning" not in placed.message
+
+
+# Llama 3.1 405B's published shape; its bf16 weights are 756 GiB.
+LLAMA_405B = {
+    "architectures": ["LlamaForCausalLM"],
+    "hidden_size": 16384,
+    "intermediate_size": 53248,
+    "num_attention_heads": 128,
+    "num_hidden_layers": 126,
+    "num_key_value_heads": 8,
+    "max_position_embeddings": 131072,
+    "torch_dtype": "bfloat16",
+}
+
+
+def test_a_replica_over_two_nodes_splits_the_model_over_both_nodes_gpus() -> None:
+    facts = parse_config(LLAMA_405B, "meta-llama/Llama-3.1-405B-Instruct")
+    h100s = [gpu_node(f"gpu-h100-{i}", 8, H100) for i in range(3)]
+    spec: dict[str, Any] = {
+        "model": "meta-llama/Llama-3.1-405B-Instruct",
+        "tensorParallelSize": 8,
+        "modelSizeGiB": 756,
+        "engineArgs": {"max_model_len": 16384},
+    }
+    two = model(**spec, nodesPerReplica=2).spec
+    placed = place(two, memory_plan(two, facts), inventory(two, h100s, [])).fresh
+    assert isinstance(placed, Placement)
+    assert (placed.tensor_parallel_size, placed.nodes_per_replica) == (8, 2)
+    assert placed.warning is None  # 47 GiB of weights on each of 16 GPUs
+    assert placed.replicas_that_fit_now == 1  # three free nodes: one group of two
+    one = model(**spec).spec
+    alone = place(one, memory_plan(one, facts), inventory(one, h100s, [])).fresh
+    assert isinstance(alone, Placement) and alone.warning is not None  # 756 GiB on 8 GPUs
+    short = place(two, memory_plan(two, facts), inventory(two, h100s[:1], [])).fresh
+    assert isinstance(short, Unplaceable) and short.reason == "NotEnoughGPUs"
+    assert "spans spec.nodesPerReplica=2 nodes of 8 GPUs each; 1 node(s) qualify" in short.message

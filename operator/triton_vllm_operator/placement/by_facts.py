@@ -80,7 +80,7 @@ class FactsPlan:
 
     def budget(self, gpus: GPUs, tp: int, length: int) -> GPUBudget:
         """Each GPU's memory for the model at `tp` and `length`."""
-        stages = self.limits.pipeline_parallel_size
+        stages = self.limits.stages
         return GPUBudget(
             tensor_parallel_size=tp,
             max_model_len=length,

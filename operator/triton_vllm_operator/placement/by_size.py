@@ -30,6 +30,7 @@ class SizePlan:
 
     size_gib: float
     pipeline_parallel_size: int = 1
+    nodes_per_replica: int = 1  # the weights split over this many nodes' GPUs too
 
     @property
     def needs_memory_label(self) -> bool:
@@ -43,7 +44,8 @@ class SizePlan:
 
     def min_memory_mib(self, tp: int) -> int:
         """The smallest GPU (MiB) whose share holds the weights at `tp`."""
-        return math.ceil(self._needed_mib() / (tp * self.pipeline_parallel_size))
+        stages = self.pipeline_parallel_size * self.nodes_per_replica
+        return math.ceil(self._needed_mib() / (tp * stages))
 
     def fit(self, gpus: GPUs, tp: int) -> Sized | Refusal:
         stages = self.pipeline_parallel_size
@@ -66,7 +68,7 @@ class SizePlan:
         stages = self.pipeline_parallel_size
         memory_mib = gpus.memory_bytes // MIB
         tp = 1
-        while tp * stages * memory_mib < self._needed_mib():
+        while memory_mib < self.min_memory_mib(tp):
             tp *= 2
         if tp * stages > gpus.count:
             have = gpus.count * memory_mib // 1024

@@ -66,6 +66,7 @@ class EngineLimits:
     dtype: str = "auto"
     kv_cache_dtype: str = "auto"
     pipeline_parallel_size: int = 1  # the layers split into stages, each on TP GPUs
+    nodes_per_replica: int = 1  # more stages, one per node (spec.nodesPerReplica)
     max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS
 
     @classmethod
@@ -91,6 +92,11 @@ class EngineLimits:
             pipeline_parallel_size=pipeline_parallel_size(engine_args),
             max_num_batched_tokens=batched or DEFAULT_MAX_NUM_BATCHED_TOKENS,
         )
+
+    @property
+    def stages(self) -> int:
+        """The pipeline stages the layers, the weights and the cache are split into."""
+        return self.pipeline_parallel_size * self.nodes_per_replica
 
     @property
     def in_flight_tokens(self) -> int:

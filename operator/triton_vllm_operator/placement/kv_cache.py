@@ -23,8 +23,8 @@ def layer_bytes_per_token(facts: ModelFacts, limits: EngineLimits, tp: int) -> i
 
 
 def _per_stage(total: int, limits: EngineLimits) -> int:
-    """Pipeline stages split the layers, and with them the cache."""
-    return -(-total // limits.pipeline_parallel_size)
+    """Pipeline stages (on a node or one per node) split the layers, and with them the cache."""
+    return -(-total // limits.stages)
 
 
 def kv_bytes_per_token(facts: ModelFacts, limits: EngineLimits, tp: int) -> int:

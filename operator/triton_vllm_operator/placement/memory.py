@@ -3,6 +3,7 @@ model's facts, else spec.modelSizeGiB, else none (an explicit tensorParallelSize
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Protocol
 
 from ..api import TritonVLLMModelSpec
@@ -59,11 +60,13 @@ def memory_plan(
     spec.modelSizeGiB fills it in), else by spec.modelSizeGiB, else none. `why` and `reason` say
     why there are no facts, for the refusal of `auto`."""
     stages = pipeline_parallel_size(spec.engine_args)
+    nodes = spec.nodes_per_replica
     if facts is not None:
         sized = with_size_hint(facts, spec.model_size_gi_b)
         if sized.weights_bytes is not None:
-            return FactsPlan(sized, EngineLimits.from_engine_args(spec.engine_args))
+            limits = EngineLimits.from_engine_args(spec.engine_args)
+            return FactsPlan(sized, replace(limits, nodes_per_replica=nodes))
         why = f"{facts.name} has no safetensors index or header to size its weights by."
     if spec.model_size_gi_b is not None:
-        return SizePlan(spec.model_size_gi_b, stages)
+        return SizePlan(spec.model_size_gi_b, stages, nodes)
     return UnsizedPlan(reason, size_unknown_message(spec, why), stages)

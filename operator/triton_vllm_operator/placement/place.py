@@ -10,8 +10,8 @@ tensor-parallel size, the nodes a replica fits and the GPU classes to prefer, or
 - A placement recorded on the live Deployment (`sticky`) is kept; the nodes are still asked, for
   messages.
 
-A replica spans one node today (`Placement.nodes_per_replica` is 1); a replica over several nodes
-fits where each of them has TP x PP GPUs.
+A replica spans spec.nodesPerReplica nodes (the pipeline's stages, each a pod of TP GPUs on its
+own node): the memory plan splits the model over all of them, and as many nodes must qualify.
 """
 
 from __future__ import annotations
@@ -197,6 +197,14 @@ def _place_explicit(
     products = smallest_first(node for node, _ in fits)
     products += tuple(p for p in rejected if p not in products)
     chosen = fits + [(node, Sized(tp, "")) for node, _ in disagree]
+    if len(chosen) < spec.nodes_per_replica:
+        names = ", ".join(sorted(node.name for node, _ in chosen))
+        return Unplaceable(
+            "NotEnoughGPUs",
+            f"A replica spans spec.nodesPerReplica={spec.nodes_per_replica} nodes of {per_pod} "
+            f"GPUs each; {len(chosen)} node(s) qualify: {names or 'none'}. Add such nodes. "
+            f"Excluded: {_reasons(excluded) or 'none'}.",
+        )
     return _placement(spec, tp, chosen, products, None, warning)
 
 
@@ -211,7 +219,9 @@ def _placement(
     per_pod = gpus_per_pod(spec, tp)
     nodes = [node for node, _ in fits]
     names = tuple(sorted(node.name for node in nodes))
-    message = f"tensorParallelSize={tp} fits on {len(names)} node(s): {', '.join(names)}"
+    spans = spec.nodes_per_replica
+    across = f" x {spans} nodes a replica" if spans > 1 else ""
+    message = f"tensorParallelSize={tp}{across} fits on {len(names)} node(s): {', '.join(names)}"
     if len(products) > 1:
         message += f"; preferring {', '.join(products)} in that order"
     best = next((sized for node, sized in fits if products and node.product == products[0]), None)
@@ -222,11 +232,12 @@ def _placement(
     return Placement(
         tp,
         names,
-        sum(node.free // per_pod for node in nodes),
+        sum(node.free // per_pod for node in nodes) // spans,
         floor,
         message,
         preferred_products=products,
         warning=warning,
+        nodes_per_replica=spans,
     )
 
 
@@ -269,7 +280,7 @@ def _unseen(spec: TritonVLLMModelSpec, plan: MemoryPlan, why: Unplaceable) -> Pl
     """
     tp = spec.tensor_parallel_size
     if tp != "auto":
-        return Placement(tp, (), 0, None, why.message)
+        return Placement(tp, (), 0, None, why.message, nodes_per_replica=spec.nodes_per_replica)
     memory_gib = spec.gpu.min_memory_gi_b
     if not memory_gib:
         return None

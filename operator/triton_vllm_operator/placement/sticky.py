@@ -24,14 +24,16 @@ def _digest(value: Any) -> str:
 
 def placement_digest(model: TritonVLLMModel) -> str:
     """What a placement depends on: the model and its revision, its size, the tensor-parallel
-    size, spec.gpu, the engine arguments and LoRA settings that change its memory or GPUs, and
-    where its pods may run (nodeSelector, affinity, tolerations)."""
+    size and the nodes a replica spans, spec.gpu, the engine arguments and LoRA settings that
+    change its memory or GPUs, and where its pods may run (nodeSelector, affinity,
+    tolerations)."""
     spec = model.spec.model_dump(by_alias=True, mode="json")
     read = {
         "model": spec["model"],
         "revision": spec["storage"].get("revision"),
         "modelSizeGiB": spec.get("modelSizeGiB"),
         "tensorParallelSize": spec["tensorParallelSize"],
+        "nodesPerReplica": spec.get("nodesPerReplica", 1),
         "gpu": spec["gpu"],
         "engineArgs": {k: v for k, v in spec["engineArgs"].items() if k in MEMORY_ARGS},
         "nodeSelector": spec.get("nodeSelector"),
@@ -82,4 +84,7 @@ def sticky(model: TritonVLLMModel, live: Mapping[str, Any] | None) -> Placement 
     theirs = _user_preferred(model)
     products = tuple(p for p in preferred_products(pod_spec) if p not in theirs)
     message = f"tensorParallelSize={tp}, kept while the fields placement reads are unchanged"
-    return Placement(tp, (), 0, floor, message, preferred_products=products)
+    nodes = model.spec.nodes_per_replica
+    return Placement(
+        tp, (), 0, floor, message, preferred_products=products, nodes_per_replica=nodes
+    )
