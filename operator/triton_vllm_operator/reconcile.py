@@ -235,12 +235,21 @@ def _converge_groups(
     live = {name: observed.children.get(("StatefulSet", name)) for name in names}
     url = endpoint(model)
     ready, whole, updated = group_readiness(live, nodes, config_hash, url, applying)
+    members = ranks(observed)
+    missing = [r for r in members if not r["ready"]]
+    if ready.status == "False" and missing:
+        # Name what breaks a group: which rank, of which group, on which node.
+        named = "; ".join(
+            f"{r['group']} rank {r['rank']} ({r['pod']}) on {r['node'] or 'no node yet'}"
+            for r in missing[:5]
+        )
+        ready = Verdict(READY, "False", ready.reason, f"{ready.message} Not ready: {named}.")
     tp = wanted.placement.tensor_parallel_size
     configmap = next(m for m in wanted.children if m["kind"] == "ConfigMap")
     fields = {
         "tensorParallelSize": tp,
         "nodesPerReplica": nodes,
-        "ranks": ranks(observed),
+        "ranks": members,
         "replicas": len(names),
         "currentReplicas": sum(1 for sts in live.values() if sts is not None),
         "selector": ",".join(f"{k}={v}" for k, v in sorted(selector_labels(model).items())),

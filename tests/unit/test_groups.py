@@ -111,6 +111,7 @@ def test_ready_counts_whole_groups_and_status_names_every_rank_and_node() -> Non
     children[("StatefulSet", "llama-g0")] = _group_status(group, ready=1)
     half = plan_reconcile(body, Observed(NODES, [], pods, children=children), SETTINGS, NOW)
     assert conditions(half.status)["Ready"] == ("False", "PodsNotReady")
+    assert "Not ready: llama-g0 rank 1 (llama-g0-1) on h1" in message(half.status, "Ready")
     assert half.status["nodesPerReplica"] == 2 and half.status["tensorParallelSize"] == 8
     assert [(r["rank"], r["node"], r["ready"]) for r in half.status["ranks"]] == [
         (0, "h0", True),
