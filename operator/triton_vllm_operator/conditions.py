@@ -161,6 +161,7 @@ WARNING_REASONS = {
     "TokenSecretUnreadable",
     "ModelSizeUnknown",
     "TensorParallelSizeInvalid",
+    "TensorParallelSizeBelowEstimate",
     "NotEnoughGPUs",
     "InsufficientGPUMemory",
     "MaxModelLenTooLong",

@@ -49,9 +49,10 @@ def scheduled(
         text = f"{len(stuck)} of {len(current)} pods cannot be scheduled: {message}.{hint}"
         return Verdict(SCHEDULED, "False", reason or "Unschedulable", text)
     if current and len(verdicts) == len(current):
-        return Verdict(
-            SCHEDULED, "True", "Placed", f"tensorParallelSize={tp}; all {len(current)} pods bound."
-        )
+        warning = placed.placement.warning if placed.placement else None
+        said = f" {warning.message}" if warning else ""
+        bound = f"tensorParallelSize={tp}; all {len(current)} pods bound.{said}"
+        return Verdict(SCHEDULED, "True", "Placed", bound)
     if isinstance(fresh, Placement):
         kept = placed.sticky and fresh.tensor_parallel_size != tp
         message = placed.placement.message if kept and placed.placement else fresh.message

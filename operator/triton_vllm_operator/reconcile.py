@@ -172,6 +172,10 @@ def _converge(
             plan.apply.append(manifest)
     if model.spec.nodes_per_replica > 1:
         plan.apply = one_group_at_a_time(plan.apply, observed, model.spec.nodes_per_replica)
+    warning = placement.warning
+    if warning and any(m["kind"] in ("Deployment", "StatefulSet") for m in plan.apply):
+        # Said once per new pod template: an explicit size the estimate disagrees with.
+        plan.events.append(("Warning", warning.reason, warning.message))
     plan.delete += unwanted(model, observed, wanted.children)
     # 6. Readiness.
     deployment = wanted.deployment

@@ -121,6 +121,9 @@ def test_an_explicit_size_the_estimate_rejects_is_rendered_as_asked_with_a_warni
     deployment = next(m for m in result.apply if m["kind"] == "Deployment")
     affinity = str(deployment["spec"]["template"]["spec"].get("affinity"))
     assert "nvidia.com/gpu.memory" not in affinity  # no floor the user did not ask for
+    # A Warning Event says it, once: with the template that carries it.
+    warned = [e for e in result.events if e[1] == "TensorParallelSizeBelowEstimate"]
+    assert [e[0] for e in warned] == ["Warning"] and "26624" in warned[0][2]
 
 
 @pytest.mark.parametrize(
