@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.backend_overhead import run_raw, summarize, write_repository
-from bench.gpu_bench import HOP_SEGMENTS, first_token_waits, prompts, triton_level
+from bench.gpu_bench import FINAL_WAITS, HOP_SEGMENTS, first_token_waits, prompts, triton_level
 
 from .clients import MODEL
 from .conftest import Server
@@ -40,9 +40,21 @@ def test_client_processes_count_every_token_of_every_request(server: Server) -> 
 
     # Where the first tokens waited: the engine's own view (its histograms, pushed to Triton
     # before each final response) is part of what the client saw.
-    assert set(waits) == {"client TTFT", "engine TTFT", "engine queue", "outside the engine"}
+    assert set(waits) == {
+        "client TTFT",
+        "engine TTFT",
+        "engine queue",
+        "outside the engine",
+        "client e2e",
+        "engine e2e",
+        "e2e outside the engine",
+    }
     assert 0 <= waits["engine queue"] <= waits["engine TTFT"] <= waits["client TTFT"]
     assert waits["outside the engine"] == waits["client TTFT"] - waits["engine TTFT"]
+    # The whole request likewise: the engine's own e2e (arrival to its last output) is part of
+    # the client's time to its last token.
+    assert 0 < waits["engine e2e"] <= waits["client e2e"]
+    assert waits["e2e outside the engine"] == waits["client e2e"] - waits["engine e2e"]
 
     # Where the time went inside the backend: every request of the level has its line in the
     # hop log, its times in the order the request passed them, after the client sent it.
@@ -59,8 +71,12 @@ def test_client_processes_count_every_token_of_every_request(server: Server) -> 
         # A send returns once Triton took the response: the client may have it a little sooner.
         assert times["pushed"] <= record.done
     assert {"client to execute", "loop to first output", "final send"} <= set(hops)
-    assert set(hops) <= {label for label, _, _ in HOP_SEGMENTS}
+    assert set(hops) <= {label for label, _, _ in HOP_SEGMENTS} | set(FINAL_WAITS)
     assert hops["client to execute"] > 0 and hops["final send"] > 0
+    # Per request: the client's time beyond the engine's part, and the final output's way out.
+    assert set(FINAL_WAITS) <= set(hops)
+    assert hops["e2e outside the engine p50"] <= hops["e2e outside the engine p99"]
+    assert hops["final output to client p50"] <= hops["final output to client p99"]
 
 
 def test_an_open_loop_sends_at_its_rate_over_the_client_processes(server: Server) -> None:
