@@ -117,20 +117,9 @@ def group_readiness(
     """Ready of a multi-node model: whole groups (every rank ready) running this config; also the
     ready and updated group counts. `groups`: each group's live StatefulSet, by name."""
     replicas = len(groups)
-    whole = updated = 0
-    for sts in groups.values():
-        if sts is None:
-            continue
-        status = sts.get("status") or {}
-        template = (sts.get("spec") or {}).get("template") or {}
-        annotations = (template.get("metadata") or {}).get("annotations") or {}
-        generation = (sts.get("metadata") or {}).get("generation")
-        seen = generation is None or status.get("observedGeneration") == generation
-        if annotations.get(CONFIG_HASH_ANNOTATION) != config_hash or not seen:
-            continue
-        if int(status.get("updatedReplicas") or 0) >= nodes:
-            updated += 1
-            whole += int(status.get("readyReplicas") or 0) >= nodes
+    current = [s for s in groups.values() if s is not None and _config_of(s) == config_hash]
+    updated = sum(_updated(sts, nodes) for sts in current)
+    whole = sum(_whole(sts, nodes) for sts in current)
     counts = f"{updated} of {replicas} groups of {nodes} nodes updated, {whole} whole and ready"
     if replicas == 0:
         return Verdict(READY, "False", "ScaledToZero", "spec.replicas is 0."), 0, 0
@@ -160,12 +149,17 @@ def _config_of(sts: Mapping[str, Any]) -> str | None:
     return ((template.get("metadata") or {}).get("annotations") or {}).get(CONFIG_HASH_ANNOTATION)
 
 
-def _whole(sts: Mapping[str, Any], nodes: int) -> bool:
+def _updated(sts: Mapping[str, Any], nodes: int) -> bool:
+    """The StatefulSet controller saw its latest spec and every rank runs that template."""
     status = sts.get("status") or {}
     generation = (sts.get("metadata") or {}).get("generation")
     seen = generation is None or status.get("observedGeneration") == generation
-    updated = int(status.get("updatedReplicas") or 0) >= nodes
-    return seen and updated and int(status.get("readyReplicas") or 0) >= nodes
+    return seen and int(status.get("updatedReplicas") or 0) >= nodes
+
+
+def _whole(sts: Mapping[str, Any], nodes: int) -> bool:
+    status = sts.get("status") or {}
+    return _updated(sts, nodes) and int(status.get("readyReplicas") or 0) >= nodes
 
 
 def one_group_at_a_time(
