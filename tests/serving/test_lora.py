@@ -302,17 +302,28 @@ def test_the_lora_requests_info_gauge_shows_the_adapter_running(bed: LoraBed, po
 
 def test_a_request_in_flight_on_a_removed_adapter_finishes(bed: LoraBed) -> None:
     whole = completion(bed.server, max_tokens=IN_FLIGHT_TOKENS, lora_name="pirate", ignore_eos=True)
-    request = Streamed(bed.server, "pirate", IN_FLIGHT_TOKENS)
-    # Once its first tokens came, not after a fixed time: on a busy machine a request could
-    # still be on its way (then refused, its adapter gone) after any sleep; nor when vLLM's
-    # gauge shows it, whose scheduler stats can come too seldom there to show one request.
-    assert request.streaming.wait(timeout=START_WITHIN_S), "no tokens streamed"
-    assert request.running(), f"the request ended before the adapter was removed: {request!r}"
-    log_before = len(bed.server.log.read_text())
-    set_adapters(bed, {})
-    assert request.running(), f"the request ended before the adapter was removed: {request!r}"
     gone = f"LoRA pirate ({bed.adapters['pirate']}) left the engine"
-    assert gone not in bed.server.log.read_text()[log_before:]
+    # On a loaded machine the change can take longer to reach the backend than the request takes
+    # to finish; then nothing was tested, and the scenario runs again (at most three times).
+    for _attempt in range(3):
+        request = Streamed(bed.server, "pirate", IN_FLIGHT_TOKENS)
+        # Once its first tokens came, not after a fixed time: on a busy machine a request could
+        # still be on its way (then refused, its adapter gone) after any sleep; nor when vLLM's
+        # gauge shows it, whose scheduler stats can come too seldom there to show one request.
+        assert request.streaming.wait(timeout=START_WITHIN_S), "no tokens streamed"
+        log_before = len(bed.server.log.read_text())
+        set_adapters(bed, {})
+        # Read before asking whether it runs: a request still running then was running when
+        # this was logged, so the adapter must still be in the engine in it.
+        log_while_running = bed.server.log.read_text()[log_before:]
+        if request.running():
+            break
+        assert request.result() == whole
+        set_adapters(bed, {"pirate": "pirate"})
+    else:
+        pytest.fail("each request ended before the adapter change reached the server")
+    # Removed from the served set while it runs, the adapter stays in the engine for it.
+    assert gone not in log_while_running
     assert request.result() == whole
     # The engine lets the adapter go once its last request is done.
     deadline = time.monotonic() + 10
