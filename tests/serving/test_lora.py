@@ -284,7 +284,8 @@ def openai_metrics(server: Server) -> str:
 def test_the_lora_requests_info_gauge_shows_the_adapter_running(bed: LoraBed, port: str) -> None:
     """vLLM's gauge on the OpenAI port; on Triton's metrics port, labelled model and version."""
     url = openai_metrics(bed.server) if port == "openai" else f"http://{bed.server.metrics}/metrics"
-    request = Streamed(bed.server, "pirate")
+    # Seconds of work: the scheduler stats that set the gauge come seldom on a busy machine.
+    request = Streamed(bed.server, "pirate", IN_FLIGHT_TOKENS)
     seen = None
     while request.running() and seen != ("pirate", str(MAX_LORAS)):
         seen = running_adapters(url)
