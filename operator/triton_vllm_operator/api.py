@@ -582,16 +582,29 @@ class TritonVLLMModelSpec(ApiModel):
         description="GPUs per replica: 'auto' sizes it to the nodes (see the README), or an "
         "integer checked against the nodes.",
     )
-    nodes_per_replica: int = Field(
+    nodes_per_replica: Annotated[
+        Annotated[int, Field(ge=1, le=64)] | Literal["auto"],
+        Field(
+            json_schema_extra={
+                "x-kubernetes-int-or-string": True,
+                "x-kubernetes-validations": [
+                    {
+                        "rule": "type(self) == int ? self >= 1 && self <= 64 : self == 'auto'",
+                        "message": "nodesPerReplica must be 'auto' or an integer from 1 to 64",
+                    }
+                ],
+            }
+        ),
+    ] = Field(
         default=1,
-        ge=1,
-        le=64,
         description="Nodes one replica spans, for a model bigger than a node: each node runs "
         "tensorParallelSize GPUs and the nodes are the stages of vLLM's pipeline parallelism "
-        "(pipeline_parallel_size = nodesPerReplica). Above 1: an integer tensorParallelSize, no "
-        "engineArgs.pipeline_parallel_size, no autoscaling; each replica is a group of pods "
-        "(rank 0 serves, the others run vLLM's workers).",
+        "(pipeline_parallel_size = nodesPerReplica); each replica is then a group of pods (rank "
+        "0 serves, the others run vLLM's workers). 'auto': one node whenever the model fits "
+        "one, else the fewest nodes whose GPUs hold it, at tensorParallelSize = a node's GPUs. "
+        "Above 1: no engineArgs.pipeline_parallel_size, no autoscaling.",
     )
+
     replicas: int | None = Field(
         default=None,
         ge=0,
@@ -664,6 +677,12 @@ def fixed_replicas(spec: TritonVLLMModelSpec) -> int | None:
     if spec.autoscaling is not None:
         return None
     return 1 if spec.replicas is None else spec.replicas
+
+
+def replica_nodes(spec: TritonVLLMModelSpec) -> int:
+    """The nodes a replica spans: the integer set, else one (`auto` before placement resolves
+    it: the model is placed first on one node)."""
+    return spec.nodes_per_replica if isinstance(spec.nodes_per_replica, int) else 1
 
 
 def most_replicas(spec: TritonVLLMModelSpec) -> int:

@@ -4,10 +4,10 @@ a reconcile pass, and all of the `render` command (one function, so both produce
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .api import TritonVLLMModel, fixed_replicas
+from .api import TritonVLLMModel, fixed_replicas, replica_nodes
 from .children import strategy_kept, with_applied_hash
 from .conditions import AUTOSCALING, CACHED, LORA_ADAPTERS, MODEL_FACTS, Verdict
 from .downloads import downloading, pods_of_job, progress_job
@@ -22,6 +22,7 @@ from .placement import (
     free_replica_slots,
     inventory,
     place_model,
+    placement_digest,
 )
 from .prefetch_status import cached_verdict
 from .render.autoscaling import AutoscalerPlan, held_replicas, plan_autoscaler
@@ -42,6 +43,8 @@ from .validation import SpecError, check_token_endpoint
 class Desired:
     """What the model should have; `placement` None when no pods can be rendered yet."""
 
+    # The model as placed: `nodesPerReplica: auto` resolved to the nodes placement chose.
+    model: TritonVLLMModel | None = None
     placed: Placed | None = None  # None: the spec was refused before placement
     placement: Placement | None = None
     refusal: SpecError | None = None  # why the spec cannot run anywhere
@@ -131,7 +134,10 @@ def desire(
     if not model.spec.storage.prefetch:
         out.stale.add(CACHED)
     gpus = inventory(model.spec, observed.nodes, observed.pods)
-    live = observed.children.get(("Deployment", name))
+    # The live workload records its placement: the Deployment, or a multi-node model's first group.
+    live = observed.children.get(("Deployment", name)) or observed.children.get(
+        ("StatefulSet", f"{name}-g0")
+    )
     try:
         out.placed = place_model(model, observed.facts, live, gpus, settings)
         job = render_prefetch_job(model, settings) if model.spec.storage.prefetch else None
@@ -158,6 +164,12 @@ def desire(
     if placement is None:
         out.children = [with_applied_hash(j) for j in jobs]
         return out
+    if model.spec.nodes_per_replica == "auto":
+        # Rendered, checked and reported with the node count placement chose; kept (sticky) for
+        # the spec as written.
+        placement = replace(placement, spec_digest=placement_digest(model))
+        spec = model.spec.model_copy(update={"nodes_per_replica": placement.nodes_per_replica})
+        model = out.model = model.model_copy(update={"spec": spec})
     out.placement = placement
     lora = _lora(model, observed, settings, out)
     jobs += lora.jobs if lora else []
@@ -168,7 +180,7 @@ def desire(
         lora=lora.limits if lora else None,
         adapters=lora.listed if lora else None,
     )
-    if model.spec.nodes_per_replica > 1:
+    if replica_nodes(model.spec) > 1:
         out.children = [with_applied_hash(m) for m in [*jobs, *as_groups(model, children)]]
         return out
     deployment = next(m for m in children if m["kind"] == "Deployment")

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .api import TritonVLLMModel, fixed_replicas
+from .api import TritonVLLMModel, fixed_replicas, replica_nodes
 from .children import APPLIED_HASH_ANNOTATION, needs_apply, unwanted
 from .conditions import (
     ACCEPTED,
@@ -142,6 +142,7 @@ def _converge(
         verdicts = _not_accepted(wanted.refusal or SpecError("InvalidSpec", "not placed"))
         return Outcome([*verdicts, *wanted.verdicts], wanted.status, wanted.stale)
     accepted = Verdict(ACCEPTED, "True", "Valid", "The spec is valid.")
+    model = wanted.model or model
     shape = _shape_change(model, observed)
     if shape is not None:
         return Outcome(_not_accepted(shape), wanted.status, wanted.stale)
@@ -170,8 +171,8 @@ def _converge(
         made = (manifest["kind"], manifest["metadata"]["name"]) in observed.server_made
         if needs_apply(manifest, _live(observed, manifest), made):
             plan.apply.append(manifest)
-    if model.spec.nodes_per_replica > 1:
-        plan.apply = one_group_at_a_time(plan.apply, observed, model.spec.nodes_per_replica)
+    if replica_nodes(model.spec) > 1:
+        plan.apply = one_group_at_a_time(plan.apply, observed, replica_nodes(model.spec))
     warning = placement.warning
     if warning and any(m["kind"] in ("Deployment", "StatefulSet") for m in plan.apply):
         # Said once per new pod template: an explicit size the estimate disagrees with.
@@ -184,7 +185,7 @@ def _converge(
     config_hash = deployment["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION]
     url = endpoint(model)
     applying = any(m["kind"] in ("Deployment", "StatefulSet") for m in plan.apply)
-    if model.spec.nodes_per_replica > 1:
+    if replica_nodes(model.spec) > 1:
         return _converge_groups(model, observed, wanted, accepted, config_hash, applying)
     desired = fixed_replicas(model.spec)
     zero = "spec.replicas is 0."
@@ -203,6 +204,7 @@ def _converge(
     configmap = next(m for m in wanted.children if m["kind"] == "ConfigMap")
     fields = {
         "tensorParallelSize": tp,
+        "nodesPerReplica": 1,
         "replicas": desired,
         "currentReplicas": int(((live or {}).get("status") or {}).get("replicas") or 0),
         "selector": ",".join(f"{k}={v}" for k, v in sorted(selector_labels(model).items())),
@@ -234,7 +236,7 @@ def _converge_groups(
 ) -> Outcome:
     """Readiness and status of a model whose replicas are groups of nodes."""
     assert wanted.placed is not None and wanted.placement is not None
-    nodes = model.spec.nodes_per_replica
+    nodes = replica_nodes(model.spec)
     names = [m["metadata"]["name"] for m in wanted.children if m["kind"] == "StatefulSet"]
     live = {name: observed.children.get(("StatefulSet", name)) for name in names}
     url = endpoint(model)
@@ -275,13 +277,15 @@ def _shape_change(model: TritonVLLMModel, observed: Observed) -> SpecError | Non
     such right), so the move is refused with what to do."""
     groups = any(kind == "StatefulSet" for kind, _ in observed.children)
     single = ("Deployment", model.metadata.name) in observed.children
-    multi = model.spec.nodes_per_replica > 1
+    multi = replica_nodes(model.spec) > 1
     if (multi and single) or (not multi and groups):
+        nodes = replica_nodes(model.spec)
         return SpecError(
             "InvalidSpec",
-            f"{model.metadata.name}: spec.nodesPerReplica cannot move between 1 and more on a "
-            "running model (its pods are a Deployment at 1, groups of nodes above). Set it back, "
-            "or delete the model and create it again with the new value.",
+            f"{model.metadata.name}: a replica now spans {nodes} node(s), and the number of "
+            "nodes a replica spans cannot move between 1 and more on a running model (its pods "
+            "are a Deployment at 1, groups of nodes above). Set spec.nodesPerReplica (and what "
+            "placement reads) back, or delete the model and create it again.",
         )
     return None
 

@@ -110,8 +110,8 @@ def check_nodes_per_replica(model: TritonVLLMModel) -> None:
     """A replica over several nodes: TP is each node's GPUs, PP the node count, one place."""
     spec = model.spec
     nodes = spec.nodes_per_replica
-    if nodes == 1:
-        return
+    if nodes == "auto" or nodes == 1:
+        return  # auto spans nodes only where none of the below is set (placement/model.py)
     name = model.metadata.name
     if spec.tensor_parallel_size == "auto":
         raise SpecError(

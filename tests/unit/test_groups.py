@@ -168,3 +168,63 @@ def test_a_new_config_reaches_one_group_at_a_time() -> None:
     assert [m["metadata"]["name"] for m in second.apply if m["kind"] == "StatefulSet"] == [
         "llama-g1"
     ]
+
+
+# The same model with nodesPerReplica: auto, sized by its weights (bf16, ~756 GiB): too big for
+# one node of 8 x 80 GB, so two nodes of TP 8.
+AUTO = {
+    "model": "meta-llama/Llama-3.1-405B-Instruct",
+    "modelSizeGiB": 756,
+    "nodesPerReplica": "auto",
+}
+
+
+def test_auto_spans_the_fewest_nodes_that_hold_a_replica_and_render_shows_the_group() -> None:
+    docs = render_documents([model_dict(**AUTO, replicas=1)], NODES, SETTINGS)
+    out = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    assert ("Deployment", "llama") not in out
+    group = out[("StatefulSet", "llama-g0")]["spec"]
+    assert group["replicas"] == 2
+    container = group["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 8
+    (configmap,) = [v for k, v in out.items() if k[0] == "ConfigMap"]
+    engine = json.loads(configmap["data"]["model.json"])
+    assert (engine["tensor_parallel_size"], engine["pipeline_parallel_size"]) == (8, 2)
+    # The status says what auto chose, and Scheduled says why it spans nodes.
+    plan = plan_reconcile(model_dict(**AUTO), Observed(nodes=NODES, pods=[]), SETTINGS, NOW)
+    assert (plan.status["nodesPerReplica"], plan.status["tensorParallelSize"]) == (2, 8)
+    assert "tensorParallelSize=8 x 2 nodes a replica" in message(plan.status, "Scheduled")
+
+
+def test_auto_keeps_one_node_whenever_a_replica_fits_one() -> None:
+    small = {**AUTO, "modelSizeGiB": 140}  # a 70B model: TP 4 of one node's 8
+    plan = plan_reconcile(model_dict(**small), Observed(nodes=NODES, pods=[]), SETTINGS, NOW)
+    kinds = {m["kind"] for m in plan.apply}
+    assert "Deployment" in kinds and "StatefulSet" not in kinds
+    assert (plan.status["nodesPerReplica"], plan.status["tensorParallelSize"]) == (1, 4)
+
+
+def test_auto_without_enough_nodes_or_with_autoscaling_says_what_one_node_lacks() -> None:
+    alone = plan_reconcile(model_dict(**AUTO), Observed(nodes=NODES[:1], pods=[]), SETTINGS, NOW)
+    assert conditions(alone.status)["Scheduled"][0] == "False"
+    assert "756 GiB of weights" in message(alone.status, "Scheduled")
+    scaled = model_dict(**AUTO, autoscaling={"minReplicas": 1, "maxReplicas": 2})
+    kept = plan_reconcile(scaled, Observed(nodes=NODES, pods=[]), SETTINGS, NOW)
+    assert conditions(kept.status)["Accepted"] == ("True", "Valid")
+    assert not any(m["kind"] == "StatefulSet" for m in kept.apply)
+    assert conditions(kept.status)["Scheduled"][0] == "False"
+
+
+def test_auto_keeps_the_groups_it_chose_while_the_nodes_change() -> None:
+    """The node count is recorded on the groups: a node that could hold a replica alone joining
+    later does not move the running model (that would be a new shape, refused on a live model)."""
+    body = model_dict(**AUTO)
+    first = plan_reconcile(body, Observed(nodes=NODES, pods=[]), SETTINGS, NOW)
+    body["status"] = first.status
+    children = {(m["kind"], m["metadata"]["name"]): stored(m) for m in first.apply}
+    children[("Service", "llama-ranks")]["spec"]["clusterIP"] = "None"
+    big = gpu_node("b200-0", 8, ("NVIDIA-B200", 1_500_000))  # one node with room for it all
+    later = plan_reconcile(body, Observed([*NODES, big], [], children=children), SETTINGS, NOW)
+    assert conditions(later.status)["Accepted"] == ("True", "Valid")
+    assert later.status["nodesPerReplica"] == 2
+    assert not any(m["kind"] in ("Deployment", "StatefulSet") for m in later.apply)

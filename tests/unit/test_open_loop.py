@@ -32,7 +32,8 @@ def test_requests_go_out_at_their_times_whatever_is_in_flight() -> None:
     assert sorted(int(r.request_id) for r in records) == list(range(60))
     assert most > 10  # requests overlapped: none waited for another to finish
     span = sent_at[-1] - started
-    assert 0.1 < span < 1.5  # 59 gaps of 5 ms on average
+    # 59 gaps of 5 ms on average; one at a time they would take 12 s (a loaded machine: slack)
+    assert 0.1 < span < 6
     gaps = [b - a for a, b in itertools.pairwise(sent_at)]
     assert statistics.pstdev(gaps) > 0  # not a fixed pace
 

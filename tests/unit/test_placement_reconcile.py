@@ -21,6 +21,7 @@ from triton_vllm_operator.placement import (
     inventory,
     memory_plan,
     place,
+    place_spec,
 )
 from triton_vllm_operator.reconcile import Observed, Plan, plan_reconcile
 from triton_vllm_operator.settings import Settings
@@ -298,3 +299,28 @@ def test_a_replica_over_two_nodes_splits_the_model_over_both_nodes_gpus() -> Non
     short = place(two, memory_plan(two, facts), inventory(two, h100s[:1], [])).fresh
     assert isinstance(short, Unplaceable) and short.reason == "NotEnoughGPUs"
     assert "spans spec.nodesPerReplica=2 nodes of 8 GPUs each; 1 node(s) qualify" in short.message
+
+
+def test_nodes_per_replica_auto_spans_nodes_only_when_the_facts_say_one_is_too_small() -> None:
+    facts = parse_config(LLAMA_405B, "meta-llama/Llama-3.1-405B-Instruct")
+    h100s = [gpu_node(f"gpu-h100-{i}", 8, H100) for i in range(3)]
+    spec: dict[str, Any] = {
+        "model": "meta-llama/Llama-3.1-405B-Instruct",
+        "nodesPerReplica": "auto",
+        "modelSizeGiB": 756,
+        "engineArgs": {"max_model_len": 16384},
+    }
+    auto = model(**spec).spec
+    placed = place_spec(auto, facts, inventory(auto, h100s, [])).fresh
+    assert isinstance(placed, Placement) and placed.warning is None
+    # 126 layers in bf16 (~756 GiB) over 16 GPUs: TP 8 (what a node has), PP 2.
+    assert (placed.tensor_parallel_size, placed.nodes_per_replica) == (8, 2)
+    # An explicit TP is each node's share; the node count is still chosen.
+    four = model(**spec, tensorParallelSize=4).spec
+    placed = place_spec(four, facts, inventory(four, h100s, [])).fresh
+    assert isinstance(placed, Placement) and placed.warning is None
+    assert (placed.tensor_parallel_size, placed.nodes_per_replica) == (4, 3)
+    # On H200s (141 GB) one node holds it: auto stays on one node.
+    h200s = [gpu_node(f"gpu-h200-{i}", 8, H200) for i in range(2)]
+    alone = place_spec(auto, facts, inventory(auto, h200s, [])).fresh
+    assert isinstance(alone, Placement) and alone.nodes_per_replica == 1

@@ -31,6 +31,7 @@ from .model import (
     place_by_size,
     place_from_snapshot,
     place_model,
+    place_spec,
 )
 from .place import (
     BELOW_ESTIMATE,
@@ -74,6 +75,7 @@ __all__ = [
     "place_by_size",
     "place_from_snapshot",
     "place_model",
+    "place_spec",
     "placement_digest",
     "pod_tolerations",
     "preferred_terms",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Protocol
 
-from ..api import TritonVLLMModelSpec
+from ..api import TritonVLLMModelSpec, replica_nodes
 from ..model_facts import ModelFacts, with_size_hint
 from .budget import GPUs, Refusal, Sized
 from .by_facts import FactsPlan
@@ -60,7 +60,7 @@ def memory_plan(
     spec.modelSizeGiB fills it in), else by spec.modelSizeGiB, else none. `why` and `reason` say
     why there are no facts, for the refusal of `auto`."""
     stages = pipeline_parallel_size(spec.engine_args)
-    nodes = spec.nodes_per_replica
+    nodes = replica_nodes(spec)
     if facts is not None:
         sized = with_size_hint(facts, spec.model_size_gi_b)
         if sized.weights_bytes is not None:

@@ -8,15 +8,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..api import TritonVLLMModel, TritonVLLMModelSpec
+from ..api import TritonVLLMModel, TritonVLLMModelSpec, replica_nodes
 from ..model_facts import ModelFacts, ModelFactsError, facts_from_dir, with_size_hint
 from ..settings import Settings
 from ..validation import SpecError
+from .budget import MEMORY_REASONS
 from .by_facts import FactsPlan
 from .engine import EngineArgError, EngineLimits, pipeline_parallel_size
 from .inventory import NodeGPUs, inventory
 from .memory import memory_plan
-from .place import Placed, Placement, Unplaceable, place
+from .place import BELOW_ESTIMATE, Placed, Placement, Unplaceable, place
 from .split import check_split, split_problem, valid_tensor_parallel_sizes
 from .sticky import sticky
 
@@ -98,14 +99,80 @@ def place_model(
     if facts is not None:
         check_facts(spec, facts, model.metadata.name)
     reason = found.reason if isinstance(found, ModelFactsError) else "ModelSizeUnknown"
-    plan = memory_plan(spec, facts, _no_facts_why(model, found, settings), reason)
-    return place(spec, plan, gpus, sticky(model, live))
+    why = _no_facts_why(model, found, settings)
+    return place_spec(spec, facts, gpus, sticky(model, live), why, reason)
+
+
+def place_spec(
+    spec: TritonVLLMModelSpec,
+    facts: ModelFacts | None,
+    gpus: list[NodeGPUs],
+    kept: Placement | None = None,
+    why: str = "",
+    reason: str = "ModelSizeUnknown",
+) -> Placed:
+    """place() with the spec's memory plan; `nodesPerReplica: auto` on one node when a replica
+    fits one (or its placement is kept), else on the fewest nodes that hold it."""
+    if spec.nodes_per_replica != "auto":
+        return place(spec, memory_plan(spec, facts, why, reason), gpus, kept)
+    one = spec.model_copy(update={"nodes_per_replica": 1})
+    placed = place(one, memory_plan(one, facts, why, reason), gpus, kept)
+    if kept is not None or not _too_big_for_a_node(placed.fresh):
+        return placed
+    return _across_nodes(spec, facts, gpus) or placed
+
+
+# `nodesPerReplica: auto` tries at most this many nodes a replica.
+MAX_AUTO_NODES = 16
+
+
+def _across_nodes(
+    spec: TritonVLLMModelSpec, facts: ModelFacts | None, gpus: list[NodeGPUs]
+) -> Placed | None:
+    """`nodesPerReplica: auto` when no node holds a replica: the fewest nodes that do, each
+    running tensorParallelSize GPUs (the spec's, else as many as a node has that vLLM can split
+    the model over). None where a replica cannot span nodes (autoscaling, the spec's own
+    pipeline stages) or no group of nodes fits either."""
+    if spec.autoscaling is not None or "pipeline_parallel_size" in spec.engine_args:
+        return None
+    # Only GPUs whose memory is known: an estimate that cannot tell is no reason to span nodes.
+    gpus = [node for node in gpus if node.memory_mib]
+    if spec.tensor_parallel_size != "auto":
+        sizes = [spec.tensor_parallel_size]
+    else:
+        counts = sorted({node.allocatable for node in gpus}, reverse=True)
+        sizes = sorted({_largest_split(facts, count) for count in counts} - {0}, reverse=True)
+    for nodes in range(2, min(MAX_AUTO_NODES, len(gpus)) + 1):
+        for tp in sizes:
+            spanning = spec.model_copy(
+                update={"nodes_per_replica": nodes, "tensor_parallel_size": tp}
+            )
+            placed = place(spanning, memory_plan(spanning, facts), gpus)
+            if isinstance(placed.fresh, Placement) and placed.fresh.warning is None:
+                return placed
+    return None
+
+
+def _too_big_for_a_node(fresh: Placement | Unplaceable) -> bool:
+    """Whether one node's GPUs are too little memory for a replica (by the estimate)."""
+    if isinstance(fresh, Placement):
+        return fresh.warning is not None and fresh.warning.reason == BELOW_ESTIMATE
+    return fresh.reason in MEMORY_REASONS
+
+
+def _largest_split(facts: ModelFacts | None, gpus: int) -> int:
+    """The most of `gpus` one pod can use: the largest size vLLM can split the model over, or
+    (the model's shape unknown) the largest power of two."""
+    if facts is not None:
+        sizes = valid_tensor_parallel_sizes(facts, gpus)
+        return sizes[-1] if sizes else 0
+    return 1 << (gpus.bit_length() - 1) if gpus > 0 else 0
 
 
 def place_by_size(spec: TritonVLLMModelSpec, gpus: list[NodeGPUs]) -> Placement | Unplaceable:
     """Placement without the model's facts, by spec.modelSizeGiB (or GPU counts alone for an
     explicit size): what the nodes say, for `render` without a snapshot."""
-    return place(spec, memory_plan(spec, None), gpus).fresh
+    return place_spec(spec, None, gpus).fresh
 
 
 def place_from_snapshot(
@@ -133,8 +200,9 @@ def place_from_snapshot(
                 "TensorParallelSizeInvalid",
                 f"{name}: {facts.name} cannot be split over {tp} GPUs ({problem}); use {sizes}",
             )
-        return Placement(tp, (), 0, None, "rendered offline without nodes")
-    placed = place(spec, memory_plan(spec, facts), inventory(spec, nodes, []))
+        spans = replica_nodes(spec)
+        return Placement(tp, (), 0, None, "rendered offline without nodes", nodes_per_replica=spans)
+    placed = place_spec(spec, facts, inventory(spec, nodes, []))
     if isinstance(placed.fresh, Unplaceable):
         raise SpecError(placed.fresh.reason, f"{name}: {placed.fresh.message}")
     return placed.fresh

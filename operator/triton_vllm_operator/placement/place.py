@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..api import TritonVLLMModelSpec
+from ..api import TritonVLLMModelSpec, replica_nodes
 from .budget import MEMORY_REASONS, GPUs, Refusal, Sized
 from .by_size import UnsizedPlan
 from .exclusion import exclusion, missing_product
@@ -55,6 +55,9 @@ class Placement:
     preferred_products: tuple[str, ...] = ()  # GPU products to prefer, the first most
     warning: PlacementWarning | None = None
     nodes_per_replica: int = 1  # nodes one replica spans, each with TP x PP GPUs
+    # The digest (sticky.py) of the spec as written, where the rendered one differs from it
+    # (`nodesPerReplica: auto`, resolved): what the live workload must match to keep this.
+    spec_digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -197,11 +200,11 @@ def _place_explicit(
     products = smallest_first(node for node, _ in fits)
     products += tuple(p for p in rejected if p not in products)
     chosen = fits + [(node, Sized(tp, "")) for node, _ in disagree]
-    if len(chosen) < spec.nodes_per_replica:
+    if len(chosen) < replica_nodes(spec):
         names = ", ".join(sorted(node.name for node, _ in chosen))
         return Unplaceable(
             "NotEnoughGPUs",
-            f"A replica spans spec.nodesPerReplica={spec.nodes_per_replica} nodes of {per_pod} "
+            f"A replica spans spec.nodesPerReplica={replica_nodes(spec)} nodes of {per_pod} "
             f"GPUs each; {len(chosen)} node(s) qualify: {names or 'none'}. Add such nodes. "
             f"Excluded: {_reasons(excluded) or 'none'}.",
         )
@@ -219,7 +222,7 @@ def _placement(
     per_pod = gpus_per_pod(spec, tp)
     nodes = [node for node, _ in fits]
     names = tuple(sorted(node.name for node in nodes))
-    spans = spec.nodes_per_replica
+    spans = replica_nodes(spec)
     across = f" x {spans} nodes a replica" if spans > 1 else ""
     message = f"tensorParallelSize={tp}{across} fits on {len(names)} node(s): {', '.join(names)}"
     if len(products) > 1:
@@ -280,7 +283,7 @@ def _unseen(spec: TritonVLLMModelSpec, plan: MemoryPlan, why: Unplaceable) -> Pl
     """
     tp = spec.tensor_parallel_size
     if tp != "auto":
-        return Placement(tp, (), 0, None, why.message, nodes_per_replica=spec.nodes_per_replica)
+        return Placement(tp, (), 0, None, why.message, nodes_per_replica=replica_nodes(spec))
     memory_gib = spec.gpu.min_memory_gi_b
     if not memory_gib:
         return None

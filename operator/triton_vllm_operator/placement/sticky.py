@@ -8,7 +8,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from ..api import TritonVLLMModel
+from ..api import TritonVLLMModel, replica_nodes
 from .engine import MEMORY_ARGS
 from .place import Placement
 from .preference import preferred_products
@@ -84,7 +84,11 @@ def sticky(model: TritonVLLMModel, live: Mapping[str, Any] | None) -> Placement 
     theirs = _user_preferred(model)
     products = tuple(p for p in preferred_products(pod_spec) if p not in theirs)
     message = f"tensorParallelSize={tp}, kept while the fields placement reads are unchanged"
-    nodes = model.spec.nodes_per_replica
+    nodes = recorded.get("nodesPerReplica", 1)
+    if model.spec.nodes_per_replica != "auto":
+        nodes = replica_nodes(model.spec)
+    elif not isinstance(nodes, int) or nodes < 1:
+        return None
     return Placement(
         tp, (), 0, floor, message, preferred_products=products, nodes_per_replica=nodes
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from ..api import TritonVLLMModel, fixed_replicas
+from ..api import TritonVLLMModel, fixed_replicas, replica_nodes
 from .manifests import MODEL_REPOSITORY, ports, selector_labels
 from .model_files import ENGINE_FILE, MODEL_VERSION, MULTINODE_MASTER_PORT
 
@@ -146,7 +146,7 @@ def render_groups(model: TritonVLLMModel, deployment: dict[str, Any]) -> list[di
                 "metadata": group_metadata,
                 "spec": {
                     "serviceName": ranks_service_name(model),
-                    "replicas": model.spec.nodes_per_replica,
+                    "replicas": replica_nodes(model.spec),
                     # All ranks at once: rank 0 waits for the others to join.
                     "podManagementPolicy": "Parallel",
                     "updateStrategy": {"type": "RollingUpdate"},

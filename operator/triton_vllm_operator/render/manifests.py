@@ -327,6 +327,19 @@ def pod_security_context() -> dict[str, Any]:
     }
 
 
+def _recorded_placement(model: TritonVLLMModel, placement: Placement) -> dict[str, Any]:
+    """What the live workload keeps (placement/sticky.py): the size, the memory floor and, for
+    a replica over several nodes, their number (which nodesPerReplica: auto chose)."""
+    recorded: dict[str, Any] = {
+        "tensorParallelSize": placement.tensor_parallel_size,
+        "minMemoryMiB": placement.min_memory_mib,
+        "spec": placement.spec_digest or placement_digest(model),
+    }
+    if placement.nodes_per_replica > 1:
+        recorded["nodesPerReplica"] = placement.nodes_per_replica
+    return recorded
+
+
 def rollout_strategy(surge: bool) -> dict[str, Any]:
     """Surge one pod when the GPUs for it are free (serving never dips), else replace in place."""
     if surge:
@@ -390,14 +403,7 @@ def render_deployment(
     }
     metadata = _metadata(model, model.metadata.name)
     metadata["annotations"] = {
-        PLACEMENT_ANNOTATION: json.dumps(
-            {
-                "tensorParallelSize": placement.tensor_parallel_size,
-                "minMemoryMiB": placement.min_memory_mib,
-                "spec": placement_digest(model),
-            },
-            sort_keys=True,
-        ),
+        PLACEMENT_ANNOTATION: json.dumps(_recorded_placement(model, placement), sort_keys=True),
         TEMPLATE_HASH_ANNOTATION: digest(template),
     }
     spec: dict[str, Any] = {

@@ -11,7 +11,7 @@ from typing import Any
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from ..api import LORA_RANKS, LoraSpec, TritonVLLMModel
+from ..api import LORA_RANKS, LoraSpec, TritonVLLMModel, replica_nodes
 
 # Fields of the Triton model config the operator owns; user config may not set them.
 OPERATOR_OWNED_CONFIG = {"name", "backend", "platform"}
@@ -119,12 +119,12 @@ def render_model_json(
         "model": model.spec.model,
         "tensor_parallel_size": tensor_parallel_size,
     }
-    if model.spec.nodes_per_replica > 1:
+    if replica_nodes(model.spec) > 1:
         # vLLM's native multi-node: the nodes are the pipeline's stages; the backend reads each
         # pod's rank and the leader's address from the environment (one file for the group).
         engine_args |= {
-            "nnodes": model.spec.nodes_per_replica,
-            "pipeline_parallel_size": model.spec.nodes_per_replica,
+            "nnodes": replica_nodes(model.spec),
+            "pipeline_parallel_size": replica_nodes(model.spec),
             "master_port": MULTINODE_MASTER_PORT,
         }
     if model.spec.lora is not None:
