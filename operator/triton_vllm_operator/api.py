@@ -770,6 +770,8 @@ class RankStatus(ApiModel):
     pod: str = Field(description="The pod.")
     node: str | None = Field(default=None, description="The node it runs on, once bound.")
     ready: bool = Field(default=False, description="Whether the pod is Ready.")
+    uid: str | None = Field(default=None, description="The pod's uid (a new pod is a new uid).")
+    restarts: int = Field(default=0, description="Its containers' restarts.")
 
 
 class TritonVLLMModelStatus(ApiModel):

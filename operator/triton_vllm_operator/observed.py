@@ -29,6 +29,8 @@ class OwnPod:
     ready: bool = False
     group: str | None = None  # the multi-node group (StatefulSet) of the pod, and its rank
     rank: int | None = None
+    uid: str | None = None
+    restarts: int = 0  # container restarts, all containers together
 
 
 @dataclass(frozen=True)

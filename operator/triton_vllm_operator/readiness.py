@@ -139,7 +139,15 @@ def ranks(observed: Observed) -> list[dict[str, Any]]:
     """Every pod of the model's groups: its group, rank, node and readiness, for status."""
     pods = [p for p in observed.own_pods if p.group and p.rank is not None and not p.terminating]
     return [
-        {"group": p.group, "rank": p.rank, "pod": p.name, "node": p.node, "ready": p.ready}
+        {
+            "group": p.group,
+            "rank": p.rank,
+            "pod": p.name,
+            "node": p.node,
+            "ready": p.ready,
+            "uid": p.uid,
+            "restarts": p.restarts,
+        }
         for p in sorted(pods, key=lambda p: (p.group or "", p.rank or 0))
     ]
 

@@ -29,6 +29,7 @@ from .conditions import (
 )
 from .desired import Desired, desire
 from .downloads import downloading, progress_job
+from .group_restart import lost_members, restarting, scaled_to_zero
 from .lora import adapter_events
 from .model_facts import ModelFactsError
 from .observed import Key, Observed, OwnPod
@@ -173,6 +174,7 @@ def _converge(
             plan.apply.append(manifest)
     if replica_nodes(model.spec) > 1:
         plan.apply = one_group_at_a_time(plan.apply, observed, replica_nodes(model.spec))
+        _restart_broken_groups(body, observed, wanted, plan)
     warning = placement.warning
     if warning and any(m["kind"] in ("Deployment", "StatefulSet") for m in plan.apply):
         # Said once per new pod template: an explicit size the estimate disagrees with.
@@ -242,6 +244,15 @@ def _converge_groups(
     url = endpoint(model)
     ready, whole, updated = group_readiness(live, nodes, config_hash, url, applying)
     members = ranks(observed)
+    at_zero = [n for n, sts in live.items() if sts and (sts.get("spec") or {}).get("replicas") == 0]
+    if at_zero and ready.status == "False":
+        ready = Verdict(
+            READY,
+            "False",
+            "GroupRestarting",
+            f"Restarting {', '.join(at_zero)} whole: a member was lost (the GroupRestarted Event "
+            f"names it); its ranks start again together once its pods are gone. {ready.message}",
+        )
     missing = [r for r in members if not r["ready"]]
     if ready.status == "False" and missing:
         # Name what breaks a group: which rank, of which group, on which node.
@@ -269,6 +280,29 @@ def _converge_groups(
     }
     scheduled_verdict = scheduled(wanted.placed, observed, config_hash, tp, None)
     return Outcome([accepted, scheduled_verdict, ready, *wanted.verdicts], fields, wanted.stale)
+
+
+def _restart_broken_groups(
+    body: Mapping[str, Any], observed: Observed, wanted: Desired, plan: Plan
+) -> None:
+    """A group that lost a member is restarted whole: scaled to 0 (with an Event naming the
+    member), kept there until its pods are gone, then back to its ranks."""
+    groups = {m["metadata"]["name"]: m for m in wanted.children if m["kind"] == "StatefulSet"}
+    previous = (body.get("status") or {}).get("ranks") or []
+    held: dict[str, dict[str, Any] | None] = {
+        name: None for name in groups if restarting(observed.children.get(("StatefulSet", name)))
+    }
+    nodes = int(wanted.placement.nodes_per_replica) if wanted.placement else 1
+    for lost in lost_members(previous, observed.own_pods, nodes):
+        if lost.group in groups and lost.group not in held:
+            held[lost.group] = scaled_to_zero(groups[lost.group])
+            plan.events.append(("Warning", "GroupRestarted", lost.message()))
+    if not held:
+        return
+    plan.apply = [
+        m for m in plan.apply if not (m["kind"] == "StatefulSet" and m["metadata"]["name"] in held)
+    ]
+    plan.apply += [m for m in held.values() if m is not None]
 
 
 def _shape_change(model: TritonVLLMModel, observed: Observed) -> SpecError | None:

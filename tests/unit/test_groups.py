@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -228,3 +229,77 @@ def test_auto_keeps_the_groups_it_chose_while_the_nodes_change() -> None:
     assert conditions(later.status)["Accepted"] == ("True", "Valid")
     assert later.status["nodesPerReplica"] == 2
     assert not any(m["kind"] in ("Deployment", "StatefulSet") for m in later.apply)
+
+
+def _rank(rank: int, config: str, uid: str, restarts: int = 0) -> OwnPod:
+    return OwnPod(
+        f"llama-g0-{rank}", config, None, ("True", "", ""), node=f"h{rank}", ready=True,
+        group="llama-g0", rank=rank, uid=uid, restarts=restarts,
+    )  # fmt: skip
+
+
+def _whole_group() -> tuple[dict[str, Any], dict[tuple[str, str], Any], list[OwnPod], str]:
+    """A one-replica model whose group of two is whole, and the status that says so."""
+    body = model_dict(**BIG, replicas=1)
+    first = plan_reconcile(body, Observed(nodes=NODES, pods=[]), SETTINGS, NOW)
+    body["status"] = first.status
+    children = {(m["kind"], m["metadata"]["name"]): stored(m) for m in first.apply}
+    children[("Service", "llama-ranks")]["spec"]["clusterIP"] = "None"
+    group = next(m for m in first.apply if m["kind"] == "StatefulSet")
+    children[("StatefulSet", "llama-g0")] = _group_status(group, ready=2)
+    config = first.status["configHash"]
+    pods = [_rank(0, config, "uid-a"), _rank(1, config, "uid-b")]
+    whole = plan_reconcile(body, Observed(NODES, [], pods, children=children), SETTINGS, NOW)
+    assert conditions(whole.status)["Ready"] == ("True", "ModelServing")
+    assert [(r["uid"], r["restarts"]) for r in whole.status["ranks"]] == [
+        ("uid-a", 0),
+        ("uid-b", 0),
+    ]
+    body["status"] = whole.status
+    return body, children, pods, config
+
+
+def _group_applied(plan: Any) -> list[int]:
+    return [m["spec"]["replicas"] for m in plan.apply if m["kind"] == "StatefulSet"]
+
+
+def test_a_group_that_loses_a_member_is_restarted_whole_then_formed_again() -> None:
+    body, children, pods, _ = _whole_group()
+    # Rank 1's pod is deleted (a node drained): rank 0's engine cannot go on without it.
+    broken = plan_reconcile(body, Observed(NODES, [], pods[:1], children=children), SETTINGS, NOW)
+    assert _group_applied(broken) == [0]
+    (event,) = [e for e in broken.events if e[1] == "GroupRestarted"]
+    assert event[0] == "Warning"
+    assert "llama-g0 rank 1 (llama-g0-1 on h1) is gone" in event[2]
+    body["status"] = broken.status
+    # At 0, its pods still going: it stays at 0, and Ready says why.
+    at_zero = stored(next(m for m in broken.apply if m["kind"] == "StatefulSet"))
+    at_zero["metadata"]["generation"] = 2
+    at_zero["status"] = {"observedGeneration": 2, "replicas": 1, "readyReplicas": 1}
+    children[("StatefulSet", "llama-g0")] = at_zero
+    going = [replace(pods[0], terminating=True)]
+    held = plan_reconcile(body, Observed(NODES, [], going, children=children), SETTINGS, NOW)
+    assert _group_applied(held) == []
+    assert conditions(held.status)["Ready"] == ("False", "GroupRestarting")
+    assert "Restarting llama-g0 whole" in message(held.status, "Ready")
+    assert not [e for e in held.events if e[1] == "GroupRestarted"]
+    body["status"] = held.status
+    # Its pods gone: back to two ranks, created together.
+    at_zero["status"] = {"observedGeneration": 2, "replicas": 0}
+    formed = plan_reconcile(body, Observed(NODES, [], [], children=children), SETTINGS, NOW)
+    assert _group_applied(formed) == [2]
+
+
+def test_a_member_whose_container_restarts_restarts_the_group_and_a_group_lost_whole_does_not() -> (
+    None
+):
+    body, children, pods, config = _whole_group()
+    restarted = [pods[0], _rank(1, config, "uid-b", restarts=1)]
+    plan = plan_reconcile(body, Observed(NODES, [], restarted, children=children), SETTINGS, NOW)
+    assert _group_applied(plan) == [0]
+    assert any("rank 1 (llama-g0-1 on h1) restarted its container" in e[2] for e in plan.events)
+    # Every rank replaced at once (the group already starts anew): nothing to restart.
+    anew = [_rank(0, config, "uid-c"), _rank(1, config, "uid-d")]
+    plan = plan_reconcile(body, Observed(NODES, [], anew, children=children), SETTINGS, NOW)
+    assert _group_applied(plan) == []
+    assert not [e for e in plan.events if e[1] == "GroupRestarted"]

@@ -163,7 +163,13 @@ def own_pod(obj: Mapping[str, Any]) -> OwnPod:
         c.get("type") == "Ready" and c.get("status") == "True"
         for c in (obj.get("status") or {}).get("conditions") or []
     )
+    restarts = sum(
+        int(c.get("restartCount") or 0)
+        for c in (obj.get("status") or {}).get("containerStatuses") or []
+    )
     return OwnPod(
+        uid=metadata.get("uid"),
+        restarts=restarts,
         node=spec.get("nodeName"),
         ready=ready,
         group=labels.get(GROUP_LABEL),
