@@ -51,7 +51,9 @@ def scheduled(
     if current and len(verdicts) == len(current):
         warning = placed.placement.warning if placed.placement else None
         said = f" {warning.message}" if warning else ""
-        bound = f"tensorParallelSize={tp}; all {len(current)} pods bound.{said}"
+        spans = placed.placement.nodes_per_replica if placed.placement else 1
+        across = f" x {spans} nodes a replica" if spans > 1 else ""
+        bound = f"tensorParallelSize={tp}{across}; all {len(current)} pods bound.{said}"
         return Verdict(SCHEDULED, "True", "Placed", bound)
     if isinstance(fresh, Placement):
         kept = placed.sticky and fresh.tensor_parallel_size != tp

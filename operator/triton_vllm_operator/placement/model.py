@@ -5,7 +5,7 @@ condition; and the offline `render --model DIR` placement."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ..api import TritonVLLMModel, TritonVLLMModelSpec, replica_nodes
@@ -119,7 +119,13 @@ def place_spec(
     placed = place(one, memory_plan(one, facts, why, reason), gpus, kept)
     if kept is not None or not _too_big_for_a_node(placed.fresh):
         return placed
-    return _across_nodes(spec, facts, gpus) or placed
+    across = _across_nodes(spec, facts, gpus)
+    if across is None or across.placement is None:
+        return placed
+    alone = placed.fresh.reason if isinstance(placed.fresh, Unplaceable) else BELOW_ESTIMATE
+    said = f"nodesPerReplica auto: no node holds a replica alone ({alone}); "
+    spread = replace(across.placement, message=said + across.placement.message)
+    return Placed(spread, spread, False)
 
 
 # `nodesPerReplica: auto` tries at most this many nodes a replica.
