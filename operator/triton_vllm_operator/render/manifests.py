@@ -140,10 +140,13 @@ def render_configmap(
     tensor_parallel_size: int,
     settings: Settings,
     lora: LoraLimits | None = None,
+    data: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The immutable ConfigMap holding config.pbtxt and model.json, named by their digest: old
-    and new pods of a rollout each mount their own, and rolling back finds the old one again."""
-    data = config_data(model, tensor_parallel_size, settings.backend_name, lora)
+    """The immutable ConfigMap holding config.pbtxt and model.json (`data`, when rendered
+    already), named by their digest: old and new pods of a rollout each mount their own, and
+    rolling back finds the old one again."""
+    if data is None:
+        data = config_data(model, tensor_parallel_size, settings.backend_name, lora)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -373,9 +376,12 @@ def render_deployment(
     settings: Settings,
     surge: bool = False,
     lora: LoraLimits | None = None,
+    data: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The Deployment of tritonserver pods, `TP` GPUs each, rolled when the config changes."""
-    data = config_data(model, placement.tensor_parallel_size, settings.backend_name, lora)
+    """The Deployment of tritonserver pods, `TP` GPUs each, rolled when the config (`data`, when
+    rendered already) changes."""
+    if data is None:
+        data = config_data(model, placement.tensor_parallel_size, settings.backend_name, lora)
     pod_annotations = {**model.spec.pod_annotations, CONFIG_HASH_ANNOTATION: config_hash(data)}
     pod_spec: dict[str, Any] = {
         "containers": [_container(model, placement, settings)],
@@ -451,9 +457,11 @@ def render_all(
     With spec.lora: `lora` are the resolved limits (default: the spec's) and `adapters` the
     adapters listed to the pods, name -> directory (default: those given as paths), in a
     ConfigMap of their own that the pods mount beside the config."""
+    tp = placement.tensor_parallel_size
+    data = config_data(model, tp, settings.backend_name, lora)  # rendered once for both
     children = [
-        render_configmap(model, placement.tensor_parallel_size, settings, lora),
-        render_deployment(model, placement, settings, surge, lora),
+        render_configmap(model, tp, settings, lora, data),
+        render_deployment(model, placement, settings, surge, lora, data),
         render_service(model),
     ]
     if model.spec.lora is not None:
