@@ -124,8 +124,14 @@ def scrape_targets(served: Served, namespace: str, operator_address: str) -> lis
     ]
 
 
+# A scrape times out after its interval: 1 s (the autoscaling tests') was too short for a loaded
+# 2-core machine to answer the engine's /metrics every time; the queries' windows are minutes.
+SCRAPE_INTERVAL = "3s"
+
+
 def prometheus(work_dir: Path, targets: list[ScrapeTarget]) -> Prometheus:
-    return Prometheus(autoscaling_tools() / "bin" / "prometheus", work_dir, targets)
+    tools = autoscaling_tools()
+    return Prometheus(tools / "bin" / "prometheus", work_dir, targets, SCRAPE_INTERVAL)
 
 
 class Traffic:
@@ -180,7 +186,7 @@ def wait_for_scrapes(stack: Prometheus) -> None:
     want = {t.job for t in stack.targets}
     wait_for(
         lambda: {r["metric"]["job"] for r in stack.query("up == 1")} >= want,
-        60,
+        120,
         f"Prometheus to scrape {sorted(str(j) for j in want)}",
     )
 

@@ -118,11 +118,21 @@ class StreamResult:
         return "".join(r["text_output"][0] for r in self.responses if "text_output" in r)
 
 
+# tritonclient's own channel arguments, and a connection of its own for each session: gRPC
+# otherwise shares one TCP connection among channels to the same address, so closing or
+# cancelling one session could touch another's streams, which separate clients never share.
+SESSION_CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", 2**31 - 1),
+    ("grpc.max_receive_message_length", 2**31 - 1),
+    ("grpc.use_local_subchannel_pool", 1),
+]
+
+
 class GrpcSession:
     """One gRPC client with an open bidirectional stream; requests are told apart by id."""
 
     def __init__(self, url: str) -> None:
-        self.client = grpcclient.InferenceServerClient(url)
+        self.client = grpcclient.InferenceServerClient(url, channel_args=SESSION_CHANNEL_ARGS)
         self._events: queue.Queue[tuple[Any, Any]] = queue.Queue()
         self.client.start_stream(callback=lambda result, error: self._events.put((result, error)))
 
