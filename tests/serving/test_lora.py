@@ -317,17 +317,16 @@ def test_a_request_in_flight_on_a_removed_adapter_finishes(bed: LoraBed) -> None
         # /v1/models served only after about 80 s (0.2 s on a quiet one): what is tested here is
         # that the request finishes on its adapter, so the wait is long.
         set_adapters(bed, {}, timeout=START_WITHIN_S)
-        # Read before asking whether it runs: a request still running then was running when
-        # this was logged, so the adapter must still be in the engine in it.
-        log_while_running = bed.server.log.read_text()[log_before:]
-        if request.running():
+        # Still streaming to the client and the adapter still in the engine: the engine runs
+        # the request (on a loaded machine the client can read its last tokens seconds after the
+        # engine finished it, and the adapter then rightly leaves the engine at once).
+        in_engine = gone not in bed.server.log.read_text()[log_before:]
+        if request.running() and in_engine:
             break
         assert request.result() == whole
         set_adapters(bed, {"pirate": "pirate"})
     else:
-        pytest.fail("each request ended before the adapter change reached the server")
-    # Removed from the served set while it runs, the adapter stays in the engine for it.
-    assert gone not in log_while_running
+        pytest.fail("each request ended in the engine before the adapter change reached it")
     assert request.result() == whole
     # The engine lets the adapter go once its last request is done.
     deadline = time.monotonic() + 10
