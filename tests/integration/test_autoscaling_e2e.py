@@ -38,7 +38,11 @@ def served(work: Path) -> Iterator[Engine]:
 @pytest.fixture(scope="module")
 def stack(cluster: ClusterHandle, work: Path, gateway: SeriesServer) -> Iterator[AutoscalingStack]:
     targets = [ScrapeTarget(gateway.address, honor_labels=True)]
-    with AutoscalingStack(cluster.kubeconfig, work / "stack", targets=targets) as running:
+    # Scraped every 3 s: a scrape times out after its interval, and the engine's /metrics (on
+    # its OpenAI port) answered in more than 1 s on a loaded 2-core machine under this load.
+    with AutoscalingStack(
+        cluster.kubeconfig, work / "stack", targets=targets, scrape_interval="3s"
+    ) as running:
         yield running
 
 
