@@ -81,8 +81,10 @@ def test_one_cancelled_request_of_a_thousand_in_flight_is_aborted_at_once(server
         started = time.monotonic()
         one.close(cancel_requests=True)
         line = f"[vllm] Cancelling the request {cancelled}-"
+        # "Never" is a minute: with a thousand streams on 2 loaded cores, a CI run saw the abort
+        # come more than 10 s after the cancel (each is_cancelled() is a round trip to the server).
         while line not in server.log.read_text(errors="replace"):
-            assert time.monotonic() - started < 10, "the cancelled request was never aborted"
+            assert time.monotonic() - started < 60, "the cancelled request was never aborted"
             time.sleep(0.02)
         took = time.monotonic() - started
     finally:
