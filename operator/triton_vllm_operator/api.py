@@ -540,7 +540,11 @@ class TritonVLLMModelSpec(ApiModel):
                     "message": "spec.gateway.port 'openai' needs spec.openai.enabled",
                 },
                 {
-                    "rule": "!has(self.autoscaling) || !has(self.replicas)",
+                    # A multi-node model's autoscaler scales the model itself (its /scale
+                    # subresource writes spec.replicas: the groups), not a Deployment.
+                    "rule": "!has(self.autoscaling) || !has(self.replicas) || "
+                    "(has(self.nodesPerReplica) && type(self.nodesPerReplica) == int && "
+                    "self.nodesPerReplica > 1)",
                     "message": "spec.replicas and spec.autoscaling cannot both drive the "
                     "replicas: remove spec.replicas (autoscaling.minReplicas is the floor)",
                 },
@@ -601,14 +605,16 @@ class TritonVLLMModelSpec(ApiModel):
         "tensorParallelSize GPUs and the nodes are the stages of vLLM's pipeline parallelism "
         "(pipeline_parallel_size = nodesPerReplica); each replica is then a group of pods (rank "
         "0 serves, the others run vLLM's workers). 'auto': one node whenever the model fits "
-        "one, else the fewest nodes whose GPUs hold it, at tensorParallelSize = a node's GPUs. "
-        "Above 1: no engineArgs.pipeline_parallel_size, no autoscaling.",
+        "one, else the fewest nodes whose GPUs hold it, at tensorParallelSize = a node's GPUs "
+        "(not with autoscaling). Above 1: no engineArgs.pipeline_parallel_size; autoscaling "
+        "scales whole groups through the model's scale subresource (spec.replicas).",
     )
 
     replicas: int | None = Field(
         default=None,
         ge=0,
-        description="Number of tritonserver pods (default 1); leave it out with autoscaling. "
+        description="Number of tritonserver pods, or of groups with nodesPerReplica above 1 "
+        "(default 1); leave it out with autoscaling (for groups, the autoscaler writes it). "
         "`kubectl scale tvm NAME --replicas=N` sets it.",
     )
     autoscaling: AutoscalingSpec | None = Field(
@@ -664,7 +670,7 @@ class TritonVLLMModelSpec(ApiModel):
 
 
 def _one_driver(spec: TritonVLLMModelSpec) -> TritonVLLMModelSpec:
-    if spec.autoscaling is not None and spec.replicas is not None:
+    if spec.autoscaling is not None and spec.replicas is not None and not scales_groups(spec):
         raise ValueError(
             "spec.replicas and spec.autoscaling cannot both drive the replicas: remove "
             "spec.replicas (autoscaling.minReplicas is the floor)"
@@ -683,6 +689,22 @@ def replica_nodes(spec: TritonVLLMModelSpec) -> int:
     """The nodes a replica spans: the integer set, else one (`auto` before placement resolves
     it: the model is placed first on one node)."""
     return spec.nodes_per_replica if isinstance(spec.nodes_per_replica, int) else 1
+
+
+def scales_groups(spec: TritonVLLMModelSpec) -> bool:
+    """An autoscaled model of several nodes a replica: its autoscaler targets the model itself
+    (the scale subresource), whose spec.replicas is then the number of groups it chose."""
+    return spec.autoscaling is not None and replica_nodes(spec) > 1
+
+
+def group_count(spec: TritonVLLMModelSpec) -> int:
+    """The groups of a multi-node model: spec.replicas (default 1); autoscaled, the autoscaler's
+    choice in spec.replicas (minReplicas before it chose), within the autoscaling bounds."""
+    bounds = spec.autoscaling
+    if bounds is None:
+        return 1 if spec.replicas is None else spec.replicas
+    chosen = bounds.min_replicas if spec.replicas is None else spec.replicas
+    return max(bounds.min_replicas, min(chosen, bounds.max_replicas))
 
 
 def most_replicas(spec: TritonVLLMModelSpec) -> int:

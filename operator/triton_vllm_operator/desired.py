@@ -59,11 +59,8 @@ class Desired:
     events: list[tuple[str, str, str]] = field(default_factory=list)
     recheck_after: float | None = None
 
-    @property
-    def deployment(self) -> dict[str, Any] | None:
-        """The Deployment, or a multi-node model's first group (the pod template they share)."""
-        kinds = ("Deployment", "StatefulSet")
-        return next((m for m in self.children if m["kind"] in kinds), None)
+    # The pod template's config hash (also with no group to carry it: autoscaled to zero).
+    config_hash: str | None = None
 
     @property
     def waits_for_weights(self) -> bool:
@@ -180,22 +177,12 @@ def desire(
         lora=lora.limits if lora else None,
         adapters=lora.listed if lora else None,
     )
+    template = next(m for m in children if m["kind"] == "Deployment")["spec"]["template"]
+    out.config_hash = template["metadata"]["annotations"][CONFIG_HASH_ANNOTATION]
     if replica_nodes(model.spec) > 1:
-        out.children = [with_applied_hash(m) for m in [*jobs, *as_groups(model, children)]]
-        return out
-    deployment = next(m for m in children if m["kind"] == "Deployment")
-    held = held_replicas(live, status)
-    if fixed_replicas(model.spec) is None and held is not None:
-        # Handing the replicas to an autoscaler: kept until it (or kubectl scale) changes them.
-        with_replicas(deployment, held)
-    if not strategy_kept(deployment, live):
-        surge = _surge(model, observed, placement.tensor_parallel_size)
-        deployment["spec"]["strategy"] = rollout_strategy(surge)
-    elif _surge_stuck(deployment, live, observed):
-        # The GPUs the surge pod was counted on are gone (another workload took them): waiting
-        # would only end at the progress deadline. Replace one pod at a time instead.
-        deployment["spec"]["strategy"] = rollout_strategy(False)
-        out.events.append(("Normal", "SurgeUnschedulable", SURGE_STUCK))
+        children = as_groups(model, children)
+    else:
+        _deployment_rollout(model, children, live, status, observed, out)
     out.scaler = plan_autoscaler(
         model, observed.keda_served, settings.prometheus_address, observed.children
     )
@@ -216,6 +203,31 @@ def desire(
         children.append(pool.manifest)
     out.children = [with_applied_hash(m) for m in [*jobs, *children]]
     return out
+
+
+def _deployment_rollout(
+    model: TritonVLLMModel,
+    children: list[dict[str, Any]],
+    live: Mapping[str, Any] | None,
+    status: Mapping[str, Any],
+    observed: Observed,
+    out: Desired,
+) -> None:
+    """The Deployment's replicas while an autoscaler takes them over, and its rollout strategy."""
+    deployment = next(m for m in children if m["kind"] == "Deployment")
+    held = held_replicas(live, status)
+    if fixed_replicas(model.spec) is None and held is not None:
+        # Handing the replicas to an autoscaler: kept until it (or kubectl scale) changes them.
+        with_replicas(deployment, held)
+    if not strategy_kept(deployment, live):
+        assert out.placement is not None
+        surge = _surge(model, observed, out.placement.tensor_parallel_size)
+        deployment["spec"]["strategy"] = rollout_strategy(surge)
+    elif _surge_stuck(deployment, live, observed):
+        # The GPUs the surge pod was counted on are gone (another workload took them): waiting
+        # would only end at the progress deadline. Replace one pod at a time instead.
+        deployment["spec"]["strategy"] = rollout_strategy(False)
+        out.events.append(("Normal", "SurgeUnschedulable", SURGE_STUCK))
 
 
 def _lora(

@@ -115,16 +115,30 @@ def group_readiness(
     config_hash: str,
     endpoint: str,
     applying: bool,
+    autoscaled_floor: int | None = None,
 ) -> tuple[Verdict, int, int]:
     """Ready of a multi-node model: whole groups (every rank ready) running this config; also the
-    ready and updated group counts. `groups`: each group's live StatefulSet, by name."""
+    ready and updated group counts. `groups`: each group's live StatefulSet, by name.
+
+    `autoscaled_floor`: the groups are an autoscaler's; while every live group runs this config,
+    the model serves once this many (its minimum, at least one) are whole: groups added or
+    removed with the load are not a rollout, and Ready does not flap with it."""
     replicas = len(groups)
     current = [s for s in groups.values() if s is not None and _config_of(s) == config_hash]
     updated = sum(_updated(sts, nodes) for sts in current)
     whole = sum(_whole(sts, nodes) for sts in current)
     counts = f"{updated} of {replicas} groups of {nodes} nodes updated, {whole} whole and ready"
     if replicas == 0:
-        return Verdict(READY, "False", "ScaledToZero", "spec.replicas is 0."), 0, 0
+        zero = "spec.replicas is 0." if autoscaled_floor is None else "Scaled to zero."
+        return Verdict(READY, "False", "ScaledToZero", zero), 0, 0
+    old = [s for s in groups.values() if s is not None and _config_of(s) != config_hash]
+    floor = min(max(autoscaled_floor or 0, 1), replicas)
+    if autoscaled_floor is not None and not old and whole >= floor and whole < replicas:
+        message = (
+            f"{whole} of {replicas} groups of {nodes} nodes whole and ready (the autoscaler is "
+            f"scaling); the model serves at {endpoint}."
+        )
+        return Verdict(READY, "True", "ModelServing", message), whole, updated
     if applying or updated < replicas:
         return Verdict(READY, "False", "RollingOut", f"Rolling out: {counts}."), whole, updated
     if whole < replicas:

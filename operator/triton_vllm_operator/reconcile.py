@@ -43,7 +43,7 @@ from .readiness import (
     serving_before,
     unplaced,
 )
-from .render.manifests import CONFIG_HASH_ANNOTATION, endpoint, endpoints, selector_labels
+from .render.manifests import endpoint, endpoints, serving_labels
 from .settings import Settings
 from .validation import SpecError, check_model, check_token_endpoint, parse_model
 
@@ -181,10 +181,9 @@ def _converge(
         plan.events.append(("Warning", warning.reason, warning.message))
     plan.delete += unwanted(model, observed, wanted.children)
     # 6. Readiness.
-    deployment = wanted.deployment
-    assert deployment is not None
     tp = placement.tensor_parallel_size
-    config_hash = deployment["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION]
+    config_hash = wanted.config_hash
+    assert config_hash is not None
     url = endpoint(model)
     applying = any(m["kind"] in ("Deployment", "StatefulSet") for m in plan.apply)
     if replica_nodes(model.spec) > 1:
@@ -202,15 +201,14 @@ def _converge(
     )
     if waiting and wanted.cached is not None:
         ready = caching(wanted.cached)
-    scaler = wanted.scaler.manifest if wanted.scaler else None
     configmap = next(m for m in wanted.children if m["kind"] == "ConfigMap")
     fields = {
         "tensorParallelSize": tp,
         "nodesPerReplica": 1,
         "replicas": desired,
         "currentReplicas": int(((live or {}).get("status") or {}).get("replicas") or 0),
-        "selector": ",".join(f"{k}={v}" for k, v in sorted(selector_labels(model).items())),
-        "autoscaler": f"{scaler['kind']}/{name}" if scaler else None,
+        "selector": _selector(model),
+        "autoscaler": _autoscaler(wanted),
         "readyReplicas": ready_replicas,
         "updatedReplicas": updated,
         "endpoint": url,
@@ -228,6 +226,17 @@ def _converge(
     return Outcome(verdicts, fields, wanted.stale)
 
 
+def _selector(model: TritonVLLMModel) -> str:
+    """status.selector (the scale subresource's): the pods that serve, whose metrics an
+    autoscaler averages."""
+    return ",".join(f"{k}={v}" for k, v in sorted(serving_labels(model).items()))
+
+
+def _autoscaler(wanted: Desired) -> str | None:
+    scaler = wanted.scaler.manifest if wanted.scaler else None
+    return f"{scaler['kind']}/{scaler['metadata']['name']}" if scaler else None
+
+
 def _converge_groups(
     model: TritonVLLMModel,
     observed: Observed,
@@ -242,7 +251,8 @@ def _converge_groups(
     names = [m["metadata"]["name"] for m in wanted.children if m["kind"] == "StatefulSet"]
     live = {name: observed.children.get(("StatefulSet", name)) for name in names}
     url = endpoint(model)
-    ready, whole, updated = group_readiness(live, nodes, config_hash, url, applying)
+    floor = model.spec.autoscaling.min_replicas if model.spec.autoscaling else None
+    ready, whole, updated = group_readiness(live, nodes, config_hash, url, applying, floor)
     members = ranks(observed)
     at_zero = [n for n, sts in live.items() if sts and (sts.get("spec") or {}).get("replicas") == 0]
     if at_zero and ready.status == "False":
@@ -269,7 +279,8 @@ def _converge_groups(
         "ranks": members,
         "replicas": len(names),
         "currentReplicas": sum(1 for sts in live.values() if sts is not None),
-        "selector": ",".join(f"{k}={v}" for k, v in sorted(selector_labels(model).items())),
+        "selector": _selector(model),
+        "autoscaler": _autoscaler(wanted),
         "readyReplicas": whole,
         "updatedReplicas": updated,
         "endpoint": url,

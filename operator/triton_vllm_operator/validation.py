@@ -126,8 +126,3 @@ def check_nodes_per_replica(model: TritonVLLMModel) -> None:
             "(pipeline_parallel_size = nodesPerReplica): remove "
             "engineArgs.pipeline_parallel_size.",
         )
-    if spec.autoscaling is not None:
-        raise SpecError(
-            "InvalidSpec",
-            f"{name}: spec.autoscaling does not scale multi-node replicas yet; set spec.replicas.",
-        )

@@ -72,7 +72,6 @@ def test_render_shows_one_group_of_two_nodes_per_replica() -> None:
     [
         ({"tensorParallelSize": "auto"}, "needs an integer spec.tensorParallelSize"),
         ({"engineArgs": {"pipeline_parallel_size": 2}}, "remove engineArgs.pipeline_parallel"),
-        ({"autoscaling": {"minReplicas": 1, "maxReplicas": 2}}, "set spec.replicas"),
     ],
 )
 def test_what_multi_node_cannot_take_is_refused_with_what_to_change(
@@ -303,3 +302,53 @@ def test_a_member_whose_container_restarts_restarts_the_group_and_a_group_lost_w
     plan = plan_reconcile(body, Observed(NODES, [], anew, children=children), SETTINGS, NOW)
     assert _group_applied(plan) == []
     assert not [e for e in plan.events if e[1] == "GroupRestarted"]
+
+
+def test_an_autoscaler_scales_whole_groups_through_the_models_scale_subresource() -> None:
+    settings = Settings(prometheus_address="http://prometheus.monitoring:9090")
+    body = model_dict(**BIG, autoscaling={"minReplicas": 1, "maxReplicas": 3})
+    first = plan_reconcile(body, Observed(NODES, [], keda_served=True), settings, NOW)
+    applied = {(m["kind"], m["metadata"]["name"]): m for m in first.apply}
+    # KEDA scales the model itself (no Deployment to scale): its HPA writes spec.replicas.
+    target = applied[("ScaledObject", "llama")]["spec"]["scaleTargetRef"]
+    assert target == {"apiVersion": "tritonvllm.io/v1alpha1", "kind": "TritonVLLMModel",
+                      "name": "llama"}  # fmt: skip
+    assert [k for k in applied if k[0] == "StatefulSet"] == [("StatefulSet", "llama-g0")]
+    assert first.status["autoscaler"] == "ScaledObject/llama" and first.status["replicas"] == 1
+    # The scale subresource's selector: the pods that serve and export the engine's metrics.
+    assert "apps.kubernetes.io/pod-index=0" in first.status["selector"]
+    assert conditions(first.status)["Autoscaling"] == ("True", "KEDA")
+    assert "groups of 2 nodes" in message(first.status, "Autoscaling")
+    # The autoscaler chose 3 (through the scale subresource): three groups; never above the bound.
+    for chosen, groups in ((3, 3), (7, 3)):
+        body["spec"]["replicas"] = chosen
+        scaled = plan_reconcile(body, Observed(NODES, [], keda_served=True), settings, NOW)
+        names = sorted(m["metadata"]["name"] for m in scaled.apply if m["kind"] == "StatefulSet")
+        assert names == [f"llama-g{i}" for i in range(groups)]
+        assert conditions(scaled.status)["Accepted"] == ("True", "Valid")
+    # While new groups start, the whole one keeps the model Ready: scaling is not a rollout.
+    body["spec"]["replicas"] = 1
+    body["status"] = first.status
+    children = {(m["kind"], m["metadata"]["name"]): stored(m) for m in first.apply}
+    group = children[("StatefulSet", "llama-g0")]
+    children[("StatefulSet", "llama-g0")] = _group_status(group, ready=2)
+    one = Observed(NODES, [], children=children, keda_served=True)
+    assert conditions(plan_reconcile(body, one, settings, NOW).status)["Ready"][0] == "True"
+    body["spec"]["replicas"] = 3
+    out = plan_reconcile(body, one, settings, NOW)
+    assert conditions(out.status)["Ready"] == ("True", "ModelServing")
+    assert "1 of 3 groups of 2 nodes whole and ready (the autoscaler is scaling)" in message(
+        out.status, "Ready"
+    )
+    # Without KEDA an HPA scales the model the same way.
+    body["spec"].pop("replicas")
+    hpa = plan_reconcile(body, Observed(NODES, [], keda_served=False), settings, NOW)
+    scaler = next(m for m in hpa.apply if m["kind"] == "HorizontalPodAutoscaler")
+    assert scaler["spec"]["scaleTargetRef"]["kind"] == "TritonVLLMModel"
+
+
+def test_the_gateway_pool_selects_rank_0_of_each_group() -> None:
+    body = model_dict(**BIG, gateway={"endpointPicker": {"name": "epp"}})
+    plan = plan_reconcile(body, Observed(NODES, [], pool_served=True), SETTINGS, NOW)
+    pool = next(m for m in plan.apply if m["kind"] == "InferencePool")
+    assert pool["spec"]["selector"]["matchLabels"]["apps.kubernetes.io/pod-index"] == "0"

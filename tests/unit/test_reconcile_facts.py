@@ -68,6 +68,15 @@ def test_auto_takes_the_smallest_size_the_facts_allow_and_status_reports_them(
     assert reported["parameters"] > 400_000_000
 
 
+def test_more_pipeline_stages_than_layers_are_not_accepted(facts: dict[str, ModelFacts]) -> None:
+    body = model_dict(model=QWEN, tensorParallelSize=1, nodesPerReplica=32)
+    result = plan(body, empty(facts=facts[QWEN]))
+    assert result.apply == []
+    assert conditions(result.status)["Accepted"] == ("False", "TooManyPipelineStages")
+    assert "32 pipeline stages" in message(result.status, "Accepted")
+    assert "24 layers" in message(result.status, "Accepted")
+
+
 def test_an_explicit_size_vllm_cannot_split_the_model_over_is_not_accepted(
     facts: dict[str, ModelFacts],
 ) -> None:

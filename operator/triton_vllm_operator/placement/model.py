@@ -50,11 +50,20 @@ def facts_query(spec: TritonVLLMModelSpec, settings: Settings) -> FactsQuery | N
 
 def check_facts(spec: TritonVLLMModelSpec, facts: ModelFacts, name: str) -> None:
     """SpecError for what no node could change: a tensorParallelSize vLLM cannot split the model
-    over, a max_model_len above the model's own context."""
+    over, more pipeline stages than the model has layers, a max_model_len above the model's own
+    context."""
     try:
         limits = EngineLimits.from_engine_args(spec.engine_args)
     except EngineArgError as err:
         raise SpecError("InvalidEngineArgs", f"{name}: {err}") from err
+    stages = replica_nodes(spec) * limits.pipeline_parallel_size
+    if stages > facts.layers:
+        raise SpecError(
+            "TooManyPipelineStages",
+            f"{name}: {stages} pipeline stages (nodesPerReplica x pipeline_parallel_size) for "
+            f"{facts.layers} layers: each stage needs at least one layer of {facts.name}. Use at "
+            f"most {facts.layers}.",
+        )
     tp = spec.tensor_parallel_size
     refusal = check_split(facts, tp) if tp != "auto" else None
     if refusal is None:
@@ -148,7 +157,8 @@ def _across_nodes(
     else:
         counts = sorted({node.allocatable for node in gpus}, reverse=True)
         sizes = sorted({_largest_split(facts, count) for count in counts} - {0}, reverse=True)
-    for nodes in range(2, min(MAX_AUTO_NODES, len(gpus)) + 1):
+    most = min(MAX_AUTO_NODES, len(gpus), facts.layers if facts else MAX_AUTO_NODES)
+    for nodes in range(2, most + 1):
         for tp in sizes:
             spanning = spec.model_copy(
                 update={"nodes_per_replica": nodes, "tensor_parallel_size": tp}

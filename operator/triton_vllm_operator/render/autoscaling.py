@@ -1,6 +1,10 @@
 """The autoscaler of a model's Deployment: a KEDA ScaledObject on Prometheus queries of the
 engine's own series, or, where KEDA is not installed, a HorizontalPodAutoscaler on Pods metrics
 that a custom-metrics adapter serves. Pure: the caller says whether KEDA's CRDs are served.
+
+A model of several nodes a replica has no Deployment: its autoscaler scales the model itself
+through the CRD's scale subresource (spec.replicas, the groups; status.selector, rank 0 of each
+group), and the operator makes or removes whole groups.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..api import AutoscalingSpec, TritonVLLMModel
+from ..api import API_VERSION, KIND, AutoscalingSpec, TritonVLLMModel, scales_groups
 from ..conditions import AUTOSCALING, Verdict
 from .manifests import REPLICAS_ANNOTATION, _metadata
 
@@ -82,6 +86,14 @@ def quantity(value: float) -> str:
     return f"{round(value * 1000)}m"
 
 
+def scale_target(model: TritonVLLMModel) -> dict[str, str]:
+    """What the autoscaler scales: the Deployment, or the model itself when its replicas are
+    groups of nodes."""
+    if scales_groups(model.spec):
+        return {"apiVersion": API_VERSION, "kind": KIND, "name": model.metadata.name}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "name": model.metadata.name}
+
+
 def _scale_down(spec: AutoscalingSpec) -> dict[str, Any]:
     return {"scaleDown": {"stabilizationWindowSeconds": spec.scale_down_stabilization_seconds}}
 
@@ -89,7 +101,7 @@ def _scale_down(spec: AutoscalingSpec) -> dict[str, Any]:
 def render_scaled_object(
     model: TritonVLLMModel, spec: AutoscalingSpec, prometheus: str
 ) -> dict[str, Any]:
-    """A KEDA ScaledObject for the model's Deployment."""
+    """A KEDA ScaledObject for the model's Deployment (or its groups)."""
     name = model.metadata.name
     metric_type = "Value" if spec.metric == "KVCacheUsage" and not spec.query else "AverageValue"
     triggers: list[dict[str, Any]] = [
@@ -107,7 +119,7 @@ def render_scaled_object(
         }
     ]
     spec_out: dict[str, Any] = {
-        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+        "scaleTargetRef": scale_target(model),
         "pollingInterval": spec.polling_seconds,
         "minReplicaCount": spec.min_replicas,
         "maxReplicaCount": spec.max_replicas,
@@ -151,7 +163,7 @@ def render_hpa(model: TritonVLLMModel, spec: AutoscalingSpec) -> dict[str, Any]:
         "kind": "HorizontalPodAutoscaler",
         "metadata": _metadata(model, name),
         "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "scaleTargetRef": scale_target(model),
             "minReplicas": max(spec.min_replicas, 1),
             "maxReplicas": spec.max_replicas,
             "metrics": [
@@ -196,6 +208,11 @@ def plan_autoscaler(
     if spec is None:
         return None
     bounds = f"{spec.min_replicas}-{spec.max_replicas} replicas"
+    if scales_groups(model.spec):
+        bounds += (
+            f" (groups of {model.spec.nodes_per_replica} nodes, through the model's scale "
+            "subresource)"
+        )
     use_keda = spec.provider == "KEDA" or (spec.provider == "Auto" and keda_served)
     if use_keda:
         if not keda_served:

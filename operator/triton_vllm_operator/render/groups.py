@@ -12,13 +12,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from ..api import TritonVLLMModel, fixed_replicas, replica_nodes
-from .manifests import MODEL_REPOSITORY, ports, selector_labels
+from ..api import TritonVLLMModel, group_count, replica_nodes
+from .manifests import MODEL_REPOSITORY, POD_INDEX_LABEL, ports, selector_labels, serving_labels
 from .model_files import ENGINE_FILE, MODEL_VERSION, MULTINODE_MASTER_PORT
 
 GROUP_LABEL = "tritonvllm.io/group"
-# Set on every pod by the StatefulSet controller (Kubernetes 1.28+): the pod's ordinal, its rank.
-POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
 RANK_ENV = "TRITONVLLM_NODE_RANK"
 # Runs tritonserver on rank 0 (with the container's args) and the worker elsewhere.
 ROLE_SCRIPT = (
@@ -32,8 +30,8 @@ def ranks_service_name(model: TritonVLLMModel) -> str:
 
 
 def group_names(model: TritonVLLMModel) -> list[str]:
-    """The groups of the spec's replicas, g0..g{R-1}."""
-    return [f"{model.metadata.name}-g{i}" for i in range(fixed_replicas(model.spec) or 0)]
+    """The groups of the replicas (the spec's, or the autoscaler's choice), g0..g{R-1}."""
+    return [f"{model.metadata.name}-g{i}" for i in range(group_count(model.spec))]
 
 
 def render_ranks_service(model: TritonVLLMModel, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +120,7 @@ def as_groups(model: TritonVLLMModel, children: list[dict[str, Any]]) -> list[di
         if child["kind"] == "Deployment":
             out.extend(render_groups(model, deployment))
         elif child["kind"] == "Service":
-            child["spec"]["selector"] = {**child["spec"]["selector"], POD_INDEX_LABEL: "0"}
+            child["spec"]["selector"] = serving_labels(model)
             out.append(child)
         else:
             out.append(child)

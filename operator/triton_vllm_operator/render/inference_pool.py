@@ -11,7 +11,7 @@ from typing import Any
 
 from ..api import TritonVLLMModel
 from ..conditions import Verdict
-from .manifests import ENGINE_LABELS, PORTS, _metadata, selector_labels
+from .manifests import ENGINE_LABELS, PORTS, _metadata, serving_labels
 
 POOL_GROUP = "inference.networking.k8s.io"
 POOL_VERSION = "v1"
@@ -33,7 +33,7 @@ class PoolPlan:
 
 def pool_selector(model: TritonVLLMModel) -> dict[str, str]:
     """The labels of the model's serving pods."""
-    return {**selector_labels(model), ENGINE_TYPE_LABEL: ENGINE_LABELS[ENGINE_TYPE_LABEL]}
+    return {**serving_labels(model), ENGINE_TYPE_LABEL: ENGINE_LABELS[ENGINE_TYPE_LABEL]}
 
 
 def target_port(model: TritonVLLMModel) -> int:

@@ -7,7 +7,14 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from ..api import API_VERSION, KIND, TritonVLLMModel, fixed_replicas, most_replicas
+from ..api import (
+    API_VERSION,
+    KIND,
+    TritonVLLMModel,
+    fixed_replicas,
+    most_replicas,
+    replica_nodes,
+)
 from ..placement import (
     MEMORY_LABEL,
     PLACEMENT_ANNOTATION,
@@ -56,6 +63,18 @@ def selector_labels(model: TritonVLLMModel) -> dict[str, str]:
         "app.kubernetes.io/name": "triton-vllm",
         "app.kubernetes.io/instance": model.metadata.name,
     }
+
+
+# Set on every pod by the StatefulSet controller (Kubernetes 1.28+): the pod's ordinal, its rank.
+POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
+
+
+def serving_labels(model: TritonVLLMModel) -> dict[str, str]:
+    """Labels that select the pods that serve: all of them, or rank 0 of each group of nodes
+    (the other ranks run the engine's workers and answer no request)."""
+    if replica_nodes(model.spec) > 1:
+        return {**selector_labels(model), POD_INDEX_LABEL: "0"}
+    return selector_labels(model)
 
 
 # Endpoint pickers (llm-d's router, the Gateway API Inference Extension) read the engine type.

@@ -15,8 +15,8 @@ from typing import Any
 
 from ..observed import Key, Observed, OwnPod
 from ..placement import COUNT_LABEL, MEMORY_LABEL, PRODUCT_LABEL
-from ..render.groups import GROUP_LABEL, POD_INDEX_LABEL
-from ..render.manifests import CONFIG_HASH_ANNOTATION, MANAGED_BY, MODEL_LABEL
+from ..render.groups import GROUP_LABEL
+from ..render.manifests import CONFIG_HASH_ANNOTATION, MANAGED_BY, MODEL_LABEL, POD_INDEX_LABEL
 
 ModelKey = tuple[str, str]  # (namespace, name)
 JOB_LABEL = "batch.kubernetes.io/job-name"
