@@ -49,6 +49,14 @@ def set_condition(
     return sorted([*others, updated], key=lambda c: order.get(c["type"], len(order)))
 
 
+def spec_observed(workload: Mapping[str, Any]) -> bool:
+    """Whether a workload's controller has seen its latest spec (what its status says is about
+    that spec, not an earlier one)."""
+    status = workload.get("status") or {}
+    generation = (workload.get("metadata") or {}).get("generation")
+    return generation is None or status.get("observedGeneration") == generation
+
+
 def deployment_readiness(
     deployment: Mapping[str, Any] | None,
     replicas: int,
@@ -90,8 +98,7 @@ def deployment_readiness(
     if applying or live_hash != config_hash:
         message = f"Applying the Deployment for this generation; {counts}."
         return Verdict(READY, "False", "RollingOut", message), ready, 0
-    generation = (deployment.get("metadata") or {}).get("generation")
-    if generation is not None and status.get("observedGeneration") != generation:
+    if not spec_observed(deployment):
         if autoscaled_floor is not None and serving_before is not None:
             return serving_before, ready, updated
         message = f"The Deployment controller has not seen the new spec yet; {counts}."

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .children import with_applied_hash
+from .conditions import spec_observed
 from .observed import OwnPod
 
 
@@ -97,7 +98,5 @@ def restarting(live: Mapping[str, Any] | None) -> bool:
     spec = live.get("spec") or {}
     if spec.get("replicas") != 0:
         return False
-    status = live.get("status") or {}
-    generation = (live.get("metadata") or {}).get("generation")
-    seen = generation is None or status.get("observedGeneration") == generation
-    return not seen or int(status.get("replicas") or 0) > 0
+    pods = int((live.get("status") or {}).get("replicas") or 0)
+    return not spec_observed(live) or pods > 0

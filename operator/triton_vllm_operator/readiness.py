@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .conditions import READY, SCHEDULED, Verdict
+from .conditions import READY, SCHEDULED, Verdict, spec_observed
 from .observed import Observed
 from .placement import Placed, Placement, Unplaceable
 from .render.manifests import CONFIG_HASH_ANNOTATION
@@ -175,10 +175,8 @@ def _config_of(sts: Mapping[str, Any]) -> str | None:
 
 def _updated(sts: Mapping[str, Any], nodes: int) -> bool:
     """The StatefulSet controller saw its latest spec and every rank runs that template."""
-    status = sts.get("status") or {}
-    generation = (sts.get("metadata") or {}).get("generation")
-    seen = generation is None or status.get("observedGeneration") == generation
-    return seen and int(status.get("updatedReplicas") or 0) >= nodes
+    updated = int((sts.get("status") or {}).get("updatedReplicas") or 0)
+    return spec_observed(sts) and updated >= nodes
 
 
 def _whole(sts: Mapping[str, Any], nodes: int) -> bool:

@@ -174,7 +174,7 @@ def _converge(
             plan.apply.append(manifest)
     if replica_nodes(model.spec) > 1:
         plan.apply = one_group_at_a_time(plan.apply, observed, replica_nodes(model.spec))
-        _restart_broken_groups(body, observed, wanted, plan)
+        _restart_broken_groups(body, observed, wanted, plan, replica_nodes(model.spec))
     warning = placement.warning
     if warning and any(m["kind"] in ("Deployment", "StatefulSet") for m in plan.apply):
         # Said once per new pod template: an explicit size the estimate disagrees with.
@@ -294,7 +294,7 @@ def _converge_groups(
 
 
 def _restart_broken_groups(
-    body: Mapping[str, Any], observed: Observed, wanted: Desired, plan: Plan
+    body: Mapping[str, Any], observed: Observed, wanted: Desired, plan: Plan, nodes: int
 ) -> None:
     """A group that lost a member is restarted whole: scaled to 0 (with an Event naming the
     member), kept there until its pods are gone, then back to its ranks."""
@@ -303,7 +303,6 @@ def _restart_broken_groups(
     held: dict[str, dict[str, Any] | None] = {
         name: None for name in groups if restarting(observed.children.get(("StatefulSet", name)))
     }
-    nodes = int(wanted.placement.nodes_per_replica) if wanted.placement else 1
     for lost in lost_members(previous, observed.own_pods, nodes):
         if lost.group in groups and lost.group not in held:
             held[lost.group] = scaled_to_zero(groups[lost.group])
