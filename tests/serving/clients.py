@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import queue
 import re
@@ -134,6 +135,8 @@ class GrpcSession:
     def __init__(self, url: str) -> None:
         self.client = grpcclient.InferenceServerClient(url, channel_args=SESSION_CHANNEL_ARGS)
         self._events: queue.Queue[tuple[Any, Any]] = queue.Queue()
+        # Events that wait_for_response took, still first in line for collect.
+        self._seen: collections.deque[tuple[Any, Any]] = collections.deque()
         self.client.start_stream(callback=lambda result, error: self._events.put((result, error)))
 
     def send(self, inputs: list[grpcclient.InferInput], model: str = MODEL) -> str:
@@ -150,7 +153,7 @@ class GrpcSession:
         results = {request_id: StreamResult() for request_id in request_ids}
         pending = set(request_ids)
         while pending:
-            result, error = self._events.get(timeout=timeout)
+            result, error = self._next_event(timeout)
             if error is not None:
                 request_id = _error_request_id(error, pending)
                 results[request_id].error = str(
@@ -168,8 +171,16 @@ class GrpcSession:
         return results
 
     def wait_for_response(self, timeout: float = TIMEOUT_S) -> None:
-        """Block until the stream delivers something (a response or an error)."""
-        self._events.put(self._events.get(timeout=timeout))
+        """Block until the stream delivers something (a response or an error). It stays first
+        in line for collect: put back at the queue's end, it fell behind the final response of
+        a stream that ended meanwhile, and collect never read it."""
+        if not self._seen:
+            self._seen.append(self._events.get(timeout=timeout))
+
+    def _next_event(self, timeout: float) -> tuple[Any, Any]:
+        if self._seen:
+            return self._seen.popleft()
+        return self._events.get(timeout=timeout)
 
     def generate(self, inputs: list[grpcclient.InferInput], model: str = MODEL) -> StreamResult:
         request_id = self.send(inputs, model)
