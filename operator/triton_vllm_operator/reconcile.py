@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .api import TritonVLLMModel, fixed_replicas, replica_nodes
+from .api import TritonVLLMModel, fixed_replicas, group_count, replica_nodes, scales_groups
 from .children import APPLIED_HASH_ANNOTATION, needs_apply, unwanted
 from .conditions import (
     ACCEPTED,
@@ -90,6 +90,9 @@ class Plan:
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
     # Look at the model again after this many seconds: only while a download runs.
     recheck_after: float | None = None
+    # spec.replicas to set through the model's scale subresource: an autoscaled multi-node model
+    # starts without one, and the subresource (the autoscaler's way in) needs the field.
+    initial_replicas: int | None = None
 
 
 @dataclass
@@ -172,6 +175,8 @@ def _converge(
         made = (manifest["kind"], manifest["metadata"]["name"]) in observed.server_made
         if needs_apply(manifest, _live(observed, manifest), made):
             plan.apply.append(manifest)
+    if scales_groups(model.spec) and model.spec.replicas is None:
+        plan.initial_replicas = group_count(model.spec)
     if replica_nodes(model.spec) > 1:
         plan.apply = one_group_at_a_time(plan.apply, observed, replica_nodes(model.spec))
         _restart_broken_groups(body, observed, wanted, plan, replica_nodes(model.spec))

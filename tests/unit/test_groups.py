@@ -315,6 +315,8 @@ def test_an_autoscaler_scales_whole_groups_through_the_models_scale_subresource(
                       "name": "llama"}  # fmt: skip
     assert [k for k in applied if k[0] == "StatefulSet"] == [("StatefulSet", "llama-g0")]
     assert first.status["autoscaler"] == "ScaledObject/llama" and first.status["replicas"] == 1
+    # The scale subresource needs spec.replicas: the operator sets the first (its minimum).
+    assert first.initial_replicas == 1
     # The scale subresource's selector: the pods that serve and export the engine's metrics.
     assert "apps.kubernetes.io/pod-index=0" in first.status["selector"]
     assert conditions(first.status)["Autoscaling"] == ("True", "KEDA")
@@ -326,6 +328,7 @@ def test_an_autoscaler_scales_whole_groups_through_the_models_scale_subresource(
         names = sorted(m["metadata"]["name"] for m in scaled.apply if m["kind"] == "StatefulSet")
         assert names == [f"llama-g{i}" for i in range(groups)]
         assert conditions(scaled.status)["Accepted"] == ("True", "Valid")
+        assert scaled.initial_replicas is None  # the autoscaler's own
     # While new groups start, the whole one keeps the model Ready: scaling is not a rollout.
     body["spec"]["replicas"] = 1
     body["status"] = first.status

@@ -2,7 +2,9 @@
 The operator's RBAC rules, and only those (docs/security.md explains each). The verbs follow
 what the operator and kopf really call:
 - tritonvllmmodels: list+watch (the watch), patch (removing round 1's finalizer once);
-  tritonvllmmodels/status: patch (conditions); tritonvllmmodels/finalizers: update, never
+  tritonvllmmodels/status: patch (conditions); tritonvllmmodels/scale: patch (an autoscaled
+  multi-node model's first spec.replicas: the scale subresource its autoscaler reads needs the
+  field); tritonvllmmodels/finalizers: update, never
   called: the children's ownerReferences set blockOwnerDeletion (a model's deletion waits for
   them in foreground deletion), which OwnerReferencesPermissionEnforcement (OpenShift's default)
   allows only to who may update the owner's finalizers; without it every child is refused.
@@ -42,6 +44,9 @@ secretKeyRef), no wildcards.
   verbs: ["list", "watch", "patch"]
 - apiGroups: ["tritonvllm.io"]
   resources: ["tritonvllmmodels/status"]
+  verbs: ["patch"]
+- apiGroups: ["tritonvllm.io"]
+  resources: ["tritonvllmmodels/scale"]
   verbs: ["patch"]
 - apiGroups: ["tritonvllm.io"]
   resources: ["tritonvllmmodels/finalizers"]

@@ -244,6 +244,18 @@ class Client:
         stored: dict[str, Any] = json.loads(text)
         return stored
 
+    def set_replicas(self, namespace: str, name: str, replicas: int, field_manager: str) -> None:
+        """Set the model's spec.replicas through its scale subresource (as an autoscaler does)."""
+        code, text = self.call(
+            "PATCH",
+            MODEL_PATH + "/scale",
+            {"namespace": namespace, "name": name},
+            body={"spec": {"replicas": replicas}},
+            content_type=MERGE_PATCH,
+            query=[("fieldManager", field_manager)],
+        )
+        _raise_for(code, text, allowed=(404,))
+
     def remove_finalizer(self, namespace: str, name: str, finalizers: list[str], drop: str) -> None:
         """Remove one finalizer (guarded by a test of the list, so a concurrent change fails)."""
         kept = [f for f in finalizers if f != drop]

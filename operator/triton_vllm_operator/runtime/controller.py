@@ -421,6 +421,11 @@ class Controller:
         live: Mapping[tuple[str, str], Any],
     ) -> None:
         uid = body["metadata"].get("uid", "")
+        if plan.initial_replicas is not None:
+            log.debug("scale %s/%s to %d", key[0], key[1], plan.initial_replicas)
+            self.api.set_replicas(
+                key[0], key[1], plan.initial_replicas, self.settings.field_manager
+            )
         for manifest in plan.apply:
             kind, name = manifest["kind"], manifest["metadata"]["name"]
             rendered = manifest["metadata"]["annotations"][APPLIED_HASH_ANNOTATION]
