@@ -631,6 +631,8 @@ NAMESPACED_RIGHTS = {
     ("tritonvllmmodels.tritonvllm.io", "watch"),
     ("tritonvllmmodels.tritonvllm.io", "patch"),
     ("tritonvllmmodels.tritonvllm.io/status", "patch"),
+    # An autoscaled multi-node model's first spec.replicas, through the scale subresource.
+    ("tritonvllmmodels.tritonvllm.io/scale", "patch"),
     # blockOwnerDeletion on the children, under OwnerReferencesPermissionEnforcement.
     ("tritonvllmmodels.tritonvllm.io/finalizers", "update"),
     *{
