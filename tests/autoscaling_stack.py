@@ -668,6 +668,12 @@ class Keda:
         self._last_apiservice_conditions = conditions
         return any(c["type"] == "Available" and c["status"] == "True" for c in conditions)
 
+    def _namespace_not_terminating(self) -> bool:
+        res = self.kubectl(
+            "get", "namespace", KEDA_NAMESPACE, "-o", "jsonpath={.status.phase}", check=False
+        )
+        return res.stdout.strip() != "Terminating"
+
     def _external_metrics_answer(self) -> bool:
         res = self.kubectl(
             "get", "--raw", "/apis/external.metrics.k8s.io/v1beta1", check=False, timeout=30
@@ -681,6 +687,9 @@ class Keda:
         make_keda_certs(self.cert_dir)
         (self.dir / "custom-ca").mkdir(parents=True, exist_ok=True)
         self.apply_crds()
+        # The previous stack's namespace may still be going (its stop() does not wait for it):
+        # nothing can be created in it until it is gone.
+        wait_for(self._namespace_not_terminating, 120, f"namespace {KEDA_NAMESPACE} to go")
         self.kubectl("apply", "--server-side", "--field-manager=keda-stack", "-f", "-",
                      input=self._cluster_objects())  # fmt: skip
         self.operator.start()

@@ -13,13 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kubernetes import client
 
 from tests.autoscaling_scenario import Engine, engine, scale_out_and_in, zero_and_back
 from tests.autoscaling_stack import AutoscalingStack, ScrapeTarget, SeriesServer
-from tests.integration.models import Models, running_operator
+from tests.integration.keda_operator import models, operator
+from tests.integration.models import Models
 from tests.kube import ClusterHandle
-from tests.operator_process import OperatorProcess, free_ports
+from tests.operator_process import free_ports
+
+__all__ = ["models", "operator"]  # fixtures (with this module's own work and stack)
 
 FAST = {"pollingSeconds": 2, "scaleDownStabilizationSeconds": 10}
 
@@ -44,20 +46,6 @@ def stack(cluster: ClusterHandle, work: Path, gateway: SeriesServer) -> Iterator
         cluster.kubeconfig, work / "stack", targets=targets, scrape_interval="3s"
     ) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def operator(
-    cluster: ClusterHandle, work: Path, stack: AutoscalingStack
-) -> Iterator[OperatorProcess]:
-    env = {"TRITON_VLLM_PROMETHEUS_ADDRESS": stack.prometheus_url}
-    with running_operator(cluster, work / "operator.log", env) as process:
-        yield process
-
-
-@pytest.fixture
-def models(api_client: client.ApiClient, namespace: str, operator: OperatorProcess) -> Models:
-    return Models(api_client, namespace)
 
 
 def test_the_engines_queue_scales_the_model_out_and_idle_brings_it_back(

@@ -5,30 +5,18 @@ subresource, and the operator makes and removes whole groups of nodes on kwok GP
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from kubernetes import client
 
-from tests.autoscaling_stack import AutoscalingStack
-from tests.integration.models import Models, running_operator, wait_for
+from tests.integration.keda_operator import models, operator, stack, work
+from tests.integration.models import Models, wait_for
 from tests.kube import ClusterHandle, add_gpu_node, remove_node
-from tests.operator_process import OperatorProcess
+
+__all__ = ["models", "operator", "stack", "work"]  # fixtures
 
 # Nodes of their own (a product no other test asks for): three groups of two 8-GPU nodes.
 PRODUCT = "NVIDIA-H800"
 NODES = [f"h800-{i}" for i in range(6)]
-
-
-@pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("multinode-keda")
-
-
-@pytest.fixture(scope="module")
-def stack(cluster: ClusterHandle, work: Path) -> Iterator[AutoscalingStack]:
-    with AutoscalingStack(cluster.kubeconfig, work / "stack") as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
@@ -40,20 +28,6 @@ def nodes(cluster: ClusterHandle) -> Iterator[list[str]]:
         remove_node(node)
 
 
-@pytest.fixture(scope="module")
-def operator(
-    cluster: ClusterHandle, work: Path, stack: AutoscalingStack, nodes: list[str]
-) -> Iterator[OperatorProcess]:
-    env = {"TRITON_VLLM_PROMETHEUS_ADDRESS": stack.prometheus_url}
-    with running_operator(cluster, work / "operator.log", env) as process:
-        yield process
-
-
-@pytest.fixture
-def models(api_client: client.ApiClient, namespace: str, operator: OperatorProcess) -> Models:
-    return Models(api_client, namespace)
-
-
 def groups(models: Models, name: str) -> list[str]:
     items = models.apps.list_namespaced_stateful_set(
         models.namespace, label_selector=f"app.kubernetes.io/instance={name}"
@@ -61,7 +35,7 @@ def groups(models: Models, name: str) -> list[str]:
     return sorted(s.metadata.name for s in items)
 
 
-def test_keda_scales_groups_of_nodes_out_and_in(models: Models) -> None:
+def test_keda_scales_groups_of_nodes_out_and_in(models: Models, nodes: list[str]) -> None:
     # The query stands for the engine's queue: 5 waiting at a target of 2 a group is 3 groups.
     models.create(
         "big",

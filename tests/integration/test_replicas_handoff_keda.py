@@ -5,42 +5,12 @@ yet: 0, so its minimum), never takes the Deployment below the floor either.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-from kubernetes import client
-
-from tests.autoscaling_stack import AutoscalingStack
-from tests.integration.models import Models, running_operator
+from tests.integration.keda_operator import models, operator, stack, work
+from tests.integration.models import Models
 from tests.integration.test_replicas_handoff import replicas_through_autoscaling
 from tests.kube import ClusterHandle
-from tests.operator_process import OperatorProcess
 
-
-@pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("handoff-keda")
-
-
-@pytest.fixture(scope="module")
-def stack(cluster: ClusterHandle, work: Path) -> Iterator[AutoscalingStack]:
-    with AutoscalingStack(cluster.kubeconfig, work / "stack") as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def operator(
-    cluster: ClusterHandle, work: Path, stack: AutoscalingStack
-) -> Iterator[OperatorProcess]:
-    env = {"TRITON_VLLM_PROMETHEUS_ADDRESS": stack.prometheus_url}
-    with running_operator(cluster, work / "operator.log", env) as process:
-        yield process
-
-
-@pytest.fixture
-def models(api_client: client.ApiClient, namespace: str, operator: OperatorProcess) -> Models:
-    return Models(api_client, namespace)
+__all__ = ["models", "operator", "stack", "work"]  # fixtures
 
 
 def test_replicas_to_keda_and_back_never_takes_the_deployment_below_the_floor(
