@@ -702,7 +702,7 @@ def group_count(spec: TritonVLLMModelSpec) -> int:
     choice in spec.replicas (minReplicas before it chose), within the autoscaling bounds."""
     bounds = spec.autoscaling
     if bounds is None:
-        return 1 if spec.replicas is None else spec.replicas
+        return fixed_replicas(spec) or 0  # (never None without autoscaling)
     chosen = bounds.min_replicas if spec.replicas is None else spec.replicas
     return max(bounds.min_replicas, min(chosen, bounds.max_replicas))
 

@@ -177,9 +177,10 @@ def _converge(
             plan.apply.append(manifest)
     if scales_groups(model.spec) and model.spec.replicas is None:
         plan.initial_replicas = group_count(model.spec)
-    if replica_nodes(model.spec) > 1:
-        plan.apply = one_group_at_a_time(plan.apply, observed, replica_nodes(model.spec))
-        _restart_broken_groups(body, observed, wanted, plan, replica_nodes(model.spec))
+    nodes = replica_nodes(model.spec)
+    if nodes > 1:
+        plan.apply = one_group_at_a_time(plan.apply, observed, nodes)
+        _restart_broken_groups(body, observed, wanted, plan, nodes)
     warning = placement.warning
     if warning and any(m["kind"] in ("Deployment", "StatefulSet") for m in plan.apply):
         # Said once per new pod template: an explicit size the estimate disagrees with.

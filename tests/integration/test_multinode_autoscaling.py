@@ -35,6 +35,16 @@ def groups(models: Models, name: str) -> list[str]:
     return sorted(s.metadata.name for s in items)
 
 
+# One to three groups, read every second, scaled in at once.
+SCALING = {
+    "minReplicas": 1,
+    "maxReplicas": 3,
+    "target": 2,
+    "pollingSeconds": 1,
+    "scaleDownStabilizationSeconds": 0,
+}
+
+
 def test_keda_scales_groups_of_nodes_out_and_in(models: Models, nodes: list[str]) -> None:
     # The query stands for the engine's queue: 5 waiting at a target of 2 a group is 3 groups.
     models.create(
@@ -44,14 +54,7 @@ def test_keda_scales_groups_of_nodes_out_and_in(models: Models, nodes: list[str]
         tensorParallelSize=8,
         nodesPerReplica=2,
         gpu={"product": PRODUCT},
-        autoscaling={
-            "minReplicas": 1,
-            "maxReplicas": 3,
-            "query": "vector(5)",
-            "target": 2,
-            "pollingSeconds": 1,
-            "scaleDownStabilizationSeconds": 0,
-        },
+        autoscaling={**SCALING, "query": "vector(5)"},
     )
     autoscaling = models.wait_condition("big", "Autoscaling", "True", "KEDA", timeout=60)
     assert "groups of 2 nodes, through the model's scale subresource" in autoscaling["message"]
@@ -70,17 +73,7 @@ def test_keda_scales_groups_of_nodes_out_and_in(models: Models, nodes: list[str]
     # Each group's two ranks on two nodes of their own: six nodes in all.
     assert len({r["node"] for r in status["ranks"]}) == 6
     # The load goes: KEDA scales in to its minimum and the operator removes whole groups.
-    models.patch_spec(
-        "big",
-        autoscaling={
-            "minReplicas": 1,
-            "maxReplicas": 3,
-            "query": "vector(0)",
-            "target": 2,
-            "pollingSeconds": 1,
-            "scaleDownStabilizationSeconds": 0,
-        },
-    )
+    models.patch_spec("big", autoscaling={**SCALING, "query": "vector(0)"})
     wait_for(lambda: groups(models, "big") == ["big-g0"], 120, "one group left")
     wait_for(lambda: whole(1), 60, "1 whole group Ready")
     names = lambda: sorted(p.metadata.name for p in models.pods("big"))  # noqa: E731
